@@ -1,0 +1,378 @@
+"""One actor per pipeline: reconciles the desired state with what runs.
+
+The actor is an asyncio task with a one-bit mailbox (`poke`): a message only
+means "look again", so any number of pokes coalesce into one pass. Each pass
+re-reads the pipeline's record, compares it with what it observes (the
+runtime process, the status the runtime pushes), makes at most one
+transition, persists it, and pokes itself if there is more to do: the design
+is level-triggered, so a lost poke or a crash costs a pass, never a state.
+
+Events that poke the actor: an API call that changed the record, the runtime
+pushing a status, the runtime process exiting (pidfd), the ready pipe, a
+finished compilation, and timers (provisioning deadline, retry backoff).
+
+Every transition is persisted before anybody can see it, and the record is
+the only state that survives the manager: on its first pass after a manager
+restart the actor re-adopts the runtime process recorded in it (pid + start
+time) or notices that it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from stopcock.manager import model
+from stopcock.manager.model import (
+    CLEARED,
+    CLEARING,
+    IN_USE,
+    INITIALIZING,
+    PROGRAM_ERRORS,
+    PROVISIONED,
+    PROVISIONING,
+    STOPPED,
+    STOPPING,
+    SUCCESS,
+    SUSPENDED,
+    UNAVAILABLE,
+    PipelineRecord,
+    error_body,
+)
+from stopcock.manager.runner import LocalProcessRunner, RuntimeProcess
+from stopcock.manager.runtime_client import Report, RuntimeClient
+
+if TYPE_CHECKING:
+    from stopcock.manager.lifecycle import Lifecycle
+
+log = logging.getLogger("stopcock.actor")
+
+FAILED = "Failed"  # runtime status for an unrecoverable runtime error
+MAX_BACKOFF = 5.0
+
+
+class PipelineActor:
+    def __init__(self, pipeline_id: str, lifecycle: Lifecycle, runner: LocalProcessRunner) -> None:
+        self.pipeline_id = pipeline_id
+        self._lc = lifecycle
+        self._runner = runner
+        self._wake = asyncio.Event()
+        self._wake.set()
+        self._next_wake: float | None = None
+        self._recovered = False
+        self.proc: RuntimeProcess | None = None
+        self._client: RuntimeClient | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.report: Report | None = None
+        self.connected = False
+        self._pushed_desired: str | None = None
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Passes until the pipeline is idle (fully stopped, nothing running)."""
+        loop = asyncio.get_running_loop()
+        backoff = 0.05
+        try:
+            while True:
+                if not self._wake.is_set():
+                    timeout = None if self._next_wake is None else self._next_wake - loop.time()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                self._wake.clear()
+                self._next_wake = None
+                try:
+                    idle = await self._reconcile()
+                    backoff = 0.05
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("pipeline %s: reconcile failed; retrying", self.pipeline_id)
+                    # Retry with exponential backoff and jitter, like a
+                    # controller's work queue.
+                    self._next_wake = loop.time() + backoff * random.uniform(0.5, 1.5)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
+                if idle and not self._wake.is_set():
+                    return
+        finally:
+            await self._drop_process(kill=False)
+
+    # -- helpers -------------------------------------------------------
+
+    async def _persist(self, rec: PipelineRecord, **changes: Any) -> PipelineRecord:
+        new = await self._lc.write(rec, **changes)
+        self.poke()  # more may follow: look again
+        return new
+
+    async def _enter_stopping(
+        self, rec: PipelineRecord, error: dict[str, Any] | None
+    ) -> PipelineRecord:
+        changes: dict[str, Any] = {
+            "resources_status": STOPPING,
+            "resources_desired": STOPPED,
+            "runtime_desired": None,
+            "runtime_status": None,
+            "runtime_status_details": None,
+        }
+        if error is not None:
+            log.warning("pipeline %s stops with an error: %s", rec.name, error["message"])
+            changes["deployment_error"] = error
+        return await self._persist(rec, **changes)
+
+    async def _drop_process(self, kill: bool) -> None:
+        if self.proc is not None:
+            if kill:
+                self._runner.kill(self.proc)
+            else:
+                self._runner.forget(self.proc)
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        self.proc = None
+        self.report = None
+        self.connected = False
+        self._pushed_desired = None
+
+    # -- the reconciliation pass ---------------------------------------
+
+    async def _reconcile(self) -> bool:
+        rec = self._lc.by_id(self.pipeline_id)
+        if rec is None:
+            await self._drop_process(kill=True)
+            return True
+        if not self._recovered:
+            self._recover(rec)
+            self._recovered = True
+        if rec.resources_desired == STOPPED or rec.resources_status == STOPPING:
+            return await self._towards_stopped(rec)
+        if rec.resources_status == STOPPED:
+            await self._begin_provisioning(rec)
+        elif rec.resources_status == PROVISIONING:
+            await self._provisioning(rec)
+        elif rec.resources_status == PROVISIONED:
+            await self._provisioned(rec)
+        return False
+
+    def _recover(self, rec: PipelineRecord) -> None:
+        """First pass: find the runtime an earlier manager left running."""
+        if rec.resources_status == STOPPED or rec.deployment_id is None:
+            return
+        port = None
+        if rec.resources_status == PROVISIONED and rec.deployment_location:
+            port = int(rec.deployment_location.rsplit(":", 1)[1])
+        if rec.runtime_pid is not None and rec.runtime_pid_start is not None:
+            self.proc = self._runner.adopt(rec.runtime_pid, rec.runtime_pid_start, port, self.poke)
+        else:
+            found = self._runner.find_runtime(rec.id, rec.deployment_id)
+            if found is not None:
+                pid, start, found_port = found
+                self.proc = self._runner.adopt(pid, start, found_port, self.poke)
+        if self.proc is None:
+            log.warning("pipeline %s: its runtime is gone", rec.name)
+
+    async def _towards_stopped(self, rec: PipelineRecord) -> bool:
+        if rec.resources_status in (PROVISIONING, PROVISIONED):
+            await self._enter_stopping(rec, None)
+            return False
+        if rec.resources_status == STOPPING:
+            if self.proc is not None and not self.proc.exited.is_set():
+                self._runner.kill(self.proc)
+                return False  # the pidfd pokes us when it is gone
+            await self._drop_process(kill=False)
+            await self._persist(
+                rec,
+                resources_status=STOPPED,
+                deployment_id=None,
+                deployment_location=None,
+                deployment_initial=None,
+                runtime_pid=None,
+                runtime_pid_start=None,
+                runtime_status=None,
+                runtime_status_details=None,
+                runtime_desired=None,
+            )
+            return False
+        if rec.storage_status == CLEARING:
+            await asyncio.to_thread(self._runner.clear_storage, rec.id)
+            await self._persist(rec, storage_status=CLEARED, storage_status_details=None)
+            return False
+        return True
+
+    async def _begin_provisioning(self, rec: PipelineRecord) -> None:
+        if rec.program_status != SUCCESS:
+            if rec.program_status in PROGRAM_ERRORS:
+                await self._persist(
+                    rec,
+                    resources_desired=STOPPED,
+                    runtime_desired=None,
+                    deployment_error=error_body(
+                        "CannotStartWithCompilationError",
+                        f"The program failed to compile ({rec.program_status})",
+                        None,
+                    ),
+                )
+            return  # still compiling: the compiler pokes us when done
+        await self._persist(
+            rec,
+            resources_status=PROVISIONING,
+            deployment_id=str(uuid.uuid4()),
+            deployment_error=None,
+            storage_status=IN_USE,
+        )
+
+    async def _provisioning(self, rec: PipelineRecord) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = int(rec.runtime_config.get("provisioning_timeout_secs", 20))
+        # The deadline counts from the persisted `_since`, so it survives a
+        # manager restart.
+        remaining = rec.resources_status_since / 1e6 + timeout - model.now_us() / 1e6
+        if remaining <= 0:
+            await self._enter_stopping(
+                rec,
+                error_body(
+                    "ProvisioningTimeout",
+                    f"The pipeline was not provisioned within {timeout} seconds "
+                    "(runtime_config.provisioning_timeout_secs)",
+                    {"provisioning_timeout_secs": timeout},
+                ),
+            )
+            return
+        self._next_wake = loop.time() + remaining
+        if self.proc is not None and self.proc.port is None:
+            # Re-adopted while provisioning, with no way to learn its port:
+            # start over (provisioning is idempotent).
+            self._runner.kill(self.proc)
+            if not self.proc.exited.is_set():
+                return
+            await self._drop_process(kill=False)
+        if self.proc is None:
+            assert rec.deployment_id is not None
+            self.proc = await self._runner.spawn(rec.id, self._spec(rec), self.poke)
+            await self._persist(
+                rec, runtime_pid=self.proc.pid, runtime_pid_start=self.proc.start_time
+            )
+            return
+        port_future = self.proc.port
+        assert port_future is not None
+        if port_future.done() and port_future.exception() is None:
+            port = port_future.result()
+            await self._persist(
+                rec,
+                resources_status=PROVISIONED,
+                deployment_location=f"127.0.0.1:{port}",
+                runtime_status=INITIALIZING,
+            )
+            return
+        if self.proc.exited.is_set():
+            await self._enter_stopping(
+                rec,
+                error_body(
+                    "RuntimeExitedUnexpectedly",
+                    f"The runtime process {self.proc.describe_exit()} while provisioning",
+                    {"pid": self.proc.pid},
+                ),
+            )
+
+    def _spec(self, rec: PipelineRecord) -> dict[str, Any]:
+        return {
+            "pipeline_id": rec.id,
+            "pipeline_name": rec.name,
+            "deployment_id": rec.deployment_id,
+            "program_code": rec.program_code,
+            "runtime_config": rec.runtime_config,
+            "initial": rec.runtime_desired,
+            "storage_dir": str(self._runner.storage_dir(rec.id)),
+        }
+
+    async def _provisioned(self, rec: PipelineRecord) -> None:
+        proc = self.proc
+        if proc is None or proc.exited.is_set():
+            what = "is gone" if proc is None else proc.describe_exit()
+            await self._enter_stopping(
+                rec,
+                error_body(
+                    "RuntimeExitedUnexpectedly",
+                    f"The runtime process {what}",
+                    {"pid": rec.runtime_pid},
+                ),
+            )
+            return
+        if self._watch_task is None:
+            assert proc.port is not None
+            self._watch_task = asyncio.create_task(self._watch(proc, proc.port.result()))
+        report = self.report
+        if report is None or not self.connected:
+            if report is not None and rec.runtime_status != UNAVAILABLE:
+                await self._persist(rec, runtime_status=UNAVAILABLE)
+            return
+        if report.status == FAILED:
+            error = json.loads(report.error_json) if report.error_json else None
+            await self._enter_stopping(
+                rec,
+                error
+                or error_body("RuntimeFailed", "The runtime failed", {"pid": rec.runtime_pid}),
+            )
+            return
+        if report.status != rec.runtime_status:
+            rec = await self._persist(rec, runtime_status=report.status)
+        if report.status == SUSPENDED and rec.runtime_desired == SUSPENDED:
+            await self._enter_stopping(rec, None)  # the suspend is complete
+            return
+        wanted = rec.runtime_desired
+        if wanted and wanted not in (report.desired_status, self._pushed_desired):
+            await self._push_desired(rec, wanted)
+
+    async def _push_desired(self, rec: PipelineRecord, wanted: str) -> None:
+        assert self._client is not None
+        try:
+            await self._client.set_desired(wanted)
+            self._pushed_desired = wanted
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                # The runtime refuses for good: a suspend that cannot happen
+                # ends in a forced stop with the reason recorded.
+                code = "SuspendFailed" if wanted == SUSPENDED else "RuntimeRefused"
+                await self._enter_stopping(
+                    rec,
+                    error_body(
+                        code,
+                        f"The runtime refused to go {wanted}: {exc.details()}",
+                        {"desired_status": wanted},
+                    ),
+                )
+                return
+            log.info("pipeline %s: runtime unreachable (%s); will retry", rec.name, exc.code())
+            self._next_wake = asyncio.get_running_loop().time() + 0.2
+
+    async def _watch(self, proc: RuntimeProcess, port: int) -> None:
+        """Follows the runtime's status stream; reconnects while it lives."""
+        self._client = client = RuntimeClient(port)
+        backoff = 0.05
+        while not proc.exited.is_set():
+            try:
+                async for report in client.watch():
+                    self.report = report
+                    self.connected = True
+                    backoff = 0.05
+                    self.poke()
+            except grpc.aio.AioRpcError as exc:
+                log.debug("pipeline %s: status stream broke: %s", self.pipeline_id, exc.code())
+            self.connected = False
+            self._pushed_desired = None
+            self.poke()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.exited.wait(), backoff)
+            backoff = min(backoff * 2, 1.0)

@@ -1,0 +1,37 @@
+"""Settings, from environment variables (documented in README.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _port(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name} must be a TCP port number (1-65535), not {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    grpc_port: int
+    rest_port: int
+    bind_address: str
+    data_dir: Path
+    log_level: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            grpc_port=_port("STOPCOCK_GRPC_PORT", 50051),
+            rest_port=_port("STOPCOCK_REST_PORT", 8080),
+            bind_address=os.environ.get("STOPCOCK_BIND_ADDRESS", "127.0.0.1"),
+            data_dir=Path(os.environ.get("STOPCOCK_DATA_DIR", ".stopcock")).absolute(),
+            log_level=os.environ.get("STOPCOCK_LOG_LEVEL", "INFO").upper(),
+        )

@@ -1,0 +1,186 @@
+"""Validation of what users send: names, descriptions, configurations.
+
+Everything here is pure and raises `ApiError`s in the contract's shape, so
+bad input is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from stopcock.manager import errors
+from stopcock.manager.model import JsonObject
+
+NAME_PATTERN = r"^([A-Za-z0-9][-A-Za-z0-9_]*)?[A-Za-z0-9]$"
+NAME_PATTERN_DESCRIPTION = (
+    "letters, digits, '-' and '_', starting and ending with a letter or a digit"
+)
+NAME_MAX_BYTES = 63
+DESCRIPTION_MAX_CHARS = 300
+_NAME_RE = re.compile(NAME_PATTERN)
+
+PROFILES = ("dev", "unoptimized", "optimized", "optimized_symbols")
+FT_MODELS = ("none", "at_least_once", "exactly_once")
+DEFAULT_CHECKPOINT_INTERVAL = 60
+DEFAULT_PROVISIONING_TIMEOUT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """A validated, normalized pipeline definition."""
+
+    name: str
+    description: str
+    runtime_config: JsonObject
+    program_code: str
+    udf_rust: str
+    udf_toml: str
+    program_config: JsonObject
+    tags: tuple[str, ...]
+
+
+def validate_name(name: str) -> str:
+    if not name:
+        raise errors.bad_request("EmptyName", "Name cannot be empty")
+    length = len(name.encode())
+    if length > NAME_MAX_BYTES:
+        raise errors.bad_request(
+            "TooLongName",
+            f"Name is {length} bytes long, more than the maximum of {NAME_MAX_BYTES}",
+            {"name": name, "length": length, "maximum": NAME_MAX_BYTES},
+        )
+    if not _NAME_RE.match(name):
+        raise errors.bad_request(
+            "NameDoesNotMatchPattern",
+            f"Name '{name}' does not match pattern {NAME_PATTERN}: it may contain only "
+            f"{NAME_PATTERN_DESCRIPTION}",
+            {
+                "name": name,
+                "pattern": NAME_PATTERN,
+                "pattern_description": NAME_PATTERN_DESCRIPTION,
+            },
+        )
+    return name
+
+
+def _invalid_runtime(value: Any, error: str) -> errors.ApiError:
+    return errors.bad_request(
+        "InvalidRuntimeConfig",
+        f"Invalid runtime_config: {error}",
+        {"value": value, "error": error},
+    )
+
+
+def _as_int(value: Any, what: str, raw: JsonObject) -> int:
+    # Struct carries every number as a double: accept 20.0, refuse 20.5.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid_runtime(raw, f"{what} must be an integer")
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+        raise _invalid_runtime(raw, f"{what} must be an integer")
+    return int(value)
+
+
+def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
+    """Fills defaults and checks the keys Stopcock acts on; keeps the rest."""
+    cfg: JsonObject = dict(raw or {})
+    original = dict(cfg)
+
+    storage = cfg.get("storage", {})
+    if storage is True:
+        storage = {}
+    elif storage is False:
+        storage = None
+    elif storage is not None and not isinstance(storage, dict):
+        raise _invalid_runtime(original, "storage must be an object, null or a boolean")
+    cfg["storage"] = storage
+
+    ft = cfg.get("fault_tolerance")
+    if ft is None:
+        ft = {}
+    if not isinstance(ft, dict):
+        raise _invalid_runtime(original, "fault_tolerance must be an object")
+    ft = dict(ft)
+    model = ft.get("model", "none")
+    if model is None:
+        model = "none"
+    if model not in FT_MODELS:
+        raise _invalid_runtime(
+            original, f"fault_tolerance.model must be one of {', '.join(FT_MODELS)}"
+        )
+    ft["model"] = model
+    interval = ft.get("checkpoint_interval_secs", DEFAULT_CHECKPOINT_INTERVAL)
+    if interval is None:
+        interval = DEFAULT_CHECKPOINT_INTERVAL
+    interval = _as_int(interval, "fault_tolerance.checkpoint_interval_secs", original)
+    ft["checkpoint_interval_secs"] = min(max(interval, 1), 3600)
+    cfg["fault_tolerance"] = ft
+
+    timeout = cfg.get("provisioning_timeout_secs", DEFAULT_PROVISIONING_TIMEOUT)
+    if timeout is None:
+        timeout = DEFAULT_PROVISIONING_TIMEOUT
+    timeout = _as_int(timeout, "provisioning_timeout_secs", original)
+    if timeout < 1:
+        raise _invalid_runtime(original, "provisioning_timeout_secs must be at least 1")
+    cfg["provisioning_timeout_secs"] = timeout
+
+    workers = cfg.get("workers", 1)
+    workers = _as_int(1 if workers is None else workers, "workers", original)
+    if workers < 1:
+        raise _invalid_runtime(original, "workers must be at least 1")
+    cfg["workers"] = workers
+    return cfg
+
+
+def normalize_program_config(raw: JsonObject | None) -> JsonObject:
+    cfg: JsonObject = dict(raw or {})
+    profile = cfg.get("profile")
+    if profile is not None and profile not in (
+        "dev",
+        "unoptimized",
+        "optimized",
+        "optimized_symbols",
+    ):
+        raise errors.bad_request(
+            "InvalidProgramConfig",
+            "Invalid program_config: profile must be one of dev, unoptimized, optimized, "
+            "optimized_symbols",
+            {"value": raw, "error": "unknown profile"},
+        )
+    cfg.setdefault("profile", "optimized")
+    cfg.setdefault("cache", True)
+    cfg.setdefault("runtime_version", None)
+    return cfg
+
+
+def validate_definition(
+    *,
+    name: str,
+    description: str,
+    runtime_config: JsonObject | None,
+    program_code: str,
+    udf_rust: str,
+    udf_toml: str,
+    program_config: JsonObject | None,
+    tags: list[str],
+) -> Definition:
+    validate_name(name)
+    if len(description) > DESCRIPTION_MAX_CHARS:
+        raise errors.bad_request(
+            "InvalidDescription",
+            f"Description is {len(description)} characters long, more than the maximum "
+            f"of {DESCRIPTION_MAX_CHARS}",
+            {"length": len(description), "maximum": DESCRIPTION_MAX_CHARS},
+        )
+    return Definition(
+        name=name,
+        description=description,
+        runtime_config=normalize_runtime_config(runtime_config),
+        program_code=program_code,
+        udf_rust=udf_rust,
+        udf_toml=udf_toml,
+        program_config=normalize_program_config(program_config),
+        tags=tuple(tags),
+    )

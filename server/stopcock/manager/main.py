@@ -1,0 +1,77 @@
+"""The manager process: `python -m stopcock.manager.main`.
+
+Serves PipelineService, gRPC health checking and reflection on
+STOPCOCK_BIND_ADDRESS:STOPCOCK_GRPC_PORT. Runtime processes are left running
+on shutdown (and on a crash): the next manager re-adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from stopcock.manager.config import ConfigError, Settings
+from stopcock.manager.lifecycle import Lifecycle
+from stopcock.manager.runner import LocalProcessRunner
+from stopcock.manager.servicer import PipelineServicer
+from stopcock.manager.store import AsyncStore
+from stopcock.v1 import pipeline_service_pb2 as pb
+from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("stopcock.manager")
+
+
+async def serve(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await AsyncStore(settings.data_dir / "stopcock.db").open()
+    lifecycle = Lifecycle(store, LocalProcessRunner(settings.data_dir))
+    await lifecycle.open()
+
+    server = grpc.aio.server()
+    pb_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(lifecycle), server)
+    # grpc_health exposes its asyncio servicer as `health.aio` (untyped).
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    service_name = pb.DESCRIPTOR.services_by_name["PipelineService"].full_name
+    reflection.enable_server_reflection(
+        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{settings.bind_address}:{settings.grpc_port}"
+    server.add_insecure_port(address)
+    await server.start()
+    for name in ("", service_name):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("manager listening on %s (data in %s)", address, settings.data_dir)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down (runtime processes keep running)")
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=2)
+    await lifecycle.close()
+    await store.close()
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"stopcock: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""LocalProcessRunner: one runtime process per deployment, on this machine.
+
+Processes are spawned with `posix_spawn` in a new session (their own process
+group), so a manager crash does not take them down and a force stop can kill
+the whole group. Everything is event-driven:
+  * readiness: the runtime writes its port to a pipe we hold the other end of;
+  * exit: a pidfd (works for processes we did not spawn, i.e. re-adopted
+    ones) becomes readable when the process dies.
+We never use `subprocess.Popen`: its object would race us to reap the child.
+
+A pid is only trusted together with the kernel's start time of the process
+(`/proc/PID/stat` field 22), so a recycled pid is never mistaken for our
+runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("stopcock.runner")
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks since boot), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after it.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has exited already
+        return None
+    return int(fields[19])
+
+
+@dataclass(eq=False)
+class RuntimeProcess:
+    """A runtime process we watch. `exited` is set once it is gone."""
+
+    pid: int
+    start_time: int
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    exit_status: int | None = None
+    port: asyncio.Future[int] | None = None
+    _pidfd: int | None = None
+
+    def describe_exit(self) -> str:
+        status = self.exit_status
+        if status is None:
+            return "exited (status unknown: the process was re-adopted)"
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            return f"was killed by signal {sig} ({signal.Signals(sig).name})"
+        return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+class LocalProcessRunner:
+    def __init__(self, data_dir: Path, python: str = sys.executable) -> None:
+        self._data_dir = data_dir
+        self._python = python
+
+    def pipeline_dir(self, pipeline_id: str) -> Path:
+        return self._data_dir / "pipelines" / pipeline_id
+
+    def run_dir(self, pipeline_id: str) -> Path:
+        return self.pipeline_dir(pipeline_id) / "run"
+
+    def storage_dir(self, pipeline_id: str) -> Path:
+        return self.pipeline_dir(pipeline_id) / "storage"
+
+    async def spawn(
+        self, pipeline_id: str, spec: dict[str, Any], on_event: Callable[[], None]
+    ) -> RuntimeProcess:
+        run_dir = self.run_dir(pipeline_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.storage_dir(pipeline_id).mkdir(parents=True, exist_ok=True)
+        (run_dir / "runtime.json").unlink(missing_ok=True)
+        (run_dir / "spec.json").write_text(json.dumps(spec))
+        read_fd, write_fd = os.pipe()
+        os.set_inheritable(write_fd, True)
+        log_fd = os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            # posix_spawn returns as soon as the child exists: it does not wait.
+            pid = os.posix_spawn(  # noqa: ASYNC221
+                self._python,
+                [
+                    self._python,
+                    "-m",
+                    "stopcock.runtime.main",
+                    "--run-dir",
+                    str(run_dir),
+                    "--ready-fd",
+                    str(write_fd),
+                ],
+                dict(os.environ),
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(write_fd)
+            os.close(log_fd)
+        start_time = process_start_time(pid) or 0
+        proc = RuntimeProcess(pid=pid, start_time=start_time)
+        proc.port = self._read_port(read_fd, on_event)
+        self._watch_exit(proc, on_event)
+        log.info("spawned runtime pid %d for pipeline %s", pid, pipeline_id)
+        return proc
+
+    def _read_port(self, fd: int, on_event: Callable[[], None]) -> asyncio.Future[int]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        os.set_blocking(fd, False)
+        buf = bytearray()
+
+        def readable() -> None:
+            try:
+                chunk = os.read(fd, 64)
+            except BlockingIOError:
+                return
+            buf.extend(chunk)
+            if b"\n" in buf or not chunk:
+                loop.remove_reader(fd)
+                os.close(fd)
+                if not future.done():
+                    text = buf.split(b"\n", 1)[0].decode(errors="replace")
+                    if text.isdigit():
+                        future.set_result(int(text))
+                    else:
+                        future.set_exception(RuntimeError("the runtime exited before listening"))
+                on_event()
+
+        loop.add_reader(fd, readable)
+        # The future's exception is consumed by the actor; avoid "never
+        # retrieved" noise when a process dies before anyone looked.
+        future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+        return future
+
+    def _watch_exit(self, proc: RuntimeProcess, on_event: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except ProcessLookupError:
+            self._reap(proc)
+            proc.exited.set()
+            return
+        proc._pidfd = pidfd
+
+        def gone() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            proc._pidfd = None
+            self._reap(proc)
+            proc.exited.set()
+            log.info("runtime pid %d %s", proc.pid, proc.describe_exit())
+            on_event()
+
+        loop.add_reader(pidfd, gone)
+
+    @staticmethod
+    def _reap(proc: RuntimeProcess) -> None:
+        # Only our own children can be reaped; re-adopted ones were reparented.
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(proc.pid, os.WNOHANG)
+            proc.exit_status = status
+
+    def adopt(
+        self, pid: int, start_time: int, port: int | None, on_event: Callable[[], None]
+    ) -> RuntimeProcess | None:
+        """Watches a runtime spawned by an earlier manager, if it still lives."""
+        if process_start_time(pid) != start_time:
+            return None
+        proc = RuntimeProcess(pid=pid, start_time=start_time)
+        if port is not None:
+            proc.port = asyncio.get_running_loop().create_future()
+            proc.port.set_result(port)
+        self._watch_exit(proc, on_event)
+        log.info("re-adopted runtime pid %d", pid)
+        return proc
+
+    def find_runtime(self, pipeline_id: str, deployment_id: str) -> tuple[int, int, int] | None:
+        """(pid, start time, port) of a live runtime of `deployment_id`, from runtime.json.
+
+        Covers a manager that died after spawning but before recording the pid.
+        """
+        try:
+            info = json.loads((self.run_dir(pipeline_id) / "runtime.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if info.get("deployment_id") != deployment_id:
+            return None
+        start = process_start_time(int(info["pid"]))
+        return None if start is None else (int(info["pid"]), start, int(info["port"]))
+
+    def kill(self, proc: RuntimeProcess) -> None:
+        """Deprovisions at once: SIGKILL to the whole process group."""
+        if proc.exited.is_set() or process_start_time(proc.pid) != proc.start_time:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def forget(self, proc: RuntimeProcess) -> None:
+        """Stops watching (manager shutdown) without touching the process."""
+        if proc._pidfd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(proc._pidfd)
+            os.close(proc._pidfd)
+            proc._pidfd = None
+
+    def clear_storage(self, pipeline_id: str) -> None:
+        shutil.rmtree(self.storage_dir(pipeline_id), ignore_errors=True)
+
+    def remove_pipeline(self, pipeline_id: str) -> None:
+        shutil.rmtree(self.pipeline_dir(pipeline_id), ignore_errors=True)

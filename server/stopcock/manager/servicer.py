@@ -1,0 +1,193 @@
+"""The PipelineService servicer: proto <-> domain, and errors on the wire.
+
+Every handler runs inside `_guard`, which turns an `ApiError` into a
+trailers-only gRPC abort carrying:
+  * the gRPC status code and message, and a `google.rpc.Status` with an
+    `ErrorInfo` (reason = error_code) for native gRPC clients;
+  * `x-http-status` and `x-stopcock-error` (the exact REST body, ASCII-only
+    JSON) for Envoy's Lua filter, which rebuilds the REST answer from them.
+Anything unexpected is logged here and answered as a bare 500: a client
+never sees a stack trace.
+
+Successful calls whose REST status is not 200 send `x-http-status` as
+initial metadata (201 for creation, 202 for accepted desired-state changes).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from stopcock.manager import convert, errors
+from stopcock.manager.lifecycle import Lifecycle
+from stopcock.v1 import pipeline_service_pb2 as pb
+from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("stopcock.api")
+
+ERROR_DOMAIN = "stopcock.dev"
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = Callable[[Any, Req, Context], Awaitable[Resp]]
+
+
+def _abort_args(err: errors.ApiError) -> tuple[grpc.StatusCode, str, tuple[Any, ...]]:
+    info = error_details_pb2.ErrorInfo(
+        reason=err.error_code,
+        domain=ERROR_DOMAIN,
+        metadata={k: json.dumps(v) for k, v in (err.details or {}).items()},
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, err.grpc_code), message=err.message, details=[detail]
+    )
+    converted = rpc_status.to_status(status)
+    body = json.dumps(err.body(), ensure_ascii=True, separators=(", ", ": "))
+    trailing = (
+        *converted.trailing_metadata,
+        ("x-http-status", str(err.http_status)),
+        ("x-stopcock-error", body),
+    )
+    return converted.code, converted.details, trailing
+
+
+def _guard(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Req, context: Context) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except errors.ApiError as err:
+            await context.abort(*_abort_args(err))
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            await context.abort(*_abort_args(errors.internal()))
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+async def _http_status(context: Context, status: int) -> None:
+    await context.send_initial_metadata((("x-http-status", str(status)),))
+
+
+class PipelineServicer(pb_grpc.PipelineServiceServicer):
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._lc = lifecycle
+
+    @_guard
+    async def CreatePipeline(
+        self, request: pb.CreatePipelineRequest, context: Context
+    ) -> pb.CreatePipelineResponse:
+        rec = await self._lc.create(convert.definition_from_proto(request.pipeline))
+        await _http_status(context, 201)
+        return pb.CreatePipelineResponse(pipeline=convert.to_proto(rec))
+
+    @_guard
+    async def PutPipeline(
+        self, request: pb.PutPipelineRequest, context: Context
+    ) -> pb.PutPipelineResponse:
+        definition = convert.definition_from_proto(request.pipeline)
+        rec, created = await self._lc.put(request.name, definition)
+        if created:
+            await _http_status(context, 201)
+        return pb.PutPipelineResponse(pipeline=convert.to_proto(rec), created=created)
+
+    @_guard
+    async def GetPipeline(
+        self, request: pb.GetPipelineRequest, context: Context
+    ) -> pb.GetPipelineResponse:
+        full = convert.check_selector(request.selector)
+        rec = self._lc.get(request.name)
+        return pb.GetPipelineResponse(pipeline=convert.to_proto(rec, full))
+
+    @_guard
+    async def ListPipelines(
+        self, request: pb.ListPipelinesRequest, context: Context
+    ) -> pb.ListPipelinesResponse:
+        full = convert.check_selector(request.selector)
+        return pb.ListPipelinesResponse(
+            pipelines=[convert.to_proto(rec, full) for rec in self._lc.list()]
+        )
+
+    @_guard
+    async def DeletePipeline(
+        self, request: pb.DeletePipelineRequest, context: Context
+    ) -> pb.DeletePipelineResponse:
+        await self._lc.delete(request.name)
+        return pb.DeletePipelineResponse()
+
+    @_guard
+    async def StartPipeline(
+        self, request: pb.StartPipelineRequest, context: Context
+    ) -> pb.StartPipelineResponse:
+        dismiss = request.dismiss_error if request.HasField("dismiss_error") else True
+        await self._lc.start(request.name, request.initial or "running", dismiss)
+        await _http_status(context, 202)
+        return pb.StartPipelineResponse()
+
+    @_guard
+    async def PausePipeline(
+        self, request: pb.PausePipelineRequest, context: Context
+    ) -> pb.PausePipelineResponse:
+        await self._lc.pause(request.name)
+        await _http_status(context, 202)
+        return pb.PausePipelineResponse()
+
+    @_guard
+    async def ResumePipeline(
+        self, request: pb.ResumePipelineRequest, context: Context
+    ) -> pb.ResumePipelineResponse:
+        await self._lc.resume(request.name)
+        await _http_status(context, 202)
+        return pb.ResumePipelineResponse()
+
+    @_guard
+    async def StopPipeline(
+        self, request: pb.StopPipelineRequest, context: Context
+    ) -> pb.StopPipelineResponse:
+        await self._lc.stop(request.name, request.force)
+        await _http_status(context, 202)
+        return pb.StopPipelineResponse()
+
+    @_guard
+    async def CheckpointPipeline(
+        self, request: pb.CheckpointPipelineRequest, context: Context
+    ) -> pb.CheckpointPipelineResponse:
+        self._lc.get(request.name)
+        raise errors.missing_capability("checkpoint")
+
+    @_guard
+    async def GetCheckpointStatus(
+        self, request: pb.GetCheckpointStatusRequest, context: Context
+    ) -> pb.GetCheckpointStatusResponse:
+        self._lc.get(request.name)
+        raise errors.missing_capability("checkpoint")
+
+    @_guard
+    async def DismissError(
+        self, request: pb.DismissErrorRequest, context: Context
+    ) -> pb.DismissErrorResponse:
+        await self._lc.dismiss_error(request.name)
+        return pb.DismissErrorResponse()
+
+    @_guard
+    async def ClearStorage(
+        self, request: pb.ClearStorageRequest, context: Context
+    ) -> pb.ClearStorageResponse:
+        await self._lc.clear_storage(request.name)
+        await _http_status(context, 202)
+        return pb.ClearStorageResponse()
+
+    async def CheckHealth(
+        self, request: pb.CheckHealthRequest, context: Context
+    ) -> pb.CheckHealthResponse:
+        return pb.CheckHealthResponse(status="healthy")

@@ -1,0 +1,217 @@
+"""The contract's transition rules, with no I/O.
+
+Each `on_*` function takes the current record and a request and returns the
+changes to persist (a dict for `model.evolve`), `None` when the request is
+accepted but changes nothing (repeated starts and stops), or raises the
+`ApiError` the contract prescribes. The lifecycle persists what these return
+before it answers, then pokes the pipeline's actor, which does the work.
+
+The rules, from contract.md:
+  resources: Stopped -> Provisioning -> Provisioned -> Stopping -> Stopped,
+             Provisioning -> Stopping; entering Stopping sets desired Stopped.
+  runtime desired: Paused <-> Running; Paused/Running -> Suspended (terminal).
+  storage: Cleared -> InUse (on start) -> Clearing (/clear) -> Cleared, only
+           while fully stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stopcock.manager import errors
+from stopcock.manager.model import (
+    CLEARED,
+    CLEARING,
+    PAUSED,
+    PROGRAM_ERRORS,
+    PROVISIONED,
+    RUNNING,
+    STOPPED,
+    SUSPENDED,
+    UNAVAILABLE,
+    PipelineRecord,
+)
+
+Changes = dict[str, Any]
+
+INITIAL_VALUES = {"running": RUNNING, "paused": PAUSED}
+
+HINT_STOPPING = (
+    "Cannot restart the pipeline while it is stopping. "
+    "Wait for it to stop before starting a new instance of the pipeline."
+)
+HINT_SUSPENDING = (
+    "Cannot restart the pipeline while it is suspending. "
+    "Wait for it to stop before starting a new instance of the pipeline."
+)
+
+
+def is_stopping(rec: PipelineRecord) -> bool:
+    """A stop (forced or after a suspend) is under way and cannot be undone."""
+    return rec.resources_desired == STOPPED and rec.resources_status != STOPPED
+
+
+def is_suspending(rec: PipelineRecord) -> bool:
+    return rec.resources_desired == PROVISIONED and rec.runtime_desired == SUSPENDED
+
+
+def on_start(rec: PipelineRecord, initial: str, dismiss_error: bool) -> Changes | None:
+    runtime_desired = INITIAL_VALUES.get(initial)
+    if runtime_desired is None:
+        raise errors.unsupported_action(
+            "start",
+            f"initial must be 'running' or 'paused', not '{initial}'",
+        )
+    if is_stopping(rec):
+        raise errors.illegal_action(
+            rec.resources_status, rec.resources_desired, PROVISIONED, HINT_STOPPING
+        )
+    if is_suspending(rec):
+        raise errors.illegal_action(
+            rec.resources_status, rec.resources_desired, PROVISIONED, HINT_SUSPENDING
+        )
+    if rec.resources_desired == PROVISIONED:
+        # Already started: the same start again is a no-op; a different
+        # `initial` cannot apply to a running deployment.
+        if rec.deployment_initial != runtime_desired:
+            raise errors.precondition(
+                "InitialImmutableUnlessStopped",
+                f"The pipeline was started with initial '{(rec.deployment_initial or '').lower()}'"
+                f"; it cannot be changed to '{initial}' until the pipeline is stopped",
+            )
+        return None
+    if rec.storage_status == CLEARING:
+        raise errors.precondition(
+            "CannotStartWhileClearingStorage",
+            "Cannot start the pipeline while its storage is being cleared",
+        )
+    if rec.program_status in PROGRAM_ERRORS:
+        raise errors.precondition(
+            "CannotStartWithCompilationError",
+            f"Cannot start the pipeline: its program failed to compile ({rec.program_status})",
+        )
+    changes: Changes = {
+        "resources_desired": PROVISIONED,
+        "runtime_desired": runtime_desired,
+        "deployment_initial": runtime_desired,
+    }
+    if rec.deployment_error is not None:
+        if not dismiss_error:
+            raise errors.precondition(
+                "CannotStartWithUndismissedError",
+                "Cannot start the pipeline while it has a deployment error: dismiss it first "
+                "(POST /dismiss_error) or start with dismiss_error=true",
+            )
+        changes["deployment_error"] = None
+    return changes
+
+
+def force_stop_changes(rec: PipelineRecord) -> Changes | None:
+    if rec.resources_desired == STOPPED:
+        return None  # already stopping or stopped: a repeated force stop
+    return {"resources_desired": STOPPED, "runtime_desired": None}
+
+
+def on_stop(rec: PipelineRecord, force: bool) -> Changes | None:
+    if force:
+        return force_stop_changes(rec)
+    if rec.resources_desired == STOPPED:
+        return None
+    if not rec.storage_enabled:
+        raise errors.unsupported_action(
+            "suspend",
+            "storage is disabled in runtime_config, so there is nowhere to checkpoint; "
+            "use stop?force=true",
+        )
+    if rec.resources_status != PROVISIONED:
+        # Nothing runs yet that could checkpoint: the contract makes this a
+        # force stop.
+        return force_stop_changes(rec)
+    if rec.runtime_desired == SUSPENDED:
+        return None
+    if rec.runtime_status in (None, UNAVAILABLE):
+        raise errors.unreachable(rec.name, "suspend", "the runtime is not reachable right now")
+    return {"runtime_desired": SUSPENDED}
+
+
+def _interaction_precheck(rec: PipelineRecord, to: str) -> None:
+    if is_stopping(rec) or is_suspending(rec):
+        reason = "the pipeline is stopping" if is_stopping(rec) else "the pipeline is suspending"
+        raise errors.invalid_transition(rec.deployment_status, to, reason)
+    if rec.resources_status != PROVISIONED:
+        raise errors.not_deployed(rec.name, rec.deployment_status, rec.deployment_desired_status)
+    if rec.runtime_status in (None, UNAVAILABLE):
+        raise errors.unreachable(rec.name, to.lower(), "the runtime is not reachable right now")
+
+
+def on_pause(rec: PipelineRecord) -> Changes | None:
+    _interaction_precheck(rec, PAUSED)
+    return None if rec.runtime_desired == PAUSED else {"runtime_desired": PAUSED}
+
+
+def on_resume(rec: PipelineRecord) -> Changes | None:
+    _interaction_precheck(rec, RUNNING)
+    return None if rec.runtime_desired == RUNNING else {"runtime_desired": RUNNING}
+
+
+def on_dismiss_error(rec: PipelineRecord) -> Changes | None:
+    if rec.deployment_error is None:
+        return None
+    if not rec.fully_stopped:
+        raise errors.precondition(
+            "DismissErrorRestrictedToFullyStopped",
+            "The deployment error can only be dismissed once the pipeline is fully stopped",
+        )
+    return {"deployment_error": None}
+
+
+def on_clear(rec: PipelineRecord) -> Changes | None:
+    if rec.storage_status in (CLEARED, CLEARING):
+        return None
+    if not rec.fully_stopped:
+        raise errors.precondition(
+            "StorageStatusImmutableUnlessStopped",
+            "Storage can only be cleared once the pipeline is fully stopped",
+            {
+                "resources_status": rec.resources_status,
+                "resources_desired_status": rec.resources_desired,
+                "current_status": rec.storage_status,
+                "new_status": CLEARING,
+            },
+        )
+    return {"storage_status": CLEARING}
+
+
+def check_delete(rec: PipelineRecord) -> None:
+    if not rec.fully_stopped:
+        raise errors.precondition(
+            "DeleteRestrictedToFullyStopped",
+            "Cannot delete a pipeline which is not fully stopped: stop it first",
+        )
+    if rec.storage_status != CLEARED:
+        raise errors.precondition(
+            "DeleteRestrictedToClearedStorage",
+            "Cannot delete a pipeline whose storage is not cleared: clear it first (POST /clear)",
+        )
+
+
+PROGRAM_FIELDS = ("program_code", "udf_rust", "udf_toml", "program_config")
+
+
+def check_edit(rec: PipelineRecord, changed_fields: list[str]) -> None:
+    """Edits need a fully stopped pipeline; program edits need cleared storage."""
+    if not changed_fields:
+        return
+    if not rec.fully_stopped:
+        raise errors.precondition(
+            "UpdateRestrictedToStopped",
+            "Cannot update a pipeline which is not fully stopped: stop it first",
+        )
+    restricted = [f for f in changed_fields if f in PROGRAM_FIELDS]
+    if restricted and rec.storage_status != CLEARED:
+        raise errors.precondition(
+            "EditRestrictedToClearedStorage",
+            "The program cannot be edited while the pipeline's storage is in use "
+            f"({', '.join(restricted)}): clear the storage first",
+            {"not_allowed": restricted},
+        )

@@ -1,0 +1,210 @@
+"""Durable storage of pipeline records: the `Store` seam and its SQLite form.
+
+The manager acknowledges a change only after `put` returns, so every write is
+one transaction in WAL mode with `synchronous=FULL` (the commit is fsynced:
+it survives a crash of the manager and of the machine). The schema carries a
+version from day one; `MIGRATIONS[i]` moves a database from version i to
+i + 1, and opening a database runs the missing ones in one transaction.
+
+SQLite connections are used from one thread only: `AsyncStore` runs every
+call on a dedicated single-thread executor, which also serializes writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from stopcock.manager.model import PipelineRecord
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1: the pipelines table. JSON columns hold objects; `_since`
+    # columns are microseconds since the epoch.
+    """
+    CREATE TABLE pipelines (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        runtime_config TEXT NOT NULL,
+        program_code TEXT NOT NULL,
+        udf_rust TEXT NOT NULL,
+        udf_toml TEXT NOT NULL,
+        program_config TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        program_version INTEGER NOT NULL,
+        program_status TEXT NOT NULL,
+        program_status_since INTEGER NOT NULL,
+        program_error TEXT NOT NULL,
+        program_info TEXT,
+        deployment_error TEXT,
+        deployment_id TEXT,
+        deployment_initial TEXT,
+        resources_status TEXT NOT NULL,
+        resources_status_since INTEGER NOT NULL,
+        resources_desired TEXT NOT NULL,
+        resources_desired_since INTEGER NOT NULL,
+        runtime_status TEXT,
+        runtime_status_since INTEGER,
+        runtime_status_details TEXT,
+        runtime_desired TEXT,
+        runtime_desired_since INTEGER,
+        deployment_status TEXT NOT NULL,
+        deployment_status_since INTEGER NOT NULL,
+        deployment_desired_status TEXT NOT NULL,
+        deployment_desired_status_since INTEGER NOT NULL,
+        storage_status TEXT NOT NULL,
+        storage_status_since INTEGER NOT NULL,
+        storage_status_details TEXT,
+        refresh_version INTEGER NOT NULL,
+        deployment_location TEXT,
+        runtime_pid INTEGER,
+        runtime_pid_start INTEGER
+    )
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_FIELDS = [f.name for f in dataclasses.fields(PipelineRecord)]
+_JSON_FIELDS = frozenset(
+    {
+        "runtime_config",
+        "program_config",
+        "tags",
+        "program_error",
+        "program_info",
+        "deployment_error",
+        "runtime_status_details",
+        "storage_status_details",
+    }
+)
+_INSERT = (
+    f"INSERT OR REPLACE INTO pipelines ({', '.join(_FIELDS)}) "
+    f"VALUES ({', '.join('?' for _ in _FIELDS)})"
+)
+
+
+class Store(Protocol):
+    """What the lifecycle needs from durable storage."""
+
+    async def load_all(self) -> list[PipelineRecord]: ...
+    async def put(self, rec: PipelineRecord) -> None: ...
+    async def delete(self, pipeline_id: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def _to_row(rec: PipelineRecord) -> list[Any]:
+    row: list[Any] = []
+    for name in _FIELDS:
+        value = getattr(rec, name)
+        if name in _JSON_FIELDS and value is not None:
+            value = json.dumps(list(value) if name == "tags" else value, separators=(",", ":"))
+        row.append(value)
+    return row
+
+
+def _from_row(row: sqlite3.Row) -> PipelineRecord:
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        value = row[name]
+        if name in _JSON_FIELDS and value is not None:
+            value = json.loads(value)
+            if name == "tags":
+                value = tuple(value)
+        values[name] = value
+    return PipelineRecord(**values)
+
+
+class SqliteStore:
+    """The embedded default. Blocking; wrap it in `AsyncStore`."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the database has schema version {version}; this Stopcock knows up to "
+                f"{SCHEMA_VERSION}: upgrade Stopcock"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for step in MIGRATIONS[version:]:
+                self._db.execute(step)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def load_all(self) -> list[PipelineRecord]:
+        rows = self._db.execute("SELECT * FROM pipelines ORDER BY name").fetchall()
+        return [_from_row(r) for r in rows]
+
+    def put(self, rec: PipelineRecord) -> None:
+        self._db.execute(_INSERT, _to_row(rec))
+
+    def delete(self, pipeline_id: str) -> None:
+        self._db.execute("DELETE FROM pipelines WHERE id = ?", (pipeline_id,))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class AsyncStore:
+    """Runs a `SqliteStore` on its own thread so the event loop never blocks on fsync."""
+
+    def __init__(self, path: Path) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._path = path
+        self._sync: SqliteStore | None = None
+
+    async def open(self) -> AsyncStore:
+        self._sync = await self._run(SqliteStore, self._path)
+        return self
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def _s(self) -> SqliteStore:
+        assert self._sync is not None, "AsyncStore.open() was not awaited"
+        return self._sync
+
+    async def load_all(self) -> list[PipelineRecord]:
+        result: list[PipelineRecord] = await self._run(self._s.load_all)
+        return result
+
+    async def put(self, rec: PipelineRecord) -> None:
+        await self._run(self._s.put, rec)
+
+    async def delete(self, pipeline_id: str) -> None:
+        await self._run(self._s.delete, pipeline_id)
+
+    async def close(self) -> None:
+        if self._sync is not None:
+            await self._run(self._sync.close)
+        self._executor.shutdown(wait=True)

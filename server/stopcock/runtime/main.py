@@ -1,0 +1,100 @@
+"""Entry point of a runtime process: `python -m stopcock.runtime.main`.
+
+The manager spawns one per deployment, in a session of its own so that it
+outlives a manager crash, with:
+  --run-dir DIR   holds spec.json (written by the manager: program, config,
+                  deployment id, initial status); the runtime writes
+                  runtime.json there ({pid, port, deployment_id}) once it
+                  listens, so a restarted manager can find it again.
+  --ready-fd N    a pipe: the runtime writes its port and a newline to it
+                  once it accepts calls, then closes it. The manager learns
+                  the port the moment it exists, without polling.
+
+Test-only fault injection: STOPCOCK_RUNTIME_TEST_FAULTS holds
+comma-separated `key=value` pairs; `startup_delay_secs=N` delays listening
+(to exercise the provisioning timeout). Never set it in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import grpc
+from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
+from stopcock.runtime.engine import Engine
+from stopcock.runtime.service import RuntimeServicer
+
+log = logging.getLogger("stopcock.runtime")
+
+
+def test_faults() -> dict[str, str]:
+    raw = os.environ.get("STOPCOCK_RUNTIME_TEST_FAULTS", "")
+    pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def write_atomically(path: Path, data: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+async def serve(run_dir: Path, ready_fd: int) -> None:
+    spec = json.loads((run_dir / "spec.json").read_text())
+    faults = test_faults()
+    delay = float(faults.get("startup_delay_secs", "0"))
+    if delay:
+        log.warning("test fault: delaying start-up by %s s", delay)
+        await asyncio.sleep(delay)
+
+    engine = Engine(
+        deployment_id=spec["deployment_id"],
+        program_code=spec["program_code"],
+        initial=spec["initial"],
+    )
+    server = grpc.aio.server()
+    pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(engine), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    write_atomically(
+        run_dir / "runtime.json",
+        json.dumps({"pid": os.getpid(), "port": port, "deployment_id": spec["deployment_id"]}),
+    )
+    os.write(ready_fd, f"{port}\n".encode())
+    os.close(ready_fd)
+    log.info("runtime for deployment %s listening on 127.0.0.1:%d", spec["deployment_id"], port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await engine.initialize()
+    await stop.wait()
+    await server.stop(grace=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="Stopcock pipeline runtime (spawned by the manager)"
+    )
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--ready-fd", type=int, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=os.environ.get("STOPCOCK_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(args.run_dir, args.ready_fd))
+
+
+if __name__ == "__main__":
+    main()
