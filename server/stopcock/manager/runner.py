@@ -11,6 +11,10 @@ We never use `subprocess.Popen`: its object would race us to reap the child.
 A pid is only trusted together with the kernel's start time of the process
 (`/proc/PID/stat` field 22), so a recycled pid is never mistaken for our
 runtime.
+
+Test-only fault injection: STOPCOCK_TEST_FAULTS=kill_delay_secs=N delays
+every kill by N seconds, which holds a pipeline in Stopping long enough for
+a test to act on it. Never set it in production.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class RuntimeProcess:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     exit_status: int | None = None
     port: asyncio.Future[int] | None = None
+    kill_requested: bool = False
     _pidfd: int | None = None
 
     def describe_exit(self) -> str:
@@ -69,6 +74,9 @@ class LocalProcessRunner:
     def __init__(self, data_dir: Path, python: str = sys.executable) -> None:
         self._data_dir = data_dir
         self._python = python
+        faults = os.environ.get("STOPCOCK_TEST_FAULTS", "")
+        pairs = dict(item.split("=", 1) for item in faults.split(",") if "=" in item)
+        self._kill_delay = float(pairs.get("kill_delay_secs", "0"))
 
     def pipeline_dir(self, pipeline_id: str) -> Path:
         return self._data_dir / "pipelines" / pipeline_id
@@ -208,6 +216,19 @@ class LocalProcessRunner:
 
     def kill(self, proc: RuntimeProcess) -> None:
         """Deprovisions at once: SIGKILL to the whole process group."""
+        if proc.kill_requested or proc.exited.is_set():
+            return
+        proc.kill_requested = True
+        if self._kill_delay:
+            log.warning(
+                "test fault: delaying the kill of pid %d by %s s", proc.pid, self._kill_delay
+            )
+            asyncio.get_running_loop().call_later(self._kill_delay, self._killpg, proc)
+        else:
+            self._killpg(proc)
+
+    @staticmethod
+    def _killpg(proc: RuntimeProcess) -> None:
         if proc.exited.is_set() or process_start_time(proc.pid) != proc.start_time:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):

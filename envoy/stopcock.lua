@@ -1,0 +1,276 @@
+--[[
+Stopcock's REST shaping, run by Envoy's Lua filter (envoy/envoy.yaml).
+
+The filter sits BEFORE grpc_json_transcoder in the chain. Envoy runs decoder
+filters in order and encoder filters in reverse, so:
+  * envoy_on_request sees the REST request before the transcoder maps it onto
+    a gRPC request (the query string is still there to be checked);
+  * envoy_on_response sees the response AFTER the transcoder turned the gRPC
+    answer into JSON, and has the last word on status, headers and body.
+
+Native gRPC calls (content-type application/grpc*) are left strictly alone:
+they are not marked on the request path, and the response path returns at
+once for unmarked streams, so it never buffers or rewrites them (grpcurl and
+server streaming through Envoy depend on that).
+
+The agreement with the manager (which owns the REST semantics):
+  * success with a REST status other than 200: initial metadata
+    `x-http-status: 201|202` -> becomes :status;
+  * errors: a trailers-only answer whose metadata holds `x-http-status` and
+    `x-stopcock-error` (the exact JSON error body, ASCII) -> becomes :status
+    and the body, replacing the transcoder's google.rpc.Status JSON.
+It also unwraps the field named by a route's `response_body` metadata (the
+proto's response_body, which Envoy's transcoder cannot apply; see the routes
+in envoy.yaml), gives gRPC errors that lack x-stopcock-error the contract's
+shape, and removes grpc-* headers from REST answers. Envoy's own replies (bad
+query value, unknown path, upstream down...) are shaped by
+local_reply_config in envoy.yaml, not here.
+
+Lua globals are shared by every stream on a worker, so per-request state
+lives in the stream's dynamic metadata (namespace "stopcock"), never in
+variables.
+]]
+
+-- Query parameters a REST client may send, on any endpoint. A query parameter
+-- can set ANY field of the gRPC request, path-bound ones included
+-- (`/v0/pipelines/a?name=b` would address pipeline b), so everything not
+-- listed is refused here, before the transcoder sees it. Extend this list
+-- when an endpoint gains a parameter; a listed parameter that the endpoint's
+-- request message lacks is still refused by the transcoder
+-- (reject_unknown_query_parameters), as InvalidRequest too.
+local ALLOWED_QUERY_PARAMETERS = {
+  "force",
+  "initial",
+  "dismiss_error",
+  "bootstrap_policy",
+  "selector",
+  "incarnation_uuid",
+  "format",
+  "update_format",
+  "array",
+  "sql",
+  "json_flavor",
+  "follow",
+}
+
+local NAMESPACE = "stopcock" -- dynamic metadata; local_reply_config reads it too
+local RETRY_AFTER_SECONDS = "5"
+
+-- Names of gRPC codes, for errors the manager sent without x-stopcock-error
+-- (a bug or an unexpected exception there). UNAVAILABLE means the manager
+-- cannot serve right now, which clients retry like Envoy's own 503.
+local GRPC_ERROR_CODES = {
+  [1] = "Cancelled", [2] = "Unknown", [3] = "InvalidArgument",
+  [4] = "DeadlineExceeded", [5] = "NotFound", [6] = "AlreadyExists",
+  [7] = "PermissionDenied", [8] = "ResourceExhausted", [9] = "FailedPrecondition",
+  [10] = "Aborted", [11] = "OutOfRange", [12] = "Unimplemented",
+  [13] = "Internal", [14] = "ManagerUnavailable", [15] = "DataLoss",
+  [16] = "Unauthenticated",
+}
+
+local ALLOWED = {}
+for _, name in ipairs(ALLOWED_QUERY_PARAMETERS) do
+  ALLOWED[name] = true
+end
+
+local function percent_decode(text)
+  return (text:gsub("%%(%x%x)", function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
+-- A JSON string literal for arbitrary bytes. Bytes >= 0x80 are escaped one by
+-- one (as Latin-1): the result is always valid, ASCII-only JSON, whatever a
+-- client put in a query string.
+local function json_string(text)
+  return '"' .. text:gsub('[%c"\\\128-\255]', function(c)
+    if c == '"' then return '\\"' end
+    if c == "\\" then return "\\\\" end
+    return string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
+local function error_json(message, error_code, details_json)
+  return '{"message": ' .. json_string(message) .. ', "error_code": '
+    .. json_string(error_code) .. ', "details": ' .. details_json .. "}"
+end
+
+-- Index of the quote closing the JSON string that opens at `i`, or nil.
+local function string_end(json, i)
+  local pos = i + 1
+  while true do
+    local k = json:find('[\\"]', pos)
+    if k == nil then return nil end
+    if json:byte(k) == 34 then return k end -- '"'
+    pos = k + 2 -- skip the escaped character
+  end
+end
+
+-- The JSON text of the object or array that the transcoder printed as the
+-- first member of the response, `{"<field>":<value>...}`, or nil. Only the
+-- value's extent is found (brackets counted outside strings); nothing is
+-- re-encoded, so the bytes are exactly what the transcoder printed.
+local function unwrap(json, field)
+  local prefix = '{"' .. field .. '":'
+  if json:sub(1, #prefix) ~= prefix then return nil end
+  local start = #prefix + 1
+  local first = json:sub(start, start)
+  if first ~= "{" and first ~= "[" then return nil end
+  local depth, pos = 0, start
+  while true do
+    local i = json:find('[{}%[%]"]', pos)
+    if i == nil then return nil end
+    local c = json:byte(i)
+    if c == 34 then
+      local e = string_end(json, i)
+      if e == nil then return nil end
+      pos = e + 1
+    else
+      if c == 123 or c == 91 then depth = depth + 1 else depth = depth - 1 end -- { [
+      pos = i + 1
+      if depth == 0 then return json:sub(start, i) end
+    end
+  end
+end
+
+-- REST-only request checks: every reply made here is final and already in
+-- the contract's shape, which the local_reply_config mapper keyed on
+-- `stopcock.lua_reply` passes through unchanged.
+local function reject(handle, message, details_json)
+  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "lua_reply", "1")
+  handle:respond(
+    { [":status"] = "400", ["content-type"] = "application/json" },
+    error_json(message, "InvalidRequest", details_json)
+  )
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local content_type = headers:get("content-type") or ""
+  if content_type:sub(1, 16) == "application/grpc" then
+    return -- native gRPC: untouched
+  end
+  -- Marks the stream for envoy_on_response and local_reply_config.
+  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "rest", "1")
+
+  -- grpcio treats metadata keys ending in -bin as base64 binary values and
+  -- fails the call (500 "illegal base64 encoding") on anything it cannot
+  -- decode; REST clients have no business sending binary metadata.
+  local binary = {}
+  for name, _ in pairs(headers) do
+    if name:sub(-4) == "-bin" then binary[#binary + 1] = name end
+  end
+  for _, name in ipairs(binary) do
+    headers:remove(name)
+  end
+
+  local query = (headers:get(":path") or ""):match("%?(.*)$") or ""
+  for pair in query:gmatch("[^&]+") do
+    local name = percent_decode(pair:match("^[^=]*"))
+    if not ALLOWED[name] then
+      reject(handle, "Unknown query parameter '" .. name .. "'",
+        '{"parameter": ' .. json_string(name) .. "}")
+      return
+    end
+  end
+end
+
+-- The replacement body for a gRPC error that came without x-stopcock-error,
+-- or nil when the response is not a gRPC error. When the transcoder could
+-- print the google.rpc.Status (convert_grpc_status) the body is its JSON,
+-- `{"code":N,"message":"..."...}`, and the message is copied as the escaped
+-- literal it already is; when it could not (e.g. a detail type missing from
+-- its descriptor set) grpc-status and grpc-message are still headers.
+-- Envoy's own replies, shaped by local_reply_config, match neither.
+local function fallback_error(json, grpc_status, grpc_message)
+  local code, message_json = tonumber(grpc_status), nil
+  if code ~= nil then
+    message_json = json_string(percent_decode(grpc_message or ""))
+  else
+    local code_text, quote = json:match('^{"code":(%d+),"message":()"')
+    if code_text == nil then return nil end
+    code = tonumber(code_text)
+    local e = string_end(json, quote)
+    if e == nil then return nil end
+    message_json = json:sub(quote, e)
+  end
+  if code == 0 then return nil end
+  return '{"message": ' .. message_json .. ', "error_code": '
+    .. json_string(GRPC_ERROR_CODES[code] or "Unknown")
+    .. ', "details": {"grpc_status": ' .. code .. "}}"
+end
+
+local function valid_status(text)
+  if text ~= nil and text:match("^[1-5]%d%d$") then return text end
+  return nil
+end
+
+-- The REST face speaks HTTP: the agreement headers and gRPC's own
+-- (grpc-status, grpc-message, grpc-status-details-bin, grpc-accept-encoding)
+-- are internals.
+local function remove_internal_headers(headers)
+  local internal = { "x-http-status", "x-stopcock-error" }
+  for name, _ in pairs(headers) do
+    if name:sub(1, 5) == "grpc-" then internal[#internal + 1] = name end
+  end
+  for _, name in ipairs(internal) do
+    headers:remove(name)
+  end
+end
+
+function envoy_on_response(handle)
+  local stream = handle:streamInfo():dynamicMetadata():get(NAMESPACE)
+  if stream == nil or stream.rest == nil then
+    return -- native gRPC: never buffered nor rewritten
+  end
+  if stream.lua_reply ~= nil then
+    return -- our own reply from envoy_on_request
+  end
+  local headers = handle:headers()
+  local status = headers:get(":status")
+  local http_status = valid_status(headers:get("x-http-status"))
+  local content_type = headers:get("content-type") or ""
+
+  if tonumber(status) < 400 then
+    remove_internal_headers(headers)
+    if http_status ~= nil then
+      headers:replace(":status", http_status)
+    end
+    -- Set by envoy.yaml on the routes of methods with a `response_body`.
+    local field = handle:metadata():get("response_body")
+    if field == nil or content_type:sub(1, 16) ~= "application/json" then
+      return -- streaming answers flow through untouched
+    end
+    local body = handle:body()
+    if body == nil then return end
+    local inner = unwrap(body:getBytes(0, body:length()), field)
+    if inner == nil then
+      handle:logWarn("stopcock: no '" .. field .. "' field to unwrap in the response")
+      return
+    end
+    body:setBytes(inner)
+    return
+  end
+
+  -- An error. Read everything from the headers first: body() waits for the
+  -- whole answer and invalidates this headers object.
+  local error_body = headers:get("x-stopcock-error")
+  local grpc_status = headers:get("grpc-status")
+  local grpc_message = headers:get("grpc-message")
+  -- body(true) gives a buffer even for a headers-only (trailers-only) answer,
+  -- and setBytes on it then adds the body.
+  local body = handle:body(true)
+  if error_body == nil then
+    error_body = fallback_error(body:getBytes(0, body:length()), grpc_status, grpc_message)
+    if error_body == nil then
+      return -- one of Envoy's own replies, already shaped
+    end
+  end
+  headers = handle:headers()
+  remove_internal_headers(headers)
+  status = http_status or status
+  headers:replace(":status", status)
+  headers:replace("content-type", "application/json")
+  if status == "503" then headers:replace("retry-after", RETRY_AFTER_SECONDS) end
+  body:setBytes(error_body)
+end

@@ -1,0 +1,210 @@
+"""A real Stopcock stack for tests: manager process, Envoy, runtime processes.
+
+Nothing here is faked: `Stack` starts `python -m stopcock.manager.main` and
+a real Envoy (through `stopcock.sidecar`, as `make run` does) on free
+loopback ports with a private data directory, and cleans up every process it
+caused, runtime processes included (they outlive the manager by design).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import httpx
+from stopcock.sidecar import EnvoySidecar
+from stopcock.v1 import pipeline_service_pb2 as pb
+from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+PROGRAM = "CREATE TABLE t (id INTEGER NOT NULL, name TEXT); CREATE VIEW v AS SELECT * FROM t;"
+WAIT = 30.0  # seconds: the bound of every wait; a healthy stack needs far less
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
+    """Bounded poll: returns check()'s first truthy value, or fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = check()
+        except (httpx.TransportError, grpc.RpcError) as exc:
+            last = exc
+        else:
+            if result:
+                return result
+            last = result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(0.005)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+class Stack:
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.grpc_port = free_port()
+        self.rest_port = free_port()
+        self.env = {
+            **os.environ,
+            "STOPCOCK_DATA_DIR": str(self.data_dir),
+            "STOPCOCK_GRPC_PORT": str(self.grpc_port),
+            "STOPCOCK_REST_PORT": str(self.rest_port),
+            "STOPCOCK_LOG_LEVEL": "INFO",
+            **(env or {}),
+        }
+        self.manager: subprocess.Popen[bytes] | None = None
+        self.envoy: EnvoySidecar | None = None
+        self.rest = httpx.Client(base_url=f"http://127.0.0.1:{self.rest_port}", timeout=10)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        self.stub = pb_grpc.PipelineServiceStub(self.channel)
+        self._log = open(root / "manager.log", "ab")  # noqa: SIM115 (closed in close())
+
+    # -- processes -----------------------------------------------------
+
+    def start_manager(self) -> None:
+        self.manager = subprocess.Popen(
+            [sys.executable, "-m", "stopcock.manager.main"],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(
+            lambda: self.stub.CheckHealth(pb.CheckHealthRequest(), timeout=1).status == "healthy",
+            "the manager to answer",
+        )
+
+    def kill_manager(self) -> None:
+        """SIGKILL: no chance to clean up, like a crash."""
+        assert self.manager is not None
+        self.manager.send_signal(signal.SIGKILL)
+        self.manager.wait(timeout=WAIT)
+        self.manager = None
+
+    def start_envoy(self) -> None:
+        self.envoy = EnvoySidecar(
+            workdir=self.root / "envoy",
+            rest_port=self.rest_port,
+            grpc_port=self.grpc_port,
+        )
+        self.envoy.start()
+        self.envoy.wait_ready(WAIT)
+
+    def runtime_pids(self, name: str | None = None) -> list[int]:
+        """Live runtime processes of this stack (of one pipeline if `name`), from /proc.
+
+        /proc rather than runtime.json: a runtime that has not listened yet
+        has not written that file.
+        """
+        marker = str(self.data_dir / "pipelines")
+        if name is not None:
+            marker = str(self.data_dir / "pipelines" / self.get(name)["id"] / "run")
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            ours = "stopcock.runtime.main" in argv and any(a.startswith(marker) for a in argv)
+            if ours and process_alive(int(proc.name)):
+                pids.append(int(proc.name))
+        return pids
+
+    def runtime_info(self, name: str) -> dict[str, Any]:
+        pid = self.get(name)["id"]
+        info: dict[str, Any] = json.loads(
+            (self.data_dir / "pipelines" / pid / "run" / "runtime.json").read_text()
+        )
+        return info
+
+    def close(self) -> None:
+        if self.manager is not None:
+            self.manager.kill()
+            self.manager.wait(timeout=WAIT)
+        if self.envoy is not None:
+            self.envoy.stop()
+        for pid in self.runtime_pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        self.rest.close()
+        self.channel.close()
+        self._log.close()
+
+    # -- REST helpers --------------------------------------------------
+
+    def create(
+        self, name: str, program: str = PROGRAM, runtime_config: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "program_code": program}
+        if runtime_config is not None:
+            body["runtime_config"] = runtime_config
+        r = self.rest.post("/v0/pipelines", json=body)
+        assert r.status_code == 201, r.text
+        created: dict[str, Any] = r.json()
+        wait_until(lambda: self.get(name)["program_status"] == "Success", f"{name} to compile")
+        return created
+
+    def get(self, name: str, selector: str = "all") -> dict[str, Any]:
+        r = self.rest.get(f"/v0/pipelines/{name}", params={"selector": selector})
+        assert r.status_code == 200, r.text
+        result: dict[str, Any] = r.json()
+        return result
+
+    def post(self, name: str, action: str, **params: str) -> httpx.Response:
+        return self.rest.post(f"/v0/pipelines/{name}/{action}", params=params)
+
+    def wait_status(self, name: str, status: str, timeout: float = WAIT) -> dict[str, Any]:
+        return wait_until(
+            lambda: (p := self.get(name, "status"))["deployment_status"] == status and p,
+            f"{name} to be {status}",
+            timeout,
+        )
+
+    def start(self, name: str, initial: str = "running") -> dict[str, Any]:
+        r = self.post(name, "start", initial=initial)
+        assert r.status_code == 202, r.text
+        return self.wait_status(name, "Running" if initial == "running" else "Paused")
+
+    def force_stop(self, name: str) -> dict[str, Any]:
+        r = self.post(name, "stop", force="true")
+        assert r.status_code == 202, r.text
+        return self.wait_status(name, "Stopped")
+
+
+@contextlib.contextmanager
+def running_stack(root: Path, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    stack = Stack(root, env)
+    try:
+        stack.start_manager()
+        stack.start_envoy()
+        yield stack
+    finally:
+        stack.close()

@@ -1,0 +1,135 @@
+"""The Envoy sidecar's config: rendering, Envoy's own validation, and a smoke run.
+
+The REST behaviour through a real manager is covered by the stack tests
+(test_envoy_errors, test_rest_pipelines); these need Envoy alone.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from stopcock import sidecar
+
+from tests.support import free_port
+
+
+def render(tmp_path: Path, **overrides: Any) -> str:
+    descriptor = tmp_path / "stopcock_descriptor.pb"
+    sidecar.prepare_descriptor(sidecar.DESCRIPTOR, descriptor)
+    args: dict[str, Any] = {
+        "rest_address": "127.0.0.1",
+        "rest_port": free_port(),
+        "grpc_host": "127.0.0.1",
+        "grpc_port": free_port(),
+        "descriptor_path": descriptor,
+        "lua_path": sidecar.LUA_SCRIPT,
+    }
+    return sidecar.render_envoy_config(**{**args, **overrides})
+
+
+def test_rendered_template_passes_envoy_validation(tmp_path: Path) -> None:
+    config = tmp_path / "envoy.yaml"
+    config.write_text(render(tmp_path))
+    assert "{{" not in config.read_text()
+    assert "OK" in sidecar.validate(config)
+
+
+def test_a_host_name_upstream_validates(tmp_path: Path) -> None:
+    # Container deployments name the manager by its service name.
+    config = tmp_path / "envoy.yaml"
+    config.write_text(render(tmp_path, rest_address="0.0.0.0", grpc_host="manager"))
+    sidecar.validate(config)
+
+
+def test_a_placeholder_without_value_fails_rendering(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(sidecar.TEMPLATE.read_text() + "# {{ADMIN_PORT}}\n")
+    with pytest.raises(ValueError, match="ADMIN_PORT"):
+        render(tmp_path, template=template)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"rest_address": 'x"y'}, {"grpc_host": ""}, {"rest_port": 70000}, {"lua_path": Path("{{x}}")}],
+)
+def test_unusable_values_fail_rendering(tmp_path: Path, overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        render(tmp_path, **overrides)
+
+
+def test_validate_reports_what_envoy_refused(tmp_path: Path) -> None:
+    config = tmp_path / "envoy.yaml"
+    config.write_text(render(tmp_path).replace("codec_type: AUTO", "codec_type: NOPE"))
+    with pytest.raises(sidecar.SidecarError, match="NOPE"):
+        sidecar.validate(config)
+
+
+def test_prepared_descriptor_has_no_response_body(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.pb", tmp_path / "b.pb"
+    changed = sidecar.prepare_descriptor(sidecar.DESCRIPTOR, first)
+    assert {name.rsplit(".", 1)[1] for name in changed} == {
+        "CreatePipeline",
+        "PutPipeline",
+        "GetPipeline",
+        "ListPipelines",
+    }
+    assert sidecar.prepare_descriptor(first, second) == []
+
+
+def test_cli_writes_a_self_contained_config(tmp_path: Path) -> None:
+    out = tmp_path / "deploy" / "envoy.yaml"
+    args = ["--rest-port", "8080", "--grpc-port", "50051", "--rest-address", "0.0.0.0"]
+    assert sidecar.main([*args, "--grpc-host", "manager", "--out", str(out)]) == 0
+    assert (out.parent / "stopcock.lua").read_text() == sidecar.LUA_SCRIPT.read_text()
+    assert str(out.parent / "stopcock_descriptor.pb") in out.read_text()
+    sidecar.validate(out)
+
+
+def test_sidecar_answers_json_without_a_manager(tmp_path: Path) -> None:
+    envoy = sidecar.EnvoySidecar(workdir=tmp_path, rest_port=free_port(), grpc_port=free_port())
+    envoy.start()
+    try:
+        envoy.wait_ready(30)
+        with httpx.Client(base_url=f"http://127.0.0.1:{envoy.rest_port}", timeout=10) as rest:
+            r = rest.get("/v0/pipelines")
+            assert (r.status_code, r.headers["retry-after"]) == (503, "5")
+            assert r.json()["error_code"] == "ManagerUnavailable"
+            r = rest.get("/v0/nope")
+            assert r.status_code == 404
+            assert r.headers["content-type"] == "application/json"
+            assert r.json() == {
+                "message": "Unknown endpoint",
+                "error_code": "UnknownEndpoint",
+                "details": {"method": "GET", "path": "/v0/nope"},
+            }
+            r = rest.delete("/v0/pipelines/p/stop")
+            assert (r.status_code, r.headers["allow"]) == (405, "POST")
+            assert r.json()["error_code"] == "MethodNotAllowed"
+            r = rest.get("/v0/pipelines/p", params={"name": "other"})
+            assert r.status_code == 400
+            assert r.json() == {
+                "message": "Unknown query parameter 'name'",
+                "error_code": "InvalidRequest",
+                "details": {"parameter": "name"},
+            }
+    finally:
+        envoy.stop()
+    assert not envoy.running()
+
+
+def test_wait_ready_fails_when_the_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        envoy = sidecar.EnvoySidecar(workdir=tmp_path, rest_port=port, grpc_port=free_port())
+        envoy.start()
+        try:
+            with pytest.raises(sidecar.SidecarError, match="Address already in use"):
+                envoy.wait_ready(30)
+        finally:
+            envoy.stop()

@@ -1,0 +1,48 @@
+"""Failures on the way: slow provisioning, a stop in progress, dying runtimes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support import process_alive, running_stack, wait_until
+from tests.test_rest_pipelines import assert_error
+from tests.test_state_machine import SEED_STOPPING_BODY
+
+
+def test_start_while_stopping_answers_the_seed_body(tmp_path: Path) -> None:
+    # The fault holds the kill back, so the pipeline stays in Stopping.
+    with running_stack(tmp_path, {"STOPCOCK_TEST_FAULTS": "kill_delay_secs=5"}) as stack:
+        stack.create("p")
+        stack.start("p")
+        assert stack.post("p", "stop", force="true").status_code == 202
+        stack.wait_status("p", "Stopping")
+        r = stack.post("p", "start")
+        assert r.status_code == 400
+        assert r.json() == SEED_STOPPING_BODY
+        # A force stop cannot be cancelled, but it can be repeated.
+        assert stack.post("p", "stop", force="true").status_code == 202
+        assert_error(stack.post("p", "pause"), 400, "InvalidTransition")
+        stack.wait_status("p", "Stopped")
+        stack.start("p")
+
+
+def test_provisioning_timeout_and_force_stop_while_provisioning(tmp_path: Path) -> None:
+    env = {"STOPCOCK_RUNTIME_TEST_FAULTS": "startup_delay_secs=120"}
+    with running_stack(tmp_path, env) as stack:
+        stack.create("slow", runtime_config={"provisioning_timeout_secs": 1})
+        assert stack.post("slow", "start").status_code == 202
+        stack.wait_status("slow", "Provisioning")
+        [pid] = wait_until(lambda: stack.runtime_pids("slow"), "a runtime process")
+        p = stack.wait_status("slow", "Stopped")
+        error = p["deployment_error"]
+        assert error["error_code"] == "ProvisioningTimeout"
+        assert error["details"] == {"provisioning_timeout_secs": 1}
+        wait_until(lambda: not process_alive(pid), "the slow runtime to be killed")
+
+        stack.create("held", runtime_config={"provisioning_timeout_secs": 600})
+        assert stack.post("held", "start").status_code == 202
+        stack.wait_status("held", "Provisioning")
+        assert stack.post("held", "stop", force="true").status_code == 202
+        p = stack.wait_status("held", "Stopped")
+        assert p["deployment_error"] is None
+        wait_until(lambda: not stack.runtime_pids(), "no runtime process left")

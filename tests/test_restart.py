@@ -1,0 +1,67 @@
+"""Manager crashes (SIGKILL) and restarts: nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from tests.support import process_alive, running_stack, wait_until
+
+
+def test_restart_readopts_live_runtimes_and_notices_dead_ones(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:
+        for name in ("alive", "paused", "dies", "idle"):
+            stack.create(name)
+        stack.start("alive")
+        stack.start("paused", initial="paused")
+        stack.start("dies")
+        before = {n: stack.get(n, "status") for n in ("alive", "paused")}
+        pids = {n: stack.runtime_info(n)["pid"] for n in ("alive", "paused", "dies")}
+
+        stack.kill_manager()
+        os.kill(pids["dies"], signal.SIGKILL)  # dies while nobody watches
+        wait_until(lambda: not process_alive(pids["dies"]), "the runtime to die")
+        stack.start_manager()
+
+        for n, status in (("alive", "Running"), ("paused", "Paused")):
+            p = stack.wait_status(n, status)
+            assert p["deployment_id"] == before[n]["deployment_id"]  # re-adopted, not restarted
+            assert stack.runtime_info(n)["pid"] == pids[n]
+            assert process_alive(pids[n])
+        p = stack.wait_status("dies", "Stopped")
+        assert p["deployment_error"]["error_code"] == "RuntimeExitedUnexpectedly"
+        assert stack.get("idle", "status")["deployment_status"] == "Stopped"
+
+        # The re-adopted runtimes are really under control again.
+        assert stack.post("paused", "resume").status_code == 202
+        stack.wait_status("paused", "Running")
+        stack.force_stop("alive")
+        wait_until(lambda: not process_alive(pids["alive"]), "the re-adopted runtime to stop")
+
+
+def test_acknowledged_stop_is_carried_out_after_a_crash(tmp_path: Path) -> None:
+    with running_stack(tmp_path, {"STOPCOCK_TEST_FAULTS": "kill_delay_secs=600"}) as stack:
+        stack.create("p")
+        stack.start("p")
+        pid = stack.runtime_info("p")["pid"]
+        assert stack.post("p", "stop", force="true").status_code == 202
+        stack.wait_status("p", "Stopping")
+        stack.kill_manager()
+        del stack.env["STOPCOCK_TEST_FAULTS"]
+        stack.start_manager()
+        p = stack.wait_status("p", "Stopped")
+        assert p["deployment_error"] is None
+        wait_until(lambda: not process_alive(pid), "the runtime to be killed")
+
+
+def test_acknowledged_start_is_carried_out_after_a_crash(tmp_path: Path) -> None:
+    env = {"STOPCOCK_RUNTIME_TEST_FAULTS": "startup_delay_secs=2"}
+    with running_stack(tmp_path, env) as stack:
+        stack.create("p")
+        assert stack.post("p", "start").status_code == 202
+        stack.wait_status("p", "Provisioning")
+        stack.kill_manager()
+        stack.start_manager()
+        stack.wait_status("p", "Running")
+        assert stack.runtime_pids() == [stack.runtime_info("p")["pid"]], "one runtime, no orphan"
