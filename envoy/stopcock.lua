@@ -51,6 +51,9 @@ local ALLOWED_QUERY_PARAMETERS = {
   "sql",
   "json_flavor",
   "follow",
+  "pipeline_name",
+  "token",
+  "connector_metadata",
 }
 
 local NAMESPACE = "stopcock" -- dynamic metadata; local_reply_config reads it too

@@ -108,22 +108,36 @@ def render_envoy_config(
 
 
 def prepare_descriptor(source: Path, dest: Path) -> list[str]:
-    """Copies the descriptor set `source` to `dest` without `response_body`.
+    """Copies the descriptor set `source` to `dest` without unsupported `response_body`s.
 
-    Returns the full names of the methods whose annotation was changed.
+    Envoy only accepts a `response_body` that names a google.api.HttpBody
+    field (raw bodies, e.g. the NDJSON of QueryPipeline); the others are
+    removed here and applied by the Lua filter instead. Returns the full
+    names of the methods whose annotation was changed.
     """
     files = descriptor_pb2.FileDescriptorSet.FromString(source.read_bytes())
+    fields = {
+        f".{file.package}.{message.name}": {f.name: f.type_name for f in message.field}
+        for file in files.file
+        for message in file.message_type
+    }
     changed = []
     for file in files.file:
         for service in file.service:
             for method in service.method:
+                output = fields.get(method.output_type, {})
                 for option, rule in method.options.ListFields():
                     if option.full_name != "google.api.http":
                         continue
                     rules = [rule, *rule.additional_bindings]
-                    if any(r.response_body for r in rules):
-                        for r in rules:
-                            r.response_body = ""
+                    unsupported = [
+                        r
+                        for r in rules
+                        if r.response_body and output.get(r.response_body) != ".google.api.HttpBody"
+                    ]
+                    for r in unsupported:
+                        r.response_body = ""
+                    if unsupported:
                         changed.append(f"{file.package}.{service.name}.{method.name}")
     dest.write_bytes(files.SerializeToString())
     return changed

@@ -32,6 +32,7 @@ and the trailer `x-stopcock-error` holding the exact REST error body
 """
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -939,6 +940,200 @@ class ClearStorageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClearStorageResponse: _TypeAlias = ClearStorageResponse  # noqa: Y015
+
+@_typing.final
+class IngestRowsRequest(_message.Message):
+    """Request of IngestRows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TABLE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    UPDATE_FORMAT_FIELD_NUMBER: _builtins.int
+    ARRAY_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    JSON_FLAVOR_FIELD_NUMBER: _builtins.int
+    CONNECTOR_METADATA_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    table: _builtins.str
+    """Table name (case-insensitive)."""
+    format: _builtins.str
+    """"json" (default; the only format Stopcock reads)."""
+    update_format: _builtins.str
+    """"raw" (default) or "insert_delete"."""
+    array: _builtins.bool
+    """True: the body is one JSON array of updates; false (default): one JSON
+    document per line.
+    """
+    force: _builtins.bool
+    """Ingest even while the pipeline is Paused."""
+    json_flavor: _builtins.str
+    """Accepted for compatibility with Feldera clients: "default" only."""
+    connector_metadata: _builtins.str
+    """Accepted for compatibility with Feldera clients; ignored."""
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The updates (REST: the request body)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        table: _builtins.str = ...,
+        format: _builtins.str = ...,
+        update_format: _builtins.str = ...,
+        array: _builtins.bool | None = ...,
+        force: _builtins.bool = ...,
+        json_flavor: _builtins.str = ...,
+        connector_metadata: _builtins.str = ...,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_array", b"_array", "array", b"array", "body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_array", b"_array", "array", b"array", "body", b"body", "connector_metadata", b"connector_metadata", "force", b"force", "format", b"format", "json_flavor", b"json_flavor", "name", b"name", "table", b"table", "update_format", b"update_format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__array: _TypeAlias = _typing.Literal["array"]  # noqa: Y015
+    _WhichOneofArgType__array: _TypeAlias = _typing.Literal["_array", b"_array"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__array) -> _WhichOneofReturnType__array | None: ...
+
+Global___IngestRowsRequest: _TypeAlias = IngestRowsRequest  # noqa: Y015
+
+@_typing.final
+class IngestRowsResponse(_message.Message):
+    """Response of IngestRows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """Completion token for GetCompletionStatus."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestRowsResponse: _TypeAlias = IngestRowsResponse  # noqa: Y015
+
+@_typing.final
+class QueryPipelineRequest(_message.Message):
+    """Request of QueryPipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SQL_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    PIPELINE_NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    sql: _builtins.str
+    """The SQL query (a SELECT)."""
+    format: _builtins.str
+    """"json" (default; newline-delimited JSON, the only format Stopcock writes)."""
+    pipeline_name: _builtins.str
+    """Sent by Feldera clients; when set, must equal `name`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        sql: _builtins.str = ...,
+        format: _builtins.str = ...,
+        pipeline_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "pipeline_name", b"pipeline_name", "sql", b"sql"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryPipelineRequest: _TypeAlias = QueryPipelineRequest  # noqa: Y015
+
+@_typing.final
+class QueryPipelineResponse(_message.Message):
+    """Response of QueryPipeline: one chunk of the answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """Newline-delimited JSON rows (content type application/x-ndjson)."""
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryPipelineResponse: _TypeAlias = QueryPipelineResponse  # noqa: Y015
+
+@_typing.final
+class GetCompletionStatusRequest(_message.Message):
+    """Request of GetCompletionStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    token: _builtins.str
+    """A token from IngestRows."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCompletionStatusRequest: _TypeAlias = GetCompletionStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetCompletionStatusResponse(_message.Message):
+    """Response of GetCompletionStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """"complete" or "inprogress"."""
+    @_builtins.property
+    def step(self) -> _struct_pb2.Value:
+        """Feldera's step counter; null (Stopcock has no steps)."""
+
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        step: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCompletionStatusResponse: _TypeAlias = GetCompletionStatusResponse  # noqa: Y015
 
 @_typing.final
 class CheckHealthRequest(_message.Message):

@@ -105,6 +105,21 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ClearStorageRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ClearStorageResponse.FromString,
                 _registered_method=True)
+        self.IngestRows = channel.unary_unary(
+                '/stopcock.v1.PipelineService/IngestRows',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsResponse.FromString,
+                _registered_method=True)
+        self.QueryPipeline = channel.unary_stream(
+                '/stopcock.v1.PipelineService/QueryPipeline',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.QueryPipelineRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.QueryPipelineResponse.FromString,
+                _registered_method=True)
+        self.GetCompletionStatus = channel.unary_unary(
+                '/stopcock.v1.PipelineService/GetCompletionStatus',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusResponse.FromString,
+                _registered_method=True)
         self.CheckHealth = channel.unary_unary(
                 '/stopcock.v1.PipelineService/CheckHealth',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthRequest.SerializeToString,
@@ -249,6 +264,42 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IngestRows(self, request, context):
+        """Pushes rows into table `table` of a Running pipeline (or a Paused one,
+        with `force`), in one transaction: either every row is inserted or,
+        when one row is bad, none is (INVALID_ARGUMENT InvalidIngressData, 400).
+        The body is JSON: with `array=true` one JSON array of updates, else one
+        JSON document per line. `update_format=raw` (default): each update is a
+        row object; `insert_delete`: `{"insert": row}` or `{"delete": row}`
+        (a delete removes one row equal to it). Rows are acknowledged once
+        committed: a later suspend includes them. Answers a completion token.
+        Errors: UNAVAILABLE (503) unless the pipeline runs; NOT_FOUND
+        UnknownInputTable; INVALID_ARGUMENT UnsupportedFormat for a format
+        other than json.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryPipeline(self, request, context):
+        """Runs a read-only SQL query over the tables and views of a Running or
+        Paused pipeline. Answers newline-delimited JSON objects, one per row
+        (streamed in chunks). A statement that writes, or a bad query, is
+        refused with INVALID_ARGUMENT InvalidQuery (400).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCompletionStatus(self, request, context):
+        """Reports whether the rows behind a completion token (from IngestRows)
+        have been processed. Stopcock processes rows as it ingests them, so a
+        token of the pipeline's current deployment is always complete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckHealth(self, request, context):
         """Liveness of the manager, always open: REST `GET /healthz` answers
         `{"status": "healthy"}`. It does no other work, which also makes it the
@@ -325,6 +376,21 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.ClearStorage,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ClearStorageRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ClearStorageResponse.SerializeToString,
+            ),
+            'IngestRows': grpc.unary_unary_rpc_method_handler(
+                    servicer.IngestRows,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsResponse.SerializeToString,
+            ),
+            'QueryPipeline': grpc.unary_stream_rpc_method_handler(
+                    servicer.QueryPipeline,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.QueryPipelineRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.QueryPipelineResponse.SerializeToString,
+            ),
+            'GetCompletionStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCompletionStatus,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusResponse.SerializeToString,
             ),
             'CheckHealth': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckHealth,
@@ -689,6 +755,87 @@ class PipelineService:
             '/stopcock.v1.PipelineService/ClearStorage',
             stopcock_dot_v1_dot_pipeline__service__pb2.ClearStorageRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.ClearStorageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IngestRows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/IngestRows',
+            stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/QueryPipeline',
+            stopcock_dot_v1_dot_pipeline__service__pb2.QueryPipelineRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.QueryPipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCompletionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/GetCompletionStatus',
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

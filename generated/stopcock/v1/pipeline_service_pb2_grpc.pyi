@@ -141,6 +141,30 @@ class PipelineServiceStub:
     fresh. Needs the pipeline fully stopped
     (StorageStatusImmutableUnlessStopped). REST 202; cannot be cancelled.
     """
+    IngestRows: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.IngestRowsRequest, _pipeline_service_pb2.IngestRowsResponse]
+    """Pushes rows into table `table` of a Running pipeline (or a Paused one,
+    with `force`), in one transaction: either every row is inserted or,
+    when one row is bad, none is (INVALID_ARGUMENT InvalidIngressData, 400).
+    The body is JSON: with `array=true` one JSON array of updates, else one
+    JSON document per line. `update_format=raw` (default): each update is a
+    row object; `insert_delete`: `{"insert": row}` or `{"delete": row}`
+    (a delete removes one row equal to it). Rows are acknowledged once
+    committed: a later suspend includes them. Answers a completion token.
+    Errors: UNAVAILABLE (503) unless the pipeline runs; NOT_FOUND
+    UnknownInputTable; INVALID_ARGUMENT UnsupportedFormat for a format
+    other than json.
+    """
+    QueryPipeline: _grpc.UnaryStreamMultiCallable[_pipeline_service_pb2.QueryPipelineRequest, _pipeline_service_pb2.QueryPipelineResponse]
+    """Runs a read-only SQL query over the tables and views of a Running or
+    Paused pipeline. Answers newline-delimited JSON objects, one per row
+    (streamed in chunks). A statement that writes, or a bad query, is
+    refused with INVALID_ARGUMENT InvalidQuery (400).
+    """
+    GetCompletionStatus: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetCompletionStatusRequest, _pipeline_service_pb2.GetCompletionStatusResponse]
+    """Reports whether the rows behind a completion token (from IngestRows)
+    have been processed. Stopcock processes rows as it ingests them, so a
+    token of the pipeline's current deployment is always complete.
+    """
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.CheckHealthRequest, _pipeline_service_pb2.CheckHealthResponse]
     """Liveness of the manager, always open: REST `GET /healthz` answers
     `{"status": "healthy"}`. It does no other work, which also makes it the
@@ -231,6 +255,30 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """Deletes the pipeline's storage (checkpoints) so that the next start is
     fresh. Needs the pipeline fully stopped
     (StorageStatusImmutableUnlessStopped). REST 202; cannot be cancelled.
+    """
+    IngestRows: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.IngestRowsRequest, _pipeline_service_pb2.IngestRowsResponse]  # type: ignore[assignment]
+    """Pushes rows into table `table` of a Running pipeline (or a Paused one,
+    with `force`), in one transaction: either every row is inserted or,
+    when one row is bad, none is (INVALID_ARGUMENT InvalidIngressData, 400).
+    The body is JSON: with `array=true` one JSON array of updates, else one
+    JSON document per line. `update_format=raw` (default): each update is a
+    row object; `insert_delete`: `{"insert": row}` or `{"delete": row}`
+    (a delete removes one row equal to it). Rows are acknowledged once
+    committed: a later suspend includes them. Answers a completion token.
+    Errors: UNAVAILABLE (503) unless the pipeline runs; NOT_FOUND
+    UnknownInputTable; INVALID_ARGUMENT UnsupportedFormat for a format
+    other than json.
+    """
+    QueryPipeline: _aio.UnaryStreamMultiCallable[_pipeline_service_pb2.QueryPipelineRequest, _pipeline_service_pb2.QueryPipelineResponse]  # type: ignore[assignment]
+    """Runs a read-only SQL query over the tables and views of a Running or
+    Paused pipeline. Answers newline-delimited JSON objects, one per row
+    (streamed in chunks). A statement that writes, or a bad query, is
+    refused with INVALID_ARGUMENT InvalidQuery (400).
+    """
+    GetCompletionStatus: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetCompletionStatusRequest, _pipeline_service_pb2.GetCompletionStatusResponse]  # type: ignore[assignment]
+    """Reports whether the rows behind a completion token (from IngestRows)
+    have been processed. Stopcock processes rows as it ingests them, so a
+    token of the pipeline's current deployment is always complete.
     """
     CheckHealth: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.CheckHealthRequest, _pipeline_service_pb2.CheckHealthResponse]  # type: ignore[assignment]
     """Liveness of the manager, always open: REST `GET /healthz` answers
@@ -397,6 +445,48 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes the pipeline's storage (checkpoints) so that the next start is
         fresh. Needs the pipeline fully stopped
         (StorageStatusImmutableUnlessStopped). REST 202; cannot be cancelled.
+        """
+
+    @_abc_1.abstractmethod
+    def IngestRows(
+        self,
+        request: _pipeline_service_pb2.IngestRowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.IngestRowsResponse, _abc.Awaitable[_pipeline_service_pb2.IngestRowsResponse]]:
+        """Pushes rows into table `table` of a Running pipeline (or a Paused one,
+        with `force`), in one transaction: either every row is inserted or,
+        when one row is bad, none is (INVALID_ARGUMENT InvalidIngressData, 400).
+        The body is JSON: with `array=true` one JSON array of updates, else one
+        JSON document per line. `update_format=raw` (default): each update is a
+        row object; `insert_delete`: `{"insert": row}` or `{"delete": row}`
+        (a delete removes one row equal to it). Rows are acknowledged once
+        committed: a later suspend includes them. Answers a completion token.
+        Errors: UNAVAILABLE (503) unless the pipeline runs; NOT_FOUND
+        UnknownInputTable; INVALID_ARGUMENT UnsupportedFormat for a format
+        other than json.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryPipeline(
+        self,
+        request: _pipeline_service_pb2.QueryPipelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_pipeline_service_pb2.QueryPipelineResponse], _abc.AsyncIterator[_pipeline_service_pb2.QueryPipelineResponse]]:
+        """Runs a read-only SQL query over the tables and views of a Running or
+        Paused pipeline. Answers newline-delimited JSON objects, one per row
+        (streamed in chunks). A statement that writes, or a bad query, is
+        refused with INVALID_ARGUMENT InvalidQuery (400).
+        """
+
+    @_abc_1.abstractmethod
+    def GetCompletionStatus(
+        self,
+        request: _pipeline_service_pb2.GetCompletionStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.GetCompletionStatusResponse, _abc.Awaitable[_pipeline_service_pb2.GetCompletionStatusResponse]]:
+        """Reports whether the rows behind a completion token (from IngestRows)
+        have been processed. Stopcock processes rows as it ingests them, so a
+        token of the pipeline's current deployment is always complete.
         """
 
     @_abc_1.abstractmethod

@@ -326,14 +326,20 @@ class PipelineActor:
                 or error_body("RuntimeFailed", "The runtime failed", {"pid": rec.runtime_pid}),
             )
             return
-        if report.status != rec.runtime_status:
-            rec = await self._persist(rec, runtime_status=report.status)
+        observed = _observed(report)
+        changed = {k: v for k, v in observed.items() if getattr(rec, k) != v}
+        if changed:
+            rec = await self._persist(rec, **changed)
         if report.status == SUSPENDED and rec.runtime_desired == SUSPENDED:
             await self._enter_stopping(rec, None)  # the suspend is complete
             return
         wanted = rec.runtime_desired
         if wanted and wanted not in (report.desired_status, self._pushed_desired):
             await self._push_desired(rec, wanted)
+
+    def client(self) -> RuntimeClient | None:
+        """The runtime's client while its status stream is up, else None."""
+        return self._client if self.connected else None
 
     async def _push_desired(self, rec: PipelineRecord, wanted: str) -> None:
         assert self._client is not None
@@ -359,7 +365,8 @@ class PipelineActor:
 
     async def _watch(self, proc: RuntimeProcess, port: int) -> None:
         """Follows the runtime's status stream; reconnects while it lives."""
-        self._client = client = RuntimeClient(port)
+        rec = self._lc.by_id(self.pipeline_id)
+        self._client = client = RuntimeClient(port, rec.name if rec else self.pipeline_id)
         backoff = 0.05
         while not proc.exited.is_set():
             try:
@@ -376,3 +383,15 @@ class PipelineActor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.exited.wait(), backoff)
             backoff = min(backoff * 2, 1.0)
+
+
+def _observed(report: Report) -> dict[str, Any]:
+    """The record fields a status report determines."""
+    observed: dict[str, Any] = {
+        "runtime_status": report.status,
+        "runtime_status_details": json.loads(report.details_json) if report.details_json else None,
+    }
+    if report.checkpoints_json:
+        checkpoints = json.loads(report.checkpoints_json)
+        observed["storage_status_details"] = {"checkpoints": checkpoints}
+    return observed

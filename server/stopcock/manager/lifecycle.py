@@ -25,6 +25,7 @@ from stopcock.manager.definition import Definition, validate_name
 from stopcock.manager.model import (
     CLEARING,
     PENDING,
+    PROVISIONED,
     SQL_ERROR,
     SUCCESS,
     PipelineRecord,
@@ -33,6 +34,7 @@ from stopcock.manager.model import (
     now_us,
 )
 from stopcock.manager.runner import LocalProcessRunner
+from stopcock.manager.runtime_client import RuntimeClient
 from stopcock.manager.store import Store
 from stopcock.program import compile_program
 
@@ -96,6 +98,19 @@ class Lifecycle:
 
     def list(self) -> list[PipelineRecord]:
         return sorted(self._by_id.values(), key=lambda r: r.name)
+
+    def runtime_for(self, name: str, request: str) -> tuple[PipelineRecord, RuntimeClient]:
+        """The runtime of a deployed pipeline, for a request that needs it (or 503)."""
+        rec = self.get(name)
+        if rec.resources_status != PROVISIONED or rec.resources_desired != PROVISIONED:
+            raise errors.not_deployed(
+                rec.name, rec.deployment_status, rec.deployment_desired_status
+            )
+        entry = self._actors.get(rec.id)
+        client = entry[0].client() if entry is not None else None
+        if client is None:
+            raise errors.unreachable(rec.name, request, "the runtime is not reachable right now")
+        return rec, client
 
     # -- writes --------------------------------------------------------
 

@@ -1,22 +1,62 @@
-"""The manager's client for one runtime process (stopcock.internal.v1)."""
+"""The manager's client for one runtime process (stopcock.internal.v1).
+
+Refusals from the runtime arrive with the contract's error body in the
+`x-stopcock-error` trailer and become `ApiError`s unchanged; a runtime that
+cannot be reached becomes 503 PipelineInteractionUnreachable.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import grpc
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
+from stopcock.manager import errors
 
 Report = pb.WatchStatusResponse
+T = TypeVar("T")
 CALL_TIMEOUT = 5.0  # seconds; the runtime answers control calls at once
+DATA_TIMEOUT = 300.0  # seconds; ingest and query move data
+MAX_MESSAGE = 256 << 20  # bytes: ingest bodies can be large
 
 
 class RuntimeClient:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, pipeline_name: str) -> None:
         self.address = f"127.0.0.1:{port}"
-        self._channel = grpc.aio.insecure_channel(self.address)
+        self._name = pipeline_name
+        self._channel = grpc.aio.insecure_channel(
+            self.address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+            ],
+        )
         self._stub = pb_grpc.RuntimeServiceStub(self._channel)
+
+    def _translate(self, exc: grpc.aio.AioRpcError, request: str) -> errors.ApiError:
+        # grpc.aio yields (key, value) tuples here, whatever grpc-stubs says.
+        pairs: Any = exc.trailing_metadata() or ()
+        trailers: dict[str, Any] = dict(pairs)
+        body = trailers.get("x-stopcock-error")
+        if isinstance(body, str):
+            parsed = json.loads(body)
+            return errors.ApiError(
+                int(str(trailers.get("x-http-status", "500"))),
+                parsed["error_code"],
+                parsed["message"],
+                parsed["details"],
+                exc.code().name,
+            )
+        return errors.unreachable(self._name, request, f"{exc.code().name}: {exc.details()}")
+
+    async def _call(self, request: str, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc, request) from exc
 
     async def watch(self) -> AsyncIterator[Report]:
         """Every status report, as the runtime pushes them."""
@@ -27,6 +67,29 @@ class RuntimeClient:
     async def set_desired(self, desired: str) -> None:
         await self._stub.SetDesiredStatus(
             pb.SetDesiredStatusRequest(desired_status=desired), timeout=CALL_TIMEOUT
+        )
+
+    async def ingest(self, request: pb.IngestRequest) -> int:
+        reply = await self._call("ingress", self._stub.Ingest(request, timeout=DATA_TIMEOUT))
+        return int(reply.updates)
+
+    async def query(self, sql: str) -> AsyncIterator[bytes]:
+        call = self._stub.Query(pb.QueryRequest(sql=sql), timeout=DATA_TIMEOUT)
+        try:
+            async for chunk in call:
+                yield chunk.ndjson
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc, "query") from exc
+
+    async def checkpoint(self) -> pb.CheckpointResponse:
+        return await self._call(
+            "checkpoint", self._stub.Checkpoint(pb.CheckpointRequest(), timeout=CALL_TIMEOUT)
+        )
+
+    async def checkpoint_status(self) -> pb.GetCheckpointStatusResponse:
+        return await self._call(
+            "checkpoint_status",
+            self._stub.GetCheckpointStatus(pb.GetCheckpointStatusRequest(), timeout=CALL_TIMEOUT),
         )
 
     async def close(self) -> None:

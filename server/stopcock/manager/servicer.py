@@ -18,14 +18,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.api import httpbody_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from stopcock.manager import convert, errors
+from stopcock.manager import convert, errors, ingress
 from stopcock.manager.lifecycle import Lifecycle
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
@@ -73,6 +74,12 @@ def _guard(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+def _ndjson(chunk: bytes) -> pb.QueryPipelineResponse:
+    return pb.QueryPipelineResponse(
+        body=httpbody_pb2.HttpBody(content_type="application/x-ndjson", data=chunk)
+    )
 
 
 async def _http_status(context: Context, status: int) -> None:
@@ -162,15 +169,72 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     async def CheckpointPipeline(
         self, request: pb.CheckpointPipelineRequest, context: Context
     ) -> pb.CheckpointPipelineResponse:
-        self._lc.get(request.name)
-        raise errors.missing_capability("checkpoint")
+        rec = self._lc.get(request.name)
+        if not rec.storage_enabled:
+            raise errors.unsupported_action(
+                "checkpoint", "storage is disabled in runtime_config: there is nowhere to write"
+            )
+        _, runtime = self._lc.runtime_for(request.name, "checkpoint")
+        reply = await runtime.checkpoint()
+        return pb.CheckpointPipelineResponse(
+            checkpoint_sequence_number=reply.sequence_number,
+            incarnation_uuid=reply.incarnation_uuid,
+        )
 
     @_guard
     async def GetCheckpointStatus(
         self, request: pb.GetCheckpointStatusRequest, context: Context
     ) -> pb.GetCheckpointStatusResponse:
-        self._lc.get(request.name)
-        raise errors.missing_capability("checkpoint")
+        _, runtime = self._lc.runtime_for(request.name, "checkpoint_status")
+        reply = await runtime.checkpoint_status()
+        if request.incarnation_uuid and request.incarnation_uuid != reply.incarnation_uuid:
+            raise errors.bad_request(
+                "IncarnationUuidMismatch",
+                "The pipeline restarted since that checkpoint was requested: its incarnation is "
+                f"now {reply.incarnation_uuid}; request a new checkpoint",
+                {"expected": request.incarnation_uuid, "actual": reply.incarnation_uuid},
+            )
+        success = reply.success if reply.HasField("success") else None
+        failure = json.loads(reply.failure_json) if reply.failure_json else None
+        return pb.GetCheckpointStatusResponse(
+            success=convert.value(success), failure=convert.value(failure)
+        )
+
+    @_guard
+    async def IngestRows(
+        self, request: pb.IngestRowsRequest, context: Context
+    ) -> pb.IngestRowsResponse:
+        ingress.check_format(request.format, request.json_flavor, request.update_format)
+        rec, runtime = self._lc.runtime_for(request.name, "ingress")
+        await runtime.ingest(ingress.to_runtime(request))
+        return pb.IngestRowsResponse(token=ingress.new_token(rec))
+
+    @_guard
+    async def GetCompletionStatus(
+        self, request: pb.GetCompletionStatusRequest, context: Context
+    ) -> pb.GetCompletionStatusResponse:
+        rec = self._lc.get(request.name)
+        ingress.check_token(rec, request.token)
+        return pb.GetCompletionStatusResponse(status="complete", step=convert.value(None))
+
+    async def QueryPipeline(
+        self, request: pb.QueryPipelineRequest, context: Context
+    ) -> AsyncIterator[pb.QueryPipelineResponse]:
+        # A stream: errors must be raised before the first message, while
+        # the answer can still be trailers-only (see _guard).
+        try:
+            ingress.check_query(request.name, request.pipeline_name, request.format, request.sql)
+            _, runtime = self._lc.runtime_for(request.name, "query")
+            chunks = runtime.query(request.sql)
+            first = await anext(chunks, b"")
+        except errors.ApiError as err:
+            await context.abort(*_abort_args(err))
+        except Exception:
+            log.exception("QueryPipeline failed")
+            await context.abort(*_abort_args(errors.internal()))
+        yield _ndjson(first)
+        async for chunk in chunks:
+            yield _ndjson(chunk)
 
     @_guard
     async def DismissError(

@@ -10,9 +10,7 @@ outlives a manager crash, with:
                   once it accepts calls, then closes it. The manager learns
                   the port the moment it exists, without polling.
 
-Test-only fault injection: STOPCOCK_RUNTIME_TEST_FAULTS holds
-comma-separated `key=value` pairs; `startup_delay_secs=N` delays listening
-(to exercise the provisioning timeout). Never set it in production.
+Test-only fault injection: see stopcock.runtime.faults.
 """
 
 from __future__ import annotations
@@ -27,16 +25,12 @@ from pathlib import Path
 
 import grpc
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
+from stopcock.runtime.checkpoints import CheckpointStore
 from stopcock.runtime.engine import Engine
+from stopcock.runtime.faults import Faults
 from stopcock.runtime.service import RuntimeServicer
 
 log = logging.getLogger("stopcock.runtime")
-
-
-def test_faults() -> dict[str, str]:
-    raw = os.environ.get("STOPCOCK_RUNTIME_TEST_FAULTS", "")
-    pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
-    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def write_atomically(path: Path, data: str) -> None:
@@ -50,18 +44,33 @@ def write_atomically(path: Path, data: str) -> None:
 
 async def serve(run_dir: Path, ready_fd: int) -> None:
     spec = json.loads((run_dir / "spec.json").read_text())
-    faults = test_faults()
-    delay = float(faults.get("startup_delay_secs", "0"))
-    if delay:
-        log.warning("test fault: delaying start-up by %s s", delay)
-        await asyncio.sleep(delay)
+    faults = Faults.from_env()
+    if faults.startup_delay_secs:
+        await asyncio.sleep(faults.startup_delay_secs)
 
+    config = spec["runtime_config"]
+    storage = None
+    if config.get("storage") is not None:
+        storage = CheckpointStore(Path(spec["storage_dir"]), faults)
+    ft = config.get("fault_tolerance") or {}
+    interval = None
+    if ft.get("model", "none") != "none":
+        interval = float(ft.get("checkpoint_interval_secs", 60))
     engine = Engine(
         deployment_id=spec["deployment_id"],
         program_code=spec["program_code"],
         initial=spec["initial"],
+        storage=storage,
+        checkpoint_interval=interval,
     )
-    server = grpc.aio.server()
+    # Ingest bodies can be large: allow up to 256 MiB per message.
+    limit = 256 << 20
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
     pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(engine), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

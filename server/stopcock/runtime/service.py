@@ -1,13 +1,60 @@
-"""The runtime's gRPC face, used only by the manager (stopcock.internal.v1)."""
+"""The runtime's gRPC face, used only by the manager (stopcock.internal.v1).
+
+Refusals carry the contract's error body in the `x-stopcock-error` trailer
+and the REST status in `x-http-status`, as the manager's own errors do, so
+the manager can pass them on to its client unchanged.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
 import grpc
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
-from stopcock.runtime.engine import DesiredStatusRefused, Engine, Status, status_json
+from stopcock.runtime.data import DataError
+from stopcock.runtime.engine import (
+    DesiredStatusRefused,
+    Engine,
+    NotTakingInput,
+    Status,
+    status_json,
+)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+async def _refuse(
+    context: Context, http_status: int, code: str, message: str, details: dict[str, Any]
+) -> NoReturn:
+    body = json.dumps(
+        {"message": message, "error_code": code, "details": details},
+        ensure_ascii=True,
+        separators=(", ", ": "),
+    )
+    await context.abort(
+        _CODES.get(http_status, grpc.StatusCode.INTERNAL),
+        message,
+        (("x-http-status", str(http_status)), ("x-stopcock-error", body)),
+    )
+
+
+async def _unavailable(context: Context, engine: Engine, request: str, why: str) -> NoReturn:
+    await _refuse(
+        context,
+        503,
+        "PipelineUnavailable",
+        f"The pipeline cannot serve '{request}' now: {why}",
+        {"request": request, "reason": why, "status": engine.status.status},
+    )
 
 
 def _report(engine: Engine, status: Status) -> pb.WatchStatusResponse:
@@ -18,6 +65,8 @@ def _report(engine: Engine, status: Status) -> pb.WatchStatusResponse:
         desired_status=status.desired_status,
         error_json=status_json(status),
         sequence=status.sequence,
+        details_json=json.dumps(status.details) if status.details else "",
+        checkpoints_json=json.dumps(status.checkpoints),
     )
 
 
@@ -26,9 +75,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         self._engine = engine
 
     async def WatchStatus(
-        self,
-        request: pb.WatchStatusRequest,
-        context: grpc.aio.ServicerContext[pb.WatchStatusRequest, pb.WatchStatusResponse],
+        self, request: pb.WatchStatusRequest, context: Context
     ) -> AsyncIterator[pb.WatchStatusResponse]:
         status = self._engine.status
         yield _report(self._engine, status)
@@ -37,12 +84,55 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
             yield _report(self._engine, status)
 
     async def SetDesiredStatus(
-        self,
-        request: pb.SetDesiredStatusRequest,
-        context: grpc.aio.ServicerContext[pb.SetDesiredStatusRequest, pb.SetDesiredStatusResponse],
+        self, request: pb.SetDesiredStatusRequest, context: Context
     ) -> pb.SetDesiredStatusResponse:
         try:
             await self._engine.set_desired(request.desired_status)
         except DesiredStatusRefused as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return pb.SetDesiredStatusResponse()
+
+    async def Ingest(self, request: pb.IngestRequest, context: Context) -> pb.IngestResponse:
+        try:
+            count = await self._engine.ingest(
+                request.table, request.update_format, request.array, request.force, request.data
+            )
+        except NotTakingInput as exc:
+            await _unavailable(context, self._engine, "ingress", str(exc))
+        except DataError as exc:
+            await _refuse(context, exc.http_status, exc.code, exc.message, exc.details)
+        return pb.IngestResponse(updates=count)
+
+    async def Query(
+        self, request: pb.QueryRequest, context: Context
+    ) -> AsyncIterator[pb.QueryResponse]:
+        try:
+            chunks = await self._engine.query(request.sql)
+        except NotTakingInput as exc:
+            await _unavailable(context, self._engine, "query", str(exc))
+        except DataError as exc:
+            await _refuse(context, exc.http_status, exc.code, exc.message, exc.details)
+        for chunk in chunks:
+            yield pb.QueryResponse(ndjson=chunk)
+
+    async def Checkpoint(
+        self, request: pb.CheckpointRequest, context: Context
+    ) -> pb.CheckpointResponse:
+        try:
+            seq = self._engine.request_checkpoint()
+        except NotTakingInput as exc:
+            await _unavailable(context, self._engine, "checkpoint", str(exc))
+        return pb.CheckpointResponse(
+            sequence_number=seq, incarnation_uuid=self._engine.incarnation_uuid
+        )
+
+    async def GetCheckpointStatus(
+        self, request: pb.GetCheckpointStatusRequest, context: Context
+    ) -> pb.GetCheckpointStatusResponse:
+        engine = self._engine
+        failure = engine.checkpoint_failure
+        return pb.GetCheckpointStatusResponse(
+            success=engine.checkpoint_success,
+            failure_json=json.dumps(failure) if failure else "",
+            incarnation_uuid=engine.incarnation_uuid,
+        )

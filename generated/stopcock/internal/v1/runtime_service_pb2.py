@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*stopcock/internal/v1/runtime_service.proto\x12\x14stopcock.internal.v1\"\x14\n\x12WatchStatusRequest\"\x94\x01\n\x13WatchStatusResponse\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x18\n\x10incarnation_uuid\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65sired_status\x18\x04 \x01(\t\x12\x12\n\nerror_json\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x04\"1\n\x17SetDesiredStatusRequest\x12\x16\n\x0e\x64\x65sired_status\x18\x01 \x01(\t\"\x1a\n\x18SetDesiredStatusResponse2\xe9\x01\n\x0eRuntimeService\x12\x64\n\x0bWatchStatus\x12(.stopcock.internal.v1.WatchStatusRequest\x1a).stopcock.internal.v1.WatchStatusResponse0\x01\x12q\n\x10SetDesiredStatus\x12-.stopcock.internal.v1.SetDesiredStatusRequest\x1a..stopcock.internal.v1.SetDesiredStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*stopcock/internal/v1/runtime_service.proto\x12\x14stopcock.internal.v1\"\x14\n\x12WatchStatusRequest\"\xc4\x01\n\x13WatchStatusResponse\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x18\n\x10incarnation_uuid\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65sired_status\x18\x04 \x01(\t\x12\x12\n\nerror_json\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12\x14\n\x0c\x64\x65tails_json\x18\x07 \x01(\t\x12\x18\n\x10\x63heckpoints_json\x18\x08 \x01(\t\"1\n\x17SetDesiredStatusRequest\x12\x16\n\x0e\x64\x65sired_status\x18\x01 \x01(\t\"\x1a\n\x18SetDesiredStatusResponse\"a\n\rIngestRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x15\n\rupdate_format\x18\x02 \x01(\t\x12\r\n\x05\x61rray\x18\x03 \x01(\x08\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"!\n\x0eIngestResponse\x12\x0f\n\x07updates\x18\x01 \x01(\x04\"\x1b\n\x0cQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\"\x1f\n\rQueryResponse\x12\x0e\n\x06ndjson\x18\x01 \x01(\x0c\"\x13\n\x11\x43heckpointRequest\"G\n\x12\x43heckpointResponse\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x04\x12\x18\n\x10incarnation_uuid\x18\x02 \x01(\t\"\x1c\n\x1aGetCheckpointStatusRequest\"o\n\x1bGetCheckpointStatusResponse\x12\x14\n\x07success\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x14\n\x0c\x66\x61ilure_json\x18\x02 \x01(\t\x12\x18\n\x10incarnation_uuid\x18\x03 \x01(\tB\n\n\x08_success2\xef\x04\n\x0eRuntimeService\x12\x64\n\x0bWatchStatus\x12(.stopcock.internal.v1.WatchStatusRequest\x1a).stopcock.internal.v1.WatchStatusResponse0\x01\x12q\n\x10SetDesiredStatus\x12-.stopcock.internal.v1.SetDesiredStatusRequest\x1a..stopcock.internal.v1.SetDesiredStatusResponse\x12S\n\x06Ingest\x12#.stopcock.internal.v1.IngestRequest\x1a$.stopcock.internal.v1.IngestResponse\x12R\n\x05Query\x12\".stopcock.internal.v1.QueryRequest\x1a#.stopcock.internal.v1.QueryResponse0\x01\x12_\n\nCheckpoint\x12\'.stopcock.internal.v1.CheckpointRequest\x1a(.stopcock.internal.v1.CheckpointResponse\x12z\n\x13GetCheckpointStatus\x12\x30.stopcock.internal.v1.GetCheckpointStatusRequest\x1a\x31.stopcock.internal.v1.GetCheckpointStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHSTATUSREQUEST']._serialized_start=68
   _globals['_WATCHSTATUSREQUEST']._serialized_end=88
   _globals['_WATCHSTATUSRESPONSE']._serialized_start=91
-  _globals['_WATCHSTATUSRESPONSE']._serialized_end=239
-  _globals['_SETDESIREDSTATUSREQUEST']._serialized_start=241
-  _globals['_SETDESIREDSTATUSREQUEST']._serialized_end=290
-  _globals['_SETDESIREDSTATUSRESPONSE']._serialized_start=292
-  _globals['_SETDESIREDSTATUSRESPONSE']._serialized_end=318
-  _globals['_RUNTIMESERVICE']._serialized_start=321
-  _globals['_RUNTIMESERVICE']._serialized_end=554
+  _globals['_WATCHSTATUSRESPONSE']._serialized_end=287
+  _globals['_SETDESIREDSTATUSREQUEST']._serialized_start=289
+  _globals['_SETDESIREDSTATUSREQUEST']._serialized_end=338
+  _globals['_SETDESIREDSTATUSRESPONSE']._serialized_start=340
+  _globals['_SETDESIREDSTATUSRESPONSE']._serialized_end=366
+  _globals['_INGESTREQUEST']._serialized_start=368
+  _globals['_INGESTREQUEST']._serialized_end=465
+  _globals['_INGESTRESPONSE']._serialized_start=467
+  _globals['_INGESTRESPONSE']._serialized_end=500
+  _globals['_QUERYREQUEST']._serialized_start=502
+  _globals['_QUERYREQUEST']._serialized_end=529
+  _globals['_QUERYRESPONSE']._serialized_start=531
+  _globals['_QUERYRESPONSE']._serialized_end=562
+  _globals['_CHECKPOINTREQUEST']._serialized_start=564
+  _globals['_CHECKPOINTREQUEST']._serialized_end=583
+  _globals['_CHECKPOINTRESPONSE']._serialized_start=585
+  _globals['_CHECKPOINTRESPONSE']._serialized_end=656
+  _globals['_GETCHECKPOINTSTATUSREQUEST']._serialized_start=658
+  _globals['_GETCHECKPOINTSTATUSREQUEST']._serialized_end=686
+  _globals['_GETCHECKPOINTSTATUSRESPONSE']._serialized_start=688
+  _globals['_GETCHECKPOINTSTATUSRESPONSE']._serialized_end=799
+  _globals['_RUNTIMESERVICE']._serialized_start=802
+  _globals['_RUNTIMESERVICE']._serialized_end=1425
 # @@protoc_insertion_point(module_scope)

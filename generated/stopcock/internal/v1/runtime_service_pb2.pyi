@@ -51,6 +51,8 @@ class WatchStatusResponse(_message.Message):
     DESIRED_STATUS_FIELD_NUMBER: _builtins.int
     ERROR_JSON_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    DETAILS_JSON_FIELD_NUMBER: _builtins.int
+    CHECKPOINTS_JSON_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     """The deployment this process serves (given at spawn)."""
     incarnation_uuid: _builtins.str
@@ -65,6 +67,14 @@ class WatchStatusResponse(_message.Message):
     """
     sequence: _builtins.int
     """Increases with every report of this incarnation."""
+    details_json: _builtins.str
+    """Progress detail (JSON object), e.g. of a suspend that is retrying; empty
+    when there is none.
+    """
+    checkpoints_json: _builtins.str
+    """The checkpoints in storage, oldest first (JSON array of {uuid, size,
+    processed_records, sequence_number, created_at}).
+    """
     def __init__(
         self,
         *,
@@ -74,10 +84,12 @@ class WatchStatusResponse(_message.Message):
         desired_status: _builtins.str = ...,
         error_json: _builtins.str = ...,
         sequence: _builtins.int = ...,
+        details_json: _builtins.str = ...,
+        checkpoints_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "desired_status", b"desired_status", "error_json", b"error_json", "incarnation_uuid", b"incarnation_uuid", "sequence", b"sequence", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints_json", b"checkpoints_json", "deployment_id", b"deployment_id", "desired_status", b"desired_status", "details_json", b"details_json", "error_json", b"error_json", "incarnation_uuid", b"incarnation_uuid", "sequence", b"sequence", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -121,3 +133,201 @@ class SetDesiredStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetDesiredStatusResponse: _TypeAlias = SetDesiredStatusResponse  # noqa: Y015
+
+@_typing.final
+class IngestRequest(_message.Message):
+    """Request of Ingest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TABLE_FIELD_NUMBER: _builtins.int
+    UPDATE_FORMAT_FIELD_NUMBER: _builtins.int
+    ARRAY_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    table: _builtins.str
+    """Table name (case-insensitive)."""
+    update_format: _builtins.str
+    """"raw" or "insert_delete"."""
+    array: _builtins.bool
+    """True: `data` is one JSON array; false: one JSON document per line."""
+    force: _builtins.bool
+    """Ingest even while paused."""
+    data: _builtins.bytes
+    """The JSON updates."""
+    def __init__(
+        self,
+        *,
+        table: _builtins.str = ...,
+        update_format: _builtins.str = ...,
+        array: _builtins.bool = ...,
+        force: _builtins.bool = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["array", b"array", "data", b"data", "force", b"force", "table", b"table", "update_format", b"update_format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestRequest: _TypeAlias = IngestRequest  # noqa: Y015
+
+@_typing.final
+class IngestResponse(_message.Message):
+    """Response of Ingest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATES_FIELD_NUMBER: _builtins.int
+    updates: _builtins.int
+    """Rows inserted plus rows deleted."""
+    def __init__(
+        self,
+        *,
+        updates: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["updates", b"updates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestResponse: _TypeAlias = IngestResponse  # noqa: Y015
+
+@_typing.final
+class QueryRequest(_message.Message):
+    """Request of Query."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SQL_FIELD_NUMBER: _builtins.int
+    sql: _builtins.str
+    """A read-only SQL statement."""
+    def __init__(
+        self,
+        *,
+        sql: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sql", b"sql"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryRequest: _TypeAlias = QueryRequest  # noqa: Y015
+
+@_typing.final
+class QueryResponse(_message.Message):
+    """One chunk of a query's answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NDJSON_FIELD_NUMBER: _builtins.int
+    ndjson: _builtins.bytes
+    """Newline-delimited JSON rows."""
+    def __init__(
+        self,
+        *,
+        ndjson: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ndjson", b"ndjson"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryResponse: _TypeAlias = QueryResponse  # noqa: Y015
+
+@_typing.final
+class CheckpointRequest(_message.Message):
+    """Request of Checkpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckpointRequest: _TypeAlias = CheckpointRequest  # noqa: Y015
+
+@_typing.final
+class CheckpointResponse(_message.Message):
+    """Response of Checkpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    INCARNATION_UUID_FIELD_NUMBER: _builtins.int
+    sequence_number: _builtins.int
+    """The checkpoint's sequence number (from 0 in each incarnation)."""
+    incarnation_uuid: _builtins.str
+    """This process's incarnation."""
+    def __init__(
+        self,
+        *,
+        sequence_number: _builtins.int = ...,
+        incarnation_uuid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incarnation_uuid", b"incarnation_uuid", "sequence_number", b"sequence_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckpointResponse: _TypeAlias = CheckpointResponse  # noqa: Y015
+
+@_typing.final
+class GetCheckpointStatusRequest(_message.Message):
+    """Request of GetCheckpointStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCheckpointStatusRequest: _TypeAlias = GetCheckpointStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetCheckpointStatusResponse(_message.Message):
+    """Response of GetCheckpointStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    FAILURE_JSON_FIELD_NUMBER: _builtins.int
+    INCARNATION_UUID_FIELD_NUMBER: _builtins.int
+    success: _builtins.int
+    """Sequence number of the latest successful checkpoint, if any."""
+    failure_json: _builtins.str
+    """The latest failure as JSON {sequence_number, error, failed_at}; empty
+    when there is none.
+    """
+    incarnation_uuid: _builtins.str
+    """This process's incarnation."""
+    def __init__(
+        self,
+        *,
+        success: _builtins.int | None = ...,
+        failure_json: _builtins.str = ...,
+        incarnation_uuid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_success", b"_success", "success", b"success"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_success", b"_success", "failure_json", b"failure_json", "incarnation_uuid", b"incarnation_uuid", "success", b"success"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__success: _TypeAlias = _typing.Literal["success"]  # noqa: Y015
+    _WhichOneofArgType__success: _TypeAlias = _typing.Literal["_success", b"_success"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__success) -> _WhichOneofReturnType__success | None: ...
+
+Global___GetCheckpointStatusResponse: _TypeAlias = GetCheckpointStatusResponse  # noqa: Y015

@@ -45,6 +45,26 @@ class RuntimeServiceStub:
                 request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.SetDesiredStatusRequest.SerializeToString,
                 response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.SetDesiredStatusResponse.FromString,
                 _registered_method=True)
+        self.Ingest = channel.unary_unary(
+                '/stopcock.internal.v1.RuntimeService/Ingest',
+                request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestRequest.SerializeToString,
+                response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestResponse.FromString,
+                _registered_method=True)
+        self.Query = channel.unary_stream(
+                '/stopcock.internal.v1.RuntimeService/Query',
+                request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.QueryRequest.SerializeToString,
+                response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.QueryResponse.FromString,
+                _registered_method=True)
+        self.Checkpoint = channel.unary_unary(
+                '/stopcock.internal.v1.RuntimeService/Checkpoint',
+                request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.CheckpointRequest.SerializeToString,
+                response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.CheckpointResponse.FromString,
+                _registered_method=True)
+        self.GetCheckpointStatus = channel.unary_unary(
+                '/stopcock.internal.v1.RuntimeService/GetCheckpointStatus',
+                request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusRequest.SerializeToString,
+                response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -67,6 +87,36 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Ingest(self, request, context):
+        """Inserts (and deletes) rows in one transaction. INVALID_ARGUMENT for bad
+        data, NOT_FOUND for an unknown table, UNAVAILABLE while not taking input
+        (paused without force, suspending, initializing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Query(self, request, context):
+        """Runs a read-only query; the answer is streamed as NDJSON chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Checkpoint(self, request, context):
+        """Requests a checkpoint; answers at once with its sequence number.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckpointStatus(self, request, context):
+        """The latest checkpoint success and failure of this incarnation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +129,26 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.SetDesiredStatus,
                     request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.SetDesiredStatusRequest.FromString,
                     response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.SetDesiredStatusResponse.SerializeToString,
+            ),
+            'Ingest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ingest,
+                    request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestRequest.FromString,
+                    response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestResponse.SerializeToString,
+            ),
+            'Query': grpc.unary_stream_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.QueryRequest.FromString,
+                    response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.QueryResponse.SerializeToString,
+            ),
+            'Checkpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.Checkpoint,
+                    request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.CheckpointRequest.FromString,
+                    response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.CheckpointResponse.SerializeToString,
+            ),
+            'GetCheckpointStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpointStatus,
+                    request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusRequest.FromString,
+                    response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +206,114 @@ class RuntimeService:
             '/stopcock.internal.v1.RuntimeService/SetDesiredStatus',
             stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.SetDesiredStatusRequest.SerializeToString,
             stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.SetDesiredStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ingest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.internal.v1.RuntimeService/Ingest',
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestRequest.SerializeToString,
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stopcock.internal.v1.RuntimeService/Query',
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.QueryRequest.SerializeToString,
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Checkpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.internal.v1.RuntimeService/Checkpoint',
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.CheckpointRequest.SerializeToString,
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.CheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpointStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.internal.v1.RuntimeService/GetCheckpointStatus',
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusRequest.SerializeToString,
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,17 @@ class RuntimeServiceStub:
     """Sets the runtime's desired status: "Running", "Paused" or "Suspended".
     Idempotent; the outcome is observed through WatchStatus.
     """
+    Ingest: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.IngestRequest, _runtime_service_pb2.IngestResponse]
+    """Inserts (and deletes) rows in one transaction. INVALID_ARGUMENT for bad
+    data, NOT_FOUND for an unknown table, UNAVAILABLE while not taking input
+    (paused without force, suspending, initializing).
+    """
+    Query: _grpc.UnaryStreamMultiCallable[_runtime_service_pb2.QueryRequest, _runtime_service_pb2.QueryResponse]
+    """Runs a read-only query; the answer is streamed as NDJSON chunks."""
+    Checkpoint: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.CheckpointRequest, _runtime_service_pb2.CheckpointResponse]
+    """Requests a checkpoint; answers at once with its sequence number."""
+    GetCheckpointStatus: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.GetCheckpointStatusRequest, _runtime_service_pb2.GetCheckpointStatusResponse]
+    """The latest checkpoint success and failure of this incarnation."""
 
 @_typing.type_check_only
 class RuntimeServiceAsyncStub(RuntimeServiceStub):
@@ -61,6 +72,17 @@ class RuntimeServiceAsyncStub(RuntimeServiceStub):
     """Sets the runtime's desired status: "Running", "Paused" or "Suspended".
     Idempotent; the outcome is observed through WatchStatus.
     """
+    Ingest: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.IngestRequest, _runtime_service_pb2.IngestResponse]  # type: ignore[assignment]
+    """Inserts (and deletes) rows in one transaction. INVALID_ARGUMENT for bad
+    data, NOT_FOUND for an unknown table, UNAVAILABLE while not taking input
+    (paused without force, suspending, initializing).
+    """
+    Query: _aio.UnaryStreamMultiCallable[_runtime_service_pb2.QueryRequest, _runtime_service_pb2.QueryResponse]  # type: ignore[assignment]
+    """Runs a read-only query; the answer is streamed as NDJSON chunks."""
+    Checkpoint: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.CheckpointRequest, _runtime_service_pb2.CheckpointResponse]  # type: ignore[assignment]
+    """Requests a checkpoint; answers at once with its sequence number."""
+    GetCheckpointStatus: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.GetCheckpointStatusRequest, _runtime_service_pb2.GetCheckpointStatusResponse]  # type: ignore[assignment]
+    """The latest checkpoint success and failure of this incarnation."""
 
 class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
     """RuntimeService is served by each runtime process."""
@@ -84,5 +106,40 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Sets the runtime's desired status: "Running", "Paused" or "Suspended".
         Idempotent; the outcome is observed through WatchStatus.
         """
+
+    @_abc_1.abstractmethod
+    def Ingest(
+        self,
+        request: _runtime_service_pb2.IngestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runtime_service_pb2.IngestResponse, _abc.Awaitable[_runtime_service_pb2.IngestResponse]]:
+        """Inserts (and deletes) rows in one transaction. INVALID_ARGUMENT for bad
+        data, NOT_FOUND for an unknown table, UNAVAILABLE while not taking input
+        (paused without force, suspending, initializing).
+        """
+
+    @_abc_1.abstractmethod
+    def Query(
+        self,
+        request: _runtime_service_pb2.QueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_runtime_service_pb2.QueryResponse], _abc.AsyncIterator[_runtime_service_pb2.QueryResponse]]:
+        """Runs a read-only query; the answer is streamed as NDJSON chunks."""
+
+    @_abc_1.abstractmethod
+    def Checkpoint(
+        self,
+        request: _runtime_service_pb2.CheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runtime_service_pb2.CheckpointResponse, _abc.Awaitable[_runtime_service_pb2.CheckpointResponse]]:
+        """Requests a checkpoint; answers at once with its sequence number."""
+
+    @_abc_1.abstractmethod
+    def GetCheckpointStatus(
+        self,
+        request: _runtime_service_pb2.GetCheckpointStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runtime_service_pb2.GetCheckpointStatusResponse, _abc.Awaitable[_runtime_service_pb2.GetCheckpointStatusResponse]]:
+        """The latest checkpoint success and failure of this incarnation."""
 
 def add_RuntimeServiceServicer_to_server(servicer: RuntimeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

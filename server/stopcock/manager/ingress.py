@@ -1,0 +1,74 @@
+"""Checks and translations for data requests (ingress, query, tokens).
+
+Stopcock reads and writes JSON only; the other formats Feldera clients may
+ask for are refused with a clear error instead of being misread.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from stopcock.internal.v1 import runtime_service_pb2 as runtime_pb
+from stopcock.manager import errors
+from stopcock.manager.model import PipelineRecord
+from stopcock.v1 import pipeline_service_pb2 as pb
+
+UPDATE_FORMATS = ("raw", "insert_delete")
+
+
+def _unsupported(what: str, value: str, supported: str) -> errors.ApiError:
+    return errors.bad_request(
+        "UnsupportedFormat",
+        f"{what} '{value}' is not supported by Stopcock: use {supported}",
+        {what: value},
+    )
+
+
+def check_format(fmt: str, json_flavor: str, update_format: str) -> None:
+    if fmt not in ("", "json"):
+        raise _unsupported("format", fmt, "'json'")
+    if json_flavor not in ("", "default"):
+        raise _unsupported("json_flavor", json_flavor, "'default'")
+    if update_format not in ("", *UPDATE_FORMATS):
+        raise _unsupported("update_format", update_format, "'raw' or 'insert_delete'")
+
+
+def to_runtime(request: pb.IngestRowsRequest) -> runtime_pb.IngestRequest:
+    return runtime_pb.IngestRequest(
+        table=request.table,
+        update_format=request.update_format or "raw",
+        array=request.array if request.HasField("array") else False,
+        force=request.force,
+        data=request.body.data,
+    )
+
+
+def new_token(rec: PipelineRecord) -> str:
+    """A completion token: which deployment took the rows, and a unique part."""
+    return f"{rec.deployment_id}.{uuid.uuid4().hex}"
+
+
+def check_token(rec: PipelineRecord, token: str) -> None:
+    deployment, _, unique = token.partition(".")
+    try:
+        uuid.UUID(deployment)
+        uuid.UUID(hex=unique)
+    except ValueError:
+        raise errors.bad_request(
+            "InvalidCompletionToken",
+            f"'{token}' is not a completion token of pipeline '{rec.name}'",
+            {"token": token},
+        ) from None
+
+
+def check_query(name: str, pipeline_name: str, fmt: str, sql: str) -> None:
+    if pipeline_name and pipeline_name != name:
+        raise errors.bad_request(
+            "InvalidRequest",
+            f"pipeline_name '{pipeline_name}' does not match the path's '{name}'",
+            {"pipeline_name": pipeline_name},
+        )
+    if fmt not in ("", "json"):
+        raise _unsupported("format", fmt, "'json' (newline-delimited JSON)")
+    if not sql.strip():
+        raise errors.bad_request("InvalidQuery", "The query is empty: pass it as `sql`", {})
