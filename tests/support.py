@@ -68,6 +68,7 @@ def process_alive(pid: int) -> bool:
 class Stack:
     def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.data_dir = root / "data"
         self.grpc_port = free_port()
         self.rest_port = free_port()
@@ -192,6 +193,28 @@ class Stack:
         r = self.post(name, "start", initial=initial)
         assert r.status_code == 202, r.text
         return self.wait_status(name, "Running" if initial == "running" else "Paused")
+
+    def ingest(
+        self, name: str, rows: list[Any], table: str = "t", **params: str
+    ) -> httpx.Response:
+        return self.rest.post(
+            f"/v0/pipelines/{name}/ingress/{table}",
+            params={"format": "json", "array": "true", **params},
+            json=rows,
+        )
+
+    def query(self, name: str, sql: str) -> list[dict[str, Any]]:
+        r = self.rest.get(f"/v0/pipelines/{name}/query", params={"sql": sql, "format": "json"})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/x-ndjson"
+        return [json.loads(line) for line in r.text.splitlines()]
+
+    def ids(self, name: str) -> list[int]:
+        return [row["id"] for row in self.query(name, "SELECT id FROM t ORDER BY id")]
+
+    def storage(self, name: str) -> Path:
+        pipeline_id: str = self.get(name)["id"]
+        return self.data_dir / "pipelines" / pipeline_id / "storage"
 
     def force_stop(self, name: str) -> dict[str, Any]:
         r = self.post(name, "stop", force="true")

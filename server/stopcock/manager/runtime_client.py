@@ -21,6 +21,7 @@ T = TypeVar("T")
 CALL_TIMEOUT = 5.0  # seconds; the runtime answers control calls at once
 DATA_TIMEOUT = 300.0  # seconds; ingest and query move data
 MAX_MESSAGE = 256 << 20  # bytes: ingest bodies can be large
+KEEPALIVE_MS = 1000
 
 
 class RuntimeClient:
@@ -32,6 +33,14 @@ class RuntimeClient:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
+                # A runtime that hangs (stopped, swapped out, wedged) keeps its
+                # TCP connection open: HTTP/2 pings find out within seconds and
+                # break the status stream, so the pipeline shows Unavailable.
+                ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_MS),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.http2.ping_timeout_ms", KEEPALIVE_MS),
             ],
         )
         self._stub = pb_grpc.RuntimeServiceStub(self._channel)

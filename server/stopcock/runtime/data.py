@@ -120,14 +120,21 @@ def ingest(db: sqlite3.Connection, table: str, update_format: str, array: bool, 
     delete_sql = (
         f'DELETE FROM "{name}" WHERE rowid = (SELECT rowid FROM "{name}" WHERE {where} LIMIT 1)'
     )
+    # One transaction: all or nothing. The connection is in autocommit mode
+    # (isolation_level=None), so the transaction is explicit.
+    db.execute("BEGIN")
     try:
-        with db:  # one transaction: all or nothing
-            if inserts:
-                db.executemany(insert_sql, inserts)
-            if deletes:
-                db.executemany(delete_sql, deletes)
+        if inserts:
+            db.executemany(insert_sql, inserts)
+        if deletes:
+            db.executemany(delete_sql, deletes)
     except sqlite3.Error as exc:
+        db.execute("ROLLBACK")
         raise _bad(table, None, str(exc)) from exc
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
     return len(inserts) + len(deletes)
 
 

@@ -69,6 +69,10 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # The manager pings every second to detect a hung runtime: allow it.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+            ("grpc.http2.max_ping_strikes", 0),
         ]
     )
     pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(engine), server)
