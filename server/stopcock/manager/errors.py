@@ -119,17 +119,6 @@ def unreachable(name: str, request: str, error: str) -> ApiError:
     )
 
 
-def missing_capability(capability: str) -> ApiError:
-    """501: the runner behind this manager cannot do what was asked."""
-    return ApiError(
-        501,
-        "RunnerCapabilityMissing",
-        f"The pipeline runner of this Stopcock does not support '{capability}'",
-        {"capability": capability},
-        "UNIMPLEMENTED",
-    )
-
-
 def internal() -> ApiError:
     """What a client sees of an unexpected failure: no stack trace, no detail."""
     return ApiError(500, "InternalError", "An internal error occurred", {}, "INTERNAL")
