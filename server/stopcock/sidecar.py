@@ -13,8 +13,9 @@ and supervises one Envoy process:
   (envoyproxy/envoy#11136) and would not start; the proto keeps them because
   they document the REST shape, and the Lua filter does the unwrapping.
 * `EnvoySidecar` writes both into a work directory and runs
-  `envoy -c ... --use-dynamic-base-id` (a second Envoy on the host would
-  otherwise collide on the shared-memory base id).
+  `envoy -c ... --disable-hot-restart`: without hot restart Envoy needs no
+  shared-memory region, so any number of Envoys coexist on a host and none
+  leaves a file behind in /dev/shm.
 
 Envoy (at least the 1.40 PyPI build) gets SIGTERM when the *thread* that
 started it exits (parent-death signal): call `EnvoySidecar.start` from a
@@ -152,7 +153,7 @@ def validate(config_path: Path, envoy: str | None = None) -> str:
             "validate",
             "-c",
             str(config_path),
-            "--use-dynamic-base-id",
+            "--disable-hot-restart",
             "--log-level",
             "warn",
         ],
@@ -228,7 +229,7 @@ class EnvoySidecar:
                 self.envoy or find_envoy(),
                 "-c",
                 str(self.config_path),
-                "--use-dynamic-base-id",
+                "--disable-hot-restart",
                 "--log-level",
                 self.log_level,
             ],

@@ -6,7 +6,8 @@ Layout of a pipeline's storage directory:
 
 A checkpoint becomes part of the pipeline's history only when the manifest
 names it, and the manifest is replaced atomically:
-    1. write the data to checkpoints/<uuid>.sqlite.tmp, fsync it;
+    1. copy the database to checkpoints/<uuid>.sqlite.tmp (`stage`, between
+       two transactions: the consistent cut), then fsync it (`commit`);
     2. rename it to <uuid>.sqlite, fsync the directory;
     3. write manifest.json.tmp (old entries + the new one, trimmed to KEEP),
        fsync it, rename it over manifest.json, fsync the storage directory;
@@ -24,14 +25,15 @@ import errno
 import json
 import logging
 import os
-import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stopcock.runtime.faults import Faults
+from stopcock.runtime.memdb import MemoryDatabase
 
 log = logging.getLogger("stopcock.runtime.checkpoints")
 
@@ -48,6 +50,16 @@ class CheckpointError(Exception):
     def __init__(self, message: str, temporary: bool) -> None:
         super().__init__(message)
         self.temporary = temporary
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A checkpoint's data in a temporary file, not yet durable nor listed."""
+
+    uuid: str
+    tmp: Path
+    fd: int
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +84,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, data: bytes | memoryview) -> None:
+def _write_file(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
         while view:
-            written = os.write(fd, view[: 64 << 20])
+            written = os.write(fd, view)
             view = view[written:]
         os.fsync(fd)
     finally:
@@ -100,46 +112,74 @@ class CheckpointStore:
             raise CheckpointError(f"cannot read the checkpoint manifest: {exc}", False) from exc
         return [CheckpointInfo(**entry) for entry in raw.get("checkpoints", [])]
 
-    def write(self, data: bytes, processed_records: int, sequence_number: int) -> CheckpointInfo:
-        """Writes one checkpoint atomically (blocking: call it off the event loop)."""
-        try:
+    def stage(self, source: MemoryDatabase) -> Staged:
+        """Copies the database into a temporary file (call it between transactions).
+
+        This is the consistent cut; `commit` then makes it durable and visible
+        without holding up the database.
+        """
+        with self._errors():
             if self._faults.checkpoint_obstacle():
                 raise CheckpointError(
                     "storage is busy (test fault: checkpoint_obstacle_file)", True
                 )
-            return self._write(data, processed_records, sequence_number)
+            self._files.mkdir(parents=True, exist_ok=True)
+            name = str(uuid.uuid4())
+            tmp = self._files / f"{name}.sqlite.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                size = source.copy_to(fd)
+            except BaseException:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+                raise
+            return Staged(name, tmp, fd, size)
+
+    def commit(
+        self, staged: Staged, processed_records: int, sequence_number: int
+    ) -> CheckpointInfo:
+        """Makes a staged checkpoint durable, then names it in the manifest."""
+        with self._errors():
+            try:
+                os.fsync(staged.fd)
+            finally:
+                os.close(staged.fd)
+            self._faults.hold_checkpoint(staged.tmp)
+            final = staged.tmp.with_name(f"{staged.uuid}.sqlite")
+            os.replace(staged.tmp, final)
+            _fsync_dir(self._files)
+            info = CheckpointInfo(
+                uuid=staged.uuid,
+                size=staged.size,
+                processed_records=processed_records,
+                sequence_number=sequence_number,
+                created_at=now_rfc3339(),
+                file=final.name,
+            )
+            kept = [*self.list(), info][-KEEP:]
+            manifest = {"version": MANIFEST_VERSION, "checkpoints": [asdict(c) for c in kept]}
+            tmp_manifest = self.dir / (MANIFEST + ".tmp")
+            _write_file(tmp_manifest, json.dumps(manifest, indent=1).encode())
+            os.replace(tmp_manifest, self.dir / MANIFEST)
+            _fsync_dir(self.dir)
+            self._remove_unlisted({c.file for c in kept})
+            return info
+
+    def discard(self, staged: Staged) -> None:
+        """Drops a staged checkpoint that will not be committed."""
+        with contextlib.suppress(OSError):
+            os.close(staged.fd)
+        staged.tmp.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
         except OSError as exc:
             temporary = exc.errno in TEMPORARY_ERRNOS
             raise CheckpointError(
                 f"cannot write checkpoint to {self.dir}: {exc.strerror or exc}", temporary
             ) from exc
-
-    def _write(self, data: bytes, processed_records: int, sequence_number: int) -> CheckpointInfo:
-        self._files.mkdir(parents=True, exist_ok=True)
-        name = str(uuid.uuid4())
-        final = self._files / f"{name}.sqlite"
-        tmp = final.with_name(final.name + ".tmp")
-        _write_file(tmp, data)
-        self._faults.hold_checkpoint(tmp)
-        os.replace(tmp, final)
-        _fsync_dir(self._files)
-        info = CheckpointInfo(
-            uuid=name,
-            size=len(data),
-            processed_records=processed_records,
-            sequence_number=sequence_number,
-            created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            file=final.name,
-        )
-        previous = self.list()
-        kept = [*previous, info][-KEEP:]
-        manifest = {"version": MANIFEST_VERSION, "checkpoints": [asdict(c) for c in kept]}
-        tmp_manifest = self.dir / (MANIFEST + ".tmp")
-        _write_file(tmp_manifest, json.dumps(manifest, indent=1).encode())
-        os.replace(tmp_manifest, self.dir / MANIFEST)
-        _fsync_dir(self.dir)
-        self._remove_unlisted({c.file for c in kept})
-        return info
 
     def _remove_unlisted(self, listed: set[str]) -> None:
         for path in self._files.iterdir():
@@ -147,26 +187,26 @@ class CheckpointStore:
                 with contextlib.suppress(OSError):
                     path.unlink()
 
-    def latest(self) -> tuple[CheckpointInfo, bytes] | None:
-        """The newest intact checkpoint and its data, or None when there is none."""
+    def latest(self) -> tuple[CheckpointInfo, Path] | None:
+        """The newest intact checkpoint and its file, or None when there is none."""
         for info in reversed(self.list()):
             path = self._files / info.file
             try:
-                data = path.read_bytes()
+                size = path.stat().st_size
             except OSError as exc:
                 log.error("checkpoint %s is unreadable (%s); trying an older one", info.uuid, exc)
                 continue
-            if len(data) != info.size:
+            if size != info.size:
                 log.error(
                     "checkpoint %s has %d bytes, expected %d; trying an older one",
                     info.uuid,
-                    len(data),
+                    size,
                     info.size,
                 )
                 continue
-            return info, data
+            return info, path
         return None
 
 
 def now_rfc3339() -> str:
-    return datetime.fromtimestamp(time.time(), tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -2,11 +2,11 @@
 
 One `Engine` per runtime process.
 
-Threads. Every use of the database (ingest, query, serialize) runs on one
-dedicated thread, in submission order. That is what makes a checkpoint a
-consistent cut: its `serialize()` runs between two ingest transactions,
-never inside one. Writing the checkpoint's bytes to disk happens on a second
-thread, so ingest goes on meanwhile.
+Threads. Every use of the database (ingest, query, a checkpoint's copy) runs
+on one dedicated thread, in submission order. That is what makes a
+checkpoint a consistent cut: its copy (`CheckpointStore.stage`) runs between
+two ingest transactions, never inside one. Making it durable (fsync, rename,
+manifest) happens on a second thread, so ingest goes on meanwhile.
 
 Suspend. Asked to go Suspended, the engine first stops taking input (an
 ingest submitted after that moment is refused, one submitted before it is in
@@ -36,8 +36,9 @@ from typing import Any, TypeVar
 
 from stopcock.program import load_program
 from stopcock.runtime import data
-from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore
+from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
 from stopcock.runtime.checkpoints import now_rfc3339 as now
+from stopcock.runtime.memdb import MemoryDatabase
 
 log = logging.getLogger("stopcock.runtime")
 T = TypeVar("T")
@@ -88,6 +89,7 @@ class Engine:
         self._changed = asyncio.Condition()
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="db")
         self._io_thread = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-io")
+        self._memdb: MemoryDatabase | None = None
         self._db: sqlite3.Connection | None = None
         self.processed_records = 0
         self._suspending = False
@@ -134,20 +136,20 @@ class Engine:
 
     # -- start-up ------------------------------------------------------
 
-    def _open_database(self) -> tuple[sqlite3.Connection, CheckpointInfo | None]:
-        db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+    def _open_database(self) -> tuple[MemoryDatabase, CheckpointInfo | None]:
         restored = self._storage.latest() if self._storage is not None else None
         if restored is None:
-            load_program(db, self._program_code)
-            return db, None
-        info, blob = restored
-        db.deserialize(blob)
-        return db, info
+            memdb = MemoryDatabase.open()
+            load_program(memdb.db, self._program_code)
+            return memdb, None
+        info, path = restored
+        return MemoryDatabase.open(restore_from=path), info
 
     async def initialize(self) -> None:
         """Restores the latest checkpoint (or loads the program), then goes to work."""
         try:
-            self._db, info = await self._on_db(self._open_database)
+            memdb, info = await self._on_db(self._open_database)
+            self._memdb, self._db = memdb, memdb.db
             checkpoints = self._storage.list() if self._storage is not None else []
         except (sqlite3.Error, CheckpointError, OSError) as exc:
             await self._publish(
@@ -257,19 +259,24 @@ class Engine:
         self._spawn(run())
         return seq
 
-    def _serialize(self) -> tuple[bytes, int]:
-        assert self._db is not None
-        return self._db.serialize(), self.processed_records
+    def _stage(self) -> tuple[Staged, int]:
+        assert self._storage is not None and self._memdb is not None
+        return self._storage.stage(self._memdb), self.processed_records
 
     async def _checkpoint(self, seq: int) -> CheckpointInfo:
-        assert self._storage is not None
+        storage = self._storage
+        assert storage is not None
+        loop = asyncio.get_running_loop()
         async with self._checkpoint_lock:
             try:
-                blob, processed = await self._on_db(self._serialize)
-                loop = asyncio.get_running_loop()
-                info = await loop.run_in_executor(
-                    self._io_thread, self._storage.write, blob, processed, seq
-                )
+                staged, processed = await self._on_db(self._stage)
+                try:
+                    info = await loop.run_in_executor(
+                        self._io_thread, storage.commit, staged, processed, seq
+                    )
+                except BaseException:
+                    storage.discard(staged)
+                    raise
             except CheckpointError as exc:
                 self.checkpoint_failure = {
                     "sequence_number": seq,
@@ -279,7 +286,7 @@ class Engine:
                 raise
             self.checkpoint_success = seq
             log.info("checkpoint %d written (%d bytes)", seq, info.size)
-            checkpoints = await loop.run_in_executor(self._io_thread, self._storage.list)
+            checkpoints = await loop.run_in_executor(self._io_thread, storage.list)
             await self._publish(checkpoints=[c.public() for c in checkpoints])
             return info
 
