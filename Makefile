@@ -69,8 +69,11 @@ unit: venv
 run: venv
 	PATH="$(BIN):$$PATH" $(PY) -m stopcock.launcher
 
-bench: tools
-	PATH="$(BIN):$$PATH" $(PY) -m bench
+# wrk (Debian package) loads the REST face; installed when missing (as root).
+# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--json bench.json".
+bench: venv
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	PATH="$(BIN):$$PATH" $(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

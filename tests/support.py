@@ -194,9 +194,7 @@ class Stack:
         assert r.status_code == 202, r.text
         return self.wait_status(name, "Running" if initial == "running" else "Paused")
 
-    def ingest(
-        self, name: str, rows: list[Any], table: str = "t", **params: str
-    ) -> httpx.Response:
+    def ingest(self, name: str, rows: list[Any], table: str = "t", **params: str) -> httpx.Response:
         return self.rest.post(
             f"/v0/pipelines/{name}/ingress/{table}",
             params={"format": "json", "array": "true", **params},

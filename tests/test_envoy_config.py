@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from google.protobuf import descriptor_pb2
 from stopcock import sidecar
 
 from tests.support import free_port
@@ -68,16 +69,19 @@ def test_validate_reports_what_envoy_refused(tmp_path: Path) -> None:
         sidecar.validate(config)
 
 
-def test_prepared_descriptor_has_no_response_body(tmp_path: Path) -> None:
+def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path) -> None:
     first, second = tmp_path / "a.pb", tmp_path / "b.pb"
     changed = sidecar.prepare_descriptor(sidecar.DESCRIPTOR, first)
-    assert {name.rsplit(".", 1)[1] for name in changed} == {
-        "CreatePipeline",
-        "PutPipeline",
-        "GetPipeline",
-        "ListPipelines",
-    }
+    assert {name.rsplit(".", 1)[1] for name in changed} == {"PutPipeline", "ListPipelines"}
     assert sidecar.prepare_descriptor(first, second) == []
+    kept = {}
+    for file in descriptor_pb2.FileDescriptorSet.FromString(second.read_bytes()).file:
+        for service in file.service:
+            for method in service.method:
+                for option, rule in method.options.ListFields():
+                    if option.full_name == "google.api.http" and rule.response_body:
+                        kept[method.name] = rule.response_body
+    assert kept == {"QueryPipeline": "body"}  # an HttpBody field: Envoy streams it raw
 
 
 def test_cli_writes_a_self_contained_config(tmp_path: Path) -> None:

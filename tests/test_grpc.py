@@ -33,27 +33,21 @@ def test_lifecycle_over_native_grpc(stack: Stack, name: str) -> None:
     created = stub.CreatePipeline(
         pb.CreatePipelineRequest(pipeline=pb.PipelineDefinition(name=name, program_code=PROGRAM))
     )
-    assert created.pipeline.name == name
+    assert created.name == name
     wait_until(
-        lambda: (
-            stub.GetPipeline(pb.GetPipelineRequest(name=name)).pipeline.program_status == "Success"
-        ),
+        lambda: stub.GetPipeline(pb.GetPipelineRequest(name=name)).program_status == "Success",
         "compiled",
     )
     _, call = stub.StartPipeline.with_call(pb.StartPipelineRequest(name=name, initial="paused"))
     assert ("x-http-status", "202") in call.initial_metadata()
     wait_until(
-        lambda: (
-            stub.GetPipeline(pb.GetPipelineRequest(name=name)).pipeline.deployment_status
-            == "Paused"
-        ),
+        lambda: stub.GetPipeline(pb.GetPipelineRequest(name=name)).deployment_status == "Paused",
         "paused",
     )
     stub.StopPipeline(pb.StopPipelineRequest(name=name, force=True))
     p = wait_until(
         lambda: (
-            (q := stub.GetPipeline(pb.GetPipelineRequest(name=name)).pipeline).deployment_status
-            == "Stopped"
+            (q := stub.GetPipeline(pb.GetPipelineRequest(name=name))).deployment_status == "Stopped"
             and q
         ),
         "stopped",

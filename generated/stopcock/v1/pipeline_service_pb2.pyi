@@ -16,7 +16,11 @@ Design choices that shape this file (and why):
   comment lists its values; they never change meaning.
 * Fields that Feldera prints as `null` are `google.protobuf.Value`: only a
   Value holding `null_value` prints as JSON `null` (unset message fields are
-  omitted instead). Fields that `selector=status` omits are `optional` or
+  omitted instead).
+* GetPipeline and CreatePipeline return `Pipeline` itself, as AIP-131/133
+  ask (buf's STANDARD lint wants a wrapper; those two rules are ignored
+  on them by comment). Put and List keep wrappers: Put reports `created`,
+  and List's REST answer is a bare array. Fields that `selector=status` omits are `optional` or
   messages, so that leaving them unset omits them from the JSON.
 * Counters are `int32`/`uint32`: the JSON mapping prints 64-bit integers as
   strings, and the REST contract wants JSON numbers.
@@ -363,30 +367,6 @@ class CreatePipelineRequest(_message.Message):
 Global___CreatePipelineRequest: _TypeAlias = CreatePipelineRequest  # noqa: Y015
 
 @_typing.final
-class CreatePipelineResponse(_message.Message):
-    """Response of CreatePipeline."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PIPELINE_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def pipeline(self) -> Global___Pipeline:
-        """The pipeline as stored."""
-
-    def __init__(
-        self,
-        *,
-        pipeline: Global___Pipeline | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["pipeline", b"pipeline"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pipeline", b"pipeline"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CreatePipelineResponse: _TypeAlias = CreatePipelineResponse  # noqa: Y015
-
-@_typing.final
 class PutPipelineRequest(_message.Message):
     """Request of PutPipeline."""
 
@@ -469,30 +449,6 @@ class GetPipelineRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPipelineRequest: _TypeAlias = GetPipelineRequest  # noqa: Y015
-
-@_typing.final
-class GetPipelineResponse(_message.Message):
-    """Response of GetPipeline."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PIPELINE_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def pipeline(self) -> Global___Pipeline:
-        """The pipeline."""
-
-    def __init__(
-        self,
-        *,
-        pipeline: Global___Pipeline | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["pipeline", b"pipeline"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pipeline", b"pipeline"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetPipelineResponse: _TypeAlias = GetPipelineResponse  # noqa: Y015
 
 @_typing.final
 class ListPipelinesRequest(_message.Message):

@@ -43,7 +43,7 @@ class PipelineServiceStub:
         self.CreatePipeline = channel.unary_unary(
                 '/stopcock.v1.PipelineService/CreatePipeline',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CreatePipelineRequest.SerializeToString,
-                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.CreatePipelineResponse.FromString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.Pipeline.FromString,
                 _registered_method=True)
         self.PutPipeline = channel.unary_unary(
                 '/stopcock.v1.PipelineService/PutPipeline',
@@ -53,7 +53,7 @@ class PipelineServiceStub:
         self.GetPipeline = channel.unary_unary(
                 '/stopcock.v1.PipelineService/GetPipeline',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineRequest.SerializeToString,
-                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineResponse.FromString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.Pipeline.FromString,
                 _registered_method=True)
         self.ListPipelines = channel.unary_unary(
                 '/stopcock.v1.PipelineService/ListPipelines',
@@ -137,10 +137,14 @@ class PipelineServiceServicer:
     """
 
     def CreatePipeline(self, request, context):
-        """Creates a pipeline. Its program starts compiling at once
-        (`program_status` Pending, then Success or SqlError).
+        """Creates a pipeline and returns it (AIP-133: the resource itself). Its
+        program starts compiling at once (`program_status` Pending, then
+        Success or SqlError).
         Errors: ALREADY_EXISTS DuplicateName (409); INVALID_ARGUMENT for a bad
         name, description or configuration (400).
+
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,9 +162,14 @@ class PipelineServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPipeline(self, request, context):
-        """Returns one pipeline. `selector=status` omits the large fields
-        (runtime_config, program_code, udf_rust, udf_toml, program_error,
-        program_info). Errors: NOT_FOUND UnknownPipelineName (404).
+        """Returns one pipeline (AIP-131: the resource itself, which also spares
+        the REST face an unwrapping step on its hottest path). `selector=status`
+        omits the large fields (runtime_config, program_code, udf_rust,
+        udf_toml, program_error, program_info).
+        Errors: NOT_FOUND UnknownPipelineName (404).
+
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -315,7 +324,7 @@ def add_PipelineServiceServicer_to_server(servicer, server):
             'CreatePipeline': grpc.unary_unary_rpc_method_handler(
                     servicer.CreatePipeline,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.CreatePipelineRequest.FromString,
-                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CreatePipelineResponse.SerializeToString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.Pipeline.SerializeToString,
             ),
             'PutPipeline': grpc.unary_unary_rpc_method_handler(
                     servicer.PutPipeline,
@@ -325,7 +334,7 @@ def add_PipelineServiceServicer_to_server(servicer, server):
             'GetPipeline': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPipeline,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineRequest.FromString,
-                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineResponse.SerializeToString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.Pipeline.SerializeToString,
             ),
             'ListPipelines': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPipelines,
@@ -430,7 +439,7 @@ class PipelineService:
             target,
             '/stopcock.v1.PipelineService/CreatePipeline',
             stopcock_dot_v1_dot_pipeline__service__pb2.CreatePipelineRequest.SerializeToString,
-            stopcock_dot_v1_dot_pipeline__service__pb2.CreatePipelineResponse.FromString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.Pipeline.FromString,
             options,
             channel_credentials,
             insecure,
@@ -484,7 +493,7 @@ class PipelineService:
             target,
             '/stopcock.v1.PipelineService/GetPipeline',
             stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineRequest.SerializeToString,
-            stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineResponse.FromString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.Pipeline.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,7 +16,11 @@ Design choices that shape this file (and why):
   comment lists its values; they never change meaning.
 * Fields that Feldera prints as `null` are `google.protobuf.Value`: only a
   Value holding `null_value` prints as JSON `null` (unset message fields are
-  omitted instead). Fields that `selector=status` omits are `optional` or
+  omitted instead).
+* GetPipeline and CreatePipeline return `Pipeline` itself, as AIP-131/133
+  ask (buf's STANDARD lint wants a wrapper; those two rules are ignored
+  on them by comment). Put and List keep wrappers: Put reports `created`,
+  and List's REST answer is a bare array. Fields that `selector=status` omits are `optional` or
   messages, so that leaving them unset omits them from the JSON.
 * Counters are `int32`/`uint32`: the JSON mapping prints 64-bit integers as
   strings, and the REST contract wants JSON numbers.
@@ -67,11 +71,15 @@ class PipelineServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PipelineServiceAsyncStub: ...
-    CreatePipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.CreatePipelineRequest, _pipeline_service_pb2.CreatePipelineResponse]
-    """Creates a pipeline. Its program starts compiling at once
-    (`program_status` Pending, then Success or SqlError).
+    CreatePipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.CreatePipelineRequest, _pipeline_service_pb2.Pipeline]
+    """Creates a pipeline and returns it (AIP-133: the resource itself). Its
+    program starts compiling at once (`program_status` Pending, then
+    Success or SqlError).
     Errors: ALREADY_EXISTS DuplicateName (409); INVALID_ARGUMENT for a bad
     name, description or configuration (400).
+
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     PutPipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.PutPipelineRequest, _pipeline_service_pb2.PutPipelineResponse]
     """Creates the pipeline `name` (REST 201) or replaces its definition
@@ -80,10 +88,15 @@ class PipelineServiceStub:
     (UpdateRestrictedToStopped); editing the program or its configuration
     also requires cleared storage (EditRestrictedToClearedStorage).
     """
-    GetPipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineRequest, _pipeline_service_pb2.GetPipelineResponse]
-    """Returns one pipeline. `selector=status` omits the large fields
-    (runtime_config, program_code, udf_rust, udf_toml, program_error,
-    program_info). Errors: NOT_FOUND UnknownPipelineName (404).
+    GetPipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineRequest, _pipeline_service_pb2.Pipeline]
+    """Returns one pipeline (AIP-131: the resource itself, which also spares
+    the REST face an unwrapping step on its hottest path). `selector=status`
+    omits the large fields (runtime_config, program_code, udf_rust,
+    udf_toml, program_error, program_info).
+    Errors: NOT_FOUND UnknownPipelineName (404).
+
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     ListPipelines: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelinesRequest, _pipeline_service_pb2.ListPipelinesResponse]
     """Returns every pipeline, ordered by name. REST answers a JSON array."""
@@ -182,11 +195,15 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreatePipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.CreatePipelineRequest, _pipeline_service_pb2.CreatePipelineResponse]  # type: ignore[assignment]
-    """Creates a pipeline. Its program starts compiling at once
-    (`program_status` Pending, then Success or SqlError).
+    CreatePipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.CreatePipelineRequest, _pipeline_service_pb2.Pipeline]  # type: ignore[assignment]
+    """Creates a pipeline and returns it (AIP-133: the resource itself). Its
+    program starts compiling at once (`program_status` Pending, then
+    Success or SqlError).
     Errors: ALREADY_EXISTS DuplicateName (409); INVALID_ARGUMENT for a bad
     name, description or configuration (400).
+
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     PutPipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.PutPipelineRequest, _pipeline_service_pb2.PutPipelineResponse]  # type: ignore[assignment]
     """Creates the pipeline `name` (REST 201) or replaces its definition
@@ -195,10 +212,15 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     (UpdateRestrictedToStopped); editing the program or its configuration
     also requires cleared storage (EditRestrictedToClearedStorage).
     """
-    GetPipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineRequest, _pipeline_service_pb2.GetPipelineResponse]  # type: ignore[assignment]
-    """Returns one pipeline. `selector=status` omits the large fields
-    (runtime_config, program_code, udf_rust, udf_toml, program_error,
-    program_info). Errors: NOT_FOUND UnknownPipelineName (404).
+    GetPipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineRequest, _pipeline_service_pb2.Pipeline]  # type: ignore[assignment]
+    """Returns one pipeline (AIP-131: the resource itself, which also spares
+    the REST face an unwrapping step on its hottest path). `selector=status`
+    omits the large fields (runtime_config, program_code, udf_rust,
+    udf_toml, program_error, program_info).
+    Errors: NOT_FOUND UnknownPipelineName (404).
+
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     ListPipelines: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelinesRequest, _pipeline_service_pb2.ListPipelinesResponse]  # type: ignore[assignment]
     """Returns every pipeline, ordered by name. REST answers a JSON array."""
@@ -300,11 +322,15 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _pipeline_service_pb2.CreatePipelineRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_pipeline_service_pb2.CreatePipelineResponse, _abc.Awaitable[_pipeline_service_pb2.CreatePipelineResponse]]:
-        """Creates a pipeline. Its program starts compiling at once
-        (`program_status` Pending, then Success or SqlError).
+    ) -> _typing.Union[_pipeline_service_pb2.Pipeline, _abc.Awaitable[_pipeline_service_pb2.Pipeline]]:
+        """Creates a pipeline and returns it (AIP-133: the resource itself). Its
+        program starts compiling at once (`program_status` Pending, then
+        Success or SqlError).
         Errors: ALREADY_EXISTS DuplicateName (409); INVALID_ARGUMENT for a bad
         name, description or configuration (400).
+
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
 
     @_abc_1.abstractmethod
@@ -325,10 +351,15 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _pipeline_service_pb2.GetPipelineRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_pipeline_service_pb2.GetPipelineResponse, _abc.Awaitable[_pipeline_service_pb2.GetPipelineResponse]]:
-        """Returns one pipeline. `selector=status` omits the large fields
-        (runtime_config, program_code, udf_rust, udf_toml, program_error,
-        program_info). Errors: NOT_FOUND UnknownPipelineName (404).
+    ) -> _typing.Union[_pipeline_service_pb2.Pipeline, _abc.Awaitable[_pipeline_service_pb2.Pipeline]]:
+        """Returns one pipeline (AIP-131: the resource itself, which also spares
+        the REST face an unwrapping step on its hottest path). `selector=status`
+        omits the large fields (runtime_config, program_code, udf_rust,
+        udf_toml, program_error, program_info).
+        Errors: NOT_FOUND UnknownPipelineName (404).
+
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
 
     @_abc_1.abstractmethod

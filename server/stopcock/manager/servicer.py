@@ -93,10 +93,10 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     @_guard
     async def CreatePipeline(
         self, request: pb.CreatePipelineRequest, context: Context
-    ) -> pb.CreatePipelineResponse:
+    ) -> pb.Pipeline:
         rec = await self._lc.create(convert.definition_from_proto(request.pipeline))
         await _http_status(context, 201)
-        return pb.CreatePipelineResponse(pipeline=convert.to_proto(rec))
+        return convert.to_proto(rec)
 
     @_guard
     async def PutPipeline(
@@ -109,12 +109,9 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         return pb.PutPipelineResponse(pipeline=convert.to_proto(rec), created=created)
 
     @_guard
-    async def GetPipeline(
-        self, request: pb.GetPipelineRequest, context: Context
-    ) -> pb.GetPipelineResponse:
+    async def GetPipeline(self, request: pb.GetPipelineRequest, context: Context) -> pb.Pipeline:
         full = convert.check_selector(request.selector)
-        rec = self._lc.get(request.name)
-        return pb.GetPipelineResponse(pipeline=convert.to_proto(rec, full))
+        return convert.to_proto(self._lc.get(request.name), full)
 
     @_guard
     async def ListPipelines(

@@ -1,0 +1,236 @@
+"""`python -m bench` (`make bench`): Stopcock's benchmark, figures side by side.
+
+Starts a private stack (the manager process and Envoy, exactly as the
+end-to-end tests do, in a temporary directory on free loopback ports), then
+measures in one run:
+
+1. GetPipeline throughput and p50/p99 latency, through REST (Envoy, loaded
+   by wrk) and over native gRPC (a grpc.aio client in its own process),
+   each beside the no-op CheckHealth through the same path (bench.load).
+2. Force stop latency over many start/stop cycles (bench.force_stop).
+
+It prints a table (bench.report) and, with `--json PATH`, writes the
+figures as JSON. Targets are reported as met / not met; the exit status is
+0 unless the benchmark itself failed (1) or was interrupted (130).
+
+Every process it starts is stopped at the end, on failure and on Ctrl-C or
+SIGTERM too: the load generators run in their own sessions (a terminal's
+Ctrl-C reaches only this process, which stops them), the stack is closed
+with those signals held off, and a last sweep of /proc kills and reports
+anything still naming the temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from bench import force_stop, procs
+from bench.force_stop import StopCycle
+from bench.load import BenchError, Comparison, CpuProbe, compare, grpc_subject, wrk_subject
+from bench.report import Setup, as_json, observe, render
+from tests.support import Stack
+
+GET_PIPELINE = "bench-get"
+STOP_PIPELINE = "bench-stop"
+
+
+def _progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignores SIGINT/SIGTERM for the duration: cleanup must not be cut short."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _stack(root: Path) -> Iterator[Stack]:
+    """tests.support.running_stack, with the cleanup shielded from signals."""
+    stack = Stack(root)
+    try:
+        stack.start_manager()
+        stack.start_envoy()
+        yield stack
+    finally:
+        with _signals_held():
+            stack.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    duration: int
+    rounds: int
+    warmup: int
+    connections: int
+    cycles: int
+    json: Path | None
+    keep: bool
+
+
+def _measure(
+    stack: Stack, opts: Options, wrk: str
+) -> tuple[Comparison, Comparison, list[StopCycle]]:
+    stack.create(GET_PIPELINE)
+    stack.create(STOP_PIPELINE)
+    assert stack.manager is not None and stack.envoy is not None
+    probe = CpuProbe(stack.manager.pid, procs.pids_mentioning(str(stack.envoy.config_path)))
+    n = opts.connections
+    base = f"http://127.0.0.1:{stack.rest_port}"
+    get = f"/v0/pipelines/{GET_PIPELINE}"
+    rest = compare(
+        "REST (Envoy)",
+        wrk_subject("GET /healthz", f"{base}/healthz", n, probe, wrk),
+        wrk_subject(f"GET {get}", f"{base}{get}", n, probe, wrk),
+        rounds=opts.rounds,
+        duration=opts.duration,
+        warmup=opts.warmup,
+        progress=_progress,
+    )
+    port = stack.grpc_port
+    grpc = compare(
+        "gRPC direct",
+        grpc_subject(
+            "CheckHealth", port=port, method="CheckHealth", name="", concurrency=n, probe=probe
+        ),
+        grpc_subject(
+            "GetPipeline",
+            port=port,
+            method="GetPipeline",
+            name=GET_PIPELINE,
+            concurrency=n,
+            probe=probe,
+        ),
+        rounds=opts.rounds,
+        duration=opts.duration,
+        warmup=opts.warmup,
+        progress=_progress,
+    )
+    stops = force_stop.run(
+        stack.rest, STOP_PIPELINE, lambda: stack.runtime_pids(STOP_PIPELINE), opts.cycles, _progress
+    )
+    return rest, grpc, stops
+
+
+def _sweep(root: Path) -> list[str]:
+    """Processes still naming `root` (or our children) after cleanup: killed, and listed."""
+    deadline = time.monotonic() + 3.0
+    while (left := procs.leftovers(root)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a killed process may take a moment to be reaped
+    for entry in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(entry.split(":")[0]), signal.SIGKILL)
+    return left
+
+
+def _log_tails(root: Path) -> None:
+    for log in (root / "manager.log", root / "envoy" / "envoy.log"):
+        with contextlib.suppress(OSError):
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"--- last lines of {log}:", *tail, sep="\n", file=sys.stderr)
+
+
+def _parse(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=3, help="seconds per load run (3)")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (6)")
+    parser.add_argument("--warmup", type=int, default=1, help="discarded warm-up seconds (1)")
+    parser.add_argument("--connections", type=int, default=50, help="requests in flight (50)")
+    parser.add_argument("--cycles", type=int, default=100, help="force stop cycles (100)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    if min(args.duration, args.rounds, args.warmup, args.connections, args.cycles) < 1:
+        parser.error("every count and duration must be at least 1")
+    return Options(
+        duration=args.duration,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        connections=args.connections,
+        cycles=args.cycles,
+        json=args.json,
+        keep=args.keep,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = _parse(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print(
+            "bench: wrk not found; `make bench` installs it (apt-get install wrk)", file=sys.stderr
+        )
+        return 1
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    root = Path(tempfile.mkdtemp(prefix="stopcock-bench-"))
+    _progress(f"stack in {root}")
+    status = 0
+    left: list[str] = []
+    figures: tuple[Comparison, Comparison, list[StopCycle]] | None = None
+    try:
+        try:
+            with _stack(root) as stack:
+                figures = _measure(stack, opts, wrk)
+        finally:
+            with _signals_held():
+                left = _sweep(root)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        status = 130
+    except (BenchError, AssertionError, OSError) as exc:
+        print(f"bench: failed: {exc}", file=sys.stderr)
+        _log_tails(root)
+        status = 1
+    finally:
+        if left:
+            print(f"bench: killed processes left behind: {left}", file=sys.stderr)
+        if opts.keep or status == 1:
+            print(f"bench: logs kept in {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    if figures is None:
+        return status or 1
+    rest, grpc, stops = figures
+
+    setup = Setup(
+        cpus=os.cpu_count() or 1,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+        connections=opts.connections,
+        rounds=opts.rounds,
+        duration_s=opts.duration,
+        cycles=opts.cycles,
+        elapsed_s=time.perf_counter() - started,
+    )
+    notes = observe(setup, [rest, grpc], stops, left)
+    print(render(setup, rest, grpc, stops, notes))
+    if opts.json is not None:
+        opts.json.write_text(json.dumps(as_json(setup, [rest, grpc], stops, notes), indent=2))
+        print(f"\nfigures written to {opts.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
