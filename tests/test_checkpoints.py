@@ -272,3 +272,38 @@ def test_manager_killed_mid_suspend_completes_it_after_restart(tmp_path: Path) -
         assert p["deployment_error"] is None, p["deployment_error"]
         stack.start("p")
         assert stack.ids("p") == list(range(7))
+
+
+def test_a_checkpoint_is_a_consistent_cut_of_concurrent_ingress(stack: Stack, name: str) -> None:
+    stack.create(name)
+    stack.start(name)
+    acknowledged: list[list[int]] = []
+    done = threading.Event()
+
+    def feed() -> None:
+        start = 0
+        while not done.is_set():
+            batch = rows(start, 200)
+            r = stack.ingest(name, batch)
+            assert r.status_code == 200, r.text
+            acknowledged.append([row["id"] for row in batch])
+            start += 200
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        wait_until(lambda: len(acknowledged) >= 3, "ingress to be under way")
+        checkpoint(stack, name)  # taken while batches keep arriving
+        wait_until(lambda: len(acknowledged) >= 6, "more ingress after the checkpoint")
+    finally:
+        done.set()
+        feeder.join(timeout=30)
+    stack.force_stop(name)
+    stack.start(name)
+    restored = stack.ids(name)
+    # Whole batches only, and a prefix of them in acknowledgement order.
+    assert restored and len(restored) % 200 == 0
+    expected = [i for batch in acknowledged[: len(restored) // 200] for i in batch]
+    assert restored == expected
+    assert len(restored) < sum(len(b) for b in acknowledged)  # later batches came after the cut
+    stack.force_stop(name)

@@ -46,3 +46,21 @@ def test_provisioning_timeout_and_force_stop_while_provisioning(tmp_path: Path) 
         p = stack.wait_status("held", "Stopped")
         assert p["deployment_error"] is None
         wait_until(lambda: not stack.runtime_pids(), "no runtime process left")
+
+
+def test_an_error_can_only_be_dismissed_once_fully_stopped(tmp_path: Path) -> None:
+    env = {
+        "STOPCOCK_RUNTIME_TEST_FAULTS": "startup_delay_secs=120",
+        "STOPCOCK_TEST_FAULTS": "kill_delay_secs=5",
+    }
+    with running_stack(tmp_path, env) as stack:
+        stack.create("p", runtime_config={"provisioning_timeout_secs": 1})
+        assert stack.post("p", "start").status_code == 202
+        p = stack.wait_status("p", "Stopping")  # the timeout hit; the kill is held back
+        assert p["deployment_error"]["error_code"] == "ProvisioningTimeout"
+        assert_error(
+            stack.post("p", "dismiss_error"), 400, "DismissErrorRestrictedToFullyStopped", None
+        )
+        stack.wait_status("p", "Stopped")
+        assert stack.post("p", "dismiss_error").status_code == 200
+        assert stack.get("p", "status")["deployment_error"] is None
