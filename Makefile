@@ -21,6 +21,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	# server/ and generated/ share the `stopcock` namespace: put both on the path.
 	printf '%s\n%s\n' "$(CURDIR)/server" "$(CURDIR)/generated" \
 	  > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/stopcock.pth"
+	# The `stopcock` command.
+	printf '#!%s\nfrom stopcock.cli import main\nmain()\n' "$(abspath $(PY))" > $(VENV)/bin/stopcock
+	chmod +x $(VENV)/bin/stopcock
 	touch $@
 
 venv: $(VENV)/.installed

@@ -15,9 +15,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench import ingress as ingress_bench
+from bench import suspend as suspend_bench
 from bench.force_stop import Latency, StopCycle
+from bench.ingress import IngressComparison, IngressRun
 from bench.load import Comparison, LoadRun
 from bench.stats import median, percentile, ratio
+from bench.suspend import SizeResult
 
 REST_RATIO_TARGET = 0.8  # REST GetPipeline throughput / no-op, at least
 STOP_P50_TARGET_MS = 50.0
@@ -35,6 +39,17 @@ class Setup:
     duration_s: int
     cycles: int
     elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What one run measured; a section skipped on the command line is None."""
+
+    rest: Comparison | None = None
+    grpc: Comparison | None = None
+    stops: list[StopCycle] | None = None
+    suspend: list[SizeResult] | None = None
+    ingress: list[IngressComparison] | None = None
 
 
 def _met(ok: bool) -> str:
@@ -70,26 +85,31 @@ def comparison_table(c: Comparison) -> list[str]:
     ]
 
 
-def render(
-    setup: Setup,
-    rest: Comparison,
-    grpc: Comparison,
-    stops: list[StopCycle],
-    observations: list[str],
-) -> str:
-    manager = Latency.of([c.manager_ms for c in stops])
-    client = Latency.of([c.client_ms for c in stops])
-    start = Latency.of([c.start_ms for c in stops])
+def render(setup: Setup, figures: Figures, observations: list[str]) -> str:
+    lines = [
+        f"Stopcock benchmark: {setup.cpus} CPUs, load average {setup.load_before:.2f} -> "
+        f"{setup.load_after:.2f}, {setup.elapsed_s:.0f} s in all",
+    ]
+    if figures.rest is not None and figures.grpc is not None:
+        lines += ["", *_getpipeline_section(setup, figures.rest, figures.grpc)]
+    if figures.stops:
+        lines += ["", *_force_stop_section(figures.stops)]
+    if figures.suspend:
+        lines += ["", *suspend_section(figures.suspend)]
+    if figures.ingress:
+        lines += ["", *ingress_section(figures.ingress)]
+    lines += ["", "Observations", *(f"  - {o}" for o in observations)]
+    return "\n".join(lines)
+
+
+def _getpipeline_section(setup: Setup, rest: Comparison, grpc: Comparison) -> list[str]:
     rest_ratio = rest.rps_ratio()
     head = _row(
         "",
         ["req/s", "p50 ms", "p99 ms", "errors"],
         "   CPU cores: manager / Envoy / client / other",
     )
-    lines = [
-        f"Stopcock benchmark: {setup.cpus} CPUs, load average {setup.load_before:.2f} -> "
-        f"{setup.load_after:.2f}, {setup.elapsed_s:.0f} s in all",
-        "",
+    return [
         f"GetPipeline vs the no-op CheckHealth: {setup.connections} requests in flight, "
         f"{setup.rounds} interleaved rounds x {setup.duration_s} s each, medians",
         head,
@@ -97,7 +117,14 @@ def render(
         *comparison_table(grpc),
         f"  target: REST GetPipeline throughput >= {REST_RATIO_TARGET:.2f}x the no-op: "
         f"{rest_ratio:.2f}x, {_met(rest_ratio >= REST_RATIO_TARGET)}",
-        "",
+    ]
+
+
+def _force_stop_section(stops: list[StopCycle]) -> list[str]:
+    manager = Latency.of([c.manager_ms for c in stops])
+    client = Latency.of([c.client_ms for c in stops])
+    start = Latency.of([c.start_ms for c in stops])
+    return [
         f"Force stop: {len(stops)} cycles of start -> Running, then "
         "POST /stop?force=true -> Stopped",
         _row("", ["p50 ms", "p99 ms", "max ms"]),
@@ -108,11 +135,120 @@ def render(
         f"{_met(manager.p50 <= STOP_P50_TARGET_MS)}; "
         f"p99 <= {STOP_P99_TARGET_MS:.0f} ms: {manager.p99:.1f} ms, "
         f"{_met(manager.p99 <= STOP_P99_TARGET_MS)}",
-        "",
-        "Observations",
-        *(f"  - {o}" for o in observations),
     ]
-    return "\n".join(lines)
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _x(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}x" if values else "-"
+
+
+def _suspend_target(results: list[SizeResult]) -> SizeResult | None:
+    """The size the target applies to: 100 MB, or else the largest measured if above."""
+    at = [r for r in results if r.target_mb == suspend_bench.TARGET_SIZE_MB]
+    return at[0] if at else None
+
+
+def suspend_section(results: list[SizeResult]) -> list[str]:
+    repeats = ", ".join(f"{r.target_mb} MB x{len(r.cycles)}" for r in results)
+    cols = (
+        f"  {'':<7}{'bytes':>11}{'suspend':>9}{'ckpt':>8}{'raw':>8}{'write':>7}"
+        f"{'fsync':>7}{'susp/raw':>10}{'ckpt/raw':>10}{'best s/r':>10}"
+        f"{'repeats s/r':>13}{'start':>7}"
+    )
+    lines = [
+        "Suspend (POST /stop, force=false -> Stopped) vs write + fsync of the checkpoint's "
+        f"bytes, interleaved ({repeats}), medians in ms",
+        cols,
+    ]
+    for r in results:
+        raw_w = median([w.write_ms for w in r.raws])
+        raw_f = median([w.fsync_ms for w in r.raws])
+        best = ratio(min(c.suspend_ms for c in r.cycles), min(w.total_ms for w in r.raws))
+        lines.append(
+            f"  {f'{r.target_mb} MB':<7}{r.bytes:>11}{_fmt(r.med('suspend_ms')):>9}"
+            f"{_fmt(r.med('checkpoint_ms')):>8}{_fmt(r.raw_ms()):>8}{_fmt(raw_w):>7}"
+            f"{_fmt(raw_f):>7}{_x(r.suspend_ratio()):>10}{_x(r.checkpoint_ratio()):>10}"
+            f"{_x(best):>10}{_spread(r.pair_ratios()):>13}{_fmt(r.med('start_ms'), 0):>7}"
+        )
+    lines += [
+        "  suspend: the manager's Stopped since; ckpt: the final checkpoint's created_at "
+        "(durable + renamed,",
+        "  before its manifest); raw: write + fsync + directory fsync; best s/r: fastest "
+        "suspend / fastest raw;",
+        "  start: start -> Running after each suspend (restore; client, context)",
+        "  where the suspend's time goes, median ms from the POST:",
+        f"  {'':<7}{'answered':>10}{'ckpt':>8}{'Suspended':>11}{'Stopping':>10}"
+        f"{'gone':>8}{'Stopped':>9}   (POST answered; checkpoint durable; runtime "
+        "logs Suspended;",
+    ]
+    for r in results:
+        lines.append(
+            f"  {f'{r.target_mb} MB':<7}{_fmt(r.med('accepted_ms')):>10}"
+            f"{_fmt(r.med('checkpoint_ms')):>8}{_fmt(r.med('reported_ms')):>11}"
+            f"{_fmt(r.med('stopping_ms')):>10}{_fmt(r.med('gone_ms')):>8}"
+            f"{_fmt(r.med('suspend_ms')):>9}"
+            + ("   manager goes Stopping; runtime process gone; Stopped)" if r is results[0] else "")
+        )
+    target = _suspend_target(results)
+    if target is None:
+        lines.append(
+            f"  target: {suspend_bench.TARGET_SIZE_MB} MB suspend <= "
+            f"{suspend_bench.TARGET_RATIO:.1f}x raw: not measured (no {suspend_bench.TARGET_SIZE_MB}"
+            " MB size in this run)"
+        )
+    else:
+        got = target.suspend_ratio()
+        lines.append(
+            f"  target: {target.target_mb} MB suspend <= {suspend_bench.TARGET_RATIO:.1f}x raw: "
+            f"{got:.2f}x, {_met(got <= suspend_bench.TARGET_RATIO)}; goal <= "
+            f"{suspend_bench.GOAL_RATIO:.1f}x: {_met(got <= suspend_bench.GOAL_RATIO)} "
+            f"(checkpoint only: {target.checkpoint_ratio():.2f}x)"
+        )
+    return lines
+
+
+def _ingress_row(label: str, runs: list[IngressRun]) -> str:
+    def med(attr: str) -> float:
+        return IngressComparison.med(runs, attr)
+
+    cores = [med(a) for a in ("client_cores", "manager_cores", "envoy_cores", "runtime_cores")]
+    other = max(0.0, med("machine_cores") - sum(cores)) if med("machine_cores") > 0 else 0.0
+    cells = " / ".join(f"{c:.2f}" for c in [*cores, other])
+    return f"  {label:<44}{med('rows_per_s'):>10.0f}{med('seconds'):>8.2f}   {cells}"
+
+
+def ingress_section(comparisons: list[IngressComparison]) -> list[str]:
+    first = comparisons[0]
+    lines = [
+        f"Ingress: {first.batches} batches x {first.batch_rows} rows "
+        f"({first.body_bytes / 1e6:.1f} MB of JSON each) per run, "
+        f"{len(first.subject)} interleaved rounds, medians",
+        f"  {'':<44}{'rows/s':>10}{'s/run':>8}   CPU cores: this process / manager / Envoy / "
+        "runtime / other",
+    ]
+    for c in comparisons:
+        who = "1 client" if c.clients == 1 else f"{c.clients} concurrent clients"
+        lines += [
+            _ingress_row("json.loads + executemany (baseline)", c.baseline),
+            _ingress_row(f"REST ingress, {who}", c.subject),
+            f"  {'ratio ingress / baseline':<44}{_x(c.rows_ratio()):>10}"
+            f"   rounds: {_spread(c.pair_ratios())}",
+        ]
+    got = first.rows_ratio()
+    lines.append(
+        f"  target: ingress ({first.clients} client{'s' if first.clients > 1 else ''}) >= "
+        f"{ingress_bench.TARGET_RATIO:.2f}x the baseline: {got:.2f}x, "
+        f"{_met(got >= ingress_bench.TARGET_RATIO)}"
+    )
+    return lines
 
 
 def _cells(latency: Latency) -> list[str]:

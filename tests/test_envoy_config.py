@@ -72,7 +72,11 @@ def test_validate_reports_what_envoy_refused(tmp_path: Path) -> None:
 def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path) -> None:
     first, second = tmp_path / "a.pb", tmp_path / "b.pb"
     changed = sidecar.prepare_descriptor(sidecar.DESCRIPTOR, first)
-    assert {name.rsplit(".", 1)[1] for name in changed} == {"PutPipeline", "ListPipelines"}
+    assert {name.rsplit(".", 1)[1] for name in changed} == {
+        "PutPipeline",
+        "ListPipelines",
+        "ListApiKeys",
+    }
     assert sidecar.prepare_descriptor(first, second) == []
     kept = {}
     for file in descriptor_pb2.FileDescriptorSet.FromString(second.read_bytes()).file:
@@ -84,9 +88,22 @@ def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path)
     assert kept == {"QueryPipeline": "body"}  # an HttpBody field: Envoy streams it raw
 
 
-def test_cli_writes_a_self_contained_config(tmp_path: Path) -> None:
+def test_cli_writes_a_self_contained_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "deploy" / "envoy.yaml"
     args = ["--rest-port", "8080", "--grpc-port", "50051", "--rest-address", "0.0.0.0"]
+    # Beyond loopback only with authentication on.
+    with pytest.raises(SystemExit):
+        sidecar.main([*args, "--grpc-host", "manager", "--out", str(out)])
+    assert not out.exists()
+    for name, value in (
+        ("STOPCOCK_AUTH", "on"),
+        ("STOPCOCK_AUTH_JWKS", "/jwks.json"),
+        ("STOPCOCK_AUTH_ISSUER", "i"),
+        ("STOPCOCK_AUTH_AUDIENCE", "a"),
+    ):
+        monkeypatch.setenv(name, value)
     assert sidecar.main([*args, "--grpc-host", "manager", "--out", str(out)]) == 0
     assert (out.parent / "stopcock.lua").read_text() == sidecar.LUA_SCRIPT.read_text()
     assert str(out.parent / "stopcock_descriptor.pb") in out.read_text()

@@ -24,7 +24,7 @@ class ExplodingLifecycle:
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     server = grpc.aio.server()
     pb_grpc.add_PipelineServiceServicer_to_server(
-        PipelineServicer(ExplodingLifecycle()),  # type: ignore[arg-type]
+        PipelineServicer(ExplodingLifecycle(), None),  # type: ignore[arg-type]
         server,
     )
     port = server.add_insecure_port("127.0.0.1:0")

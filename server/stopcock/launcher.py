@@ -17,6 +17,7 @@ import threading
 import time
 from types import FrameType
 
+from stopcock.manager.auth_settings import AuthConfigError, AuthSettings, require_loopback
 from stopcock.manager.config import ConfigError, Settings
 from stopcock.sidecar import EnvoySidecar
 
@@ -39,7 +40,9 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str) -
 def main() -> None:
     try:
         settings = Settings.from_env()
-    except ConfigError as exc:
+        auth = AuthSettings.from_env()
+        require_loopback(auth, settings.bind_address, "gRPC and REST APIs")
+    except (ConfigError, AuthConfigError) as exc:
         raise SystemExit(f"stopcock: {exc}") from exc
     host = settings.bind_address
     manager = subprocess.Popen([sys.executable, "-m", "stopcock.manager.main"])

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO
 
 from google.protobuf import descriptor_pb2
+from stopcock.manager.auth_settings import AuthConfigError, AuthSettings, require_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "envoy" / "envoy.yaml"
@@ -202,7 +203,11 @@ class EnvoySidecar:
         self._log: IO[bytes] | None = None
 
     def write_config(self) -> Path:
-        """Writes the descriptor and the rendered config into the work directory."""
+        """Writes the descriptor and the rendered config into the work directory.
+
+        Refuses (AuthConfigError) a non-loopback address while authentication is off.
+        """
+        require_loopback(AuthSettings.from_env(), self.rest_address, "REST API (Envoy)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         descriptor = self.workdir / "stopcock_descriptor.pb"
         prepare_descriptor(self.descriptor, descriptor)
@@ -313,6 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--descriptor", type=Path, help="prepared descriptor path, as is")
     parser.add_argument("--lua", type=Path, help="Lua script path, as is")
     args = parser.parse_args(argv)
+    try:
+        require_loopback(AuthSettings.from_env(), args.rest_address, "REST API (Envoy)")
+    except AuthConfigError as exc:
+        parser.error(str(exc))
     out: Path = args.out.absolute()
     if out.resolve() == TEMPLATE.resolve():
         parser.error("--out would overwrite the template")

@@ -120,6 +120,21 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/stopcock.v1.PipelineService/CreateApiKey',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/stopcock.v1.PipelineService/ListApiKeys',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.DeleteApiKey = channel.unary_unary(
+                '/stopcock.v1.PipelineService/DeleteApiKey',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyResponse.FromString,
+                _registered_method=True)
         self.CheckHealth = channel.unary_unary(
                 '/stopcock.v1.PipelineService/CheckHealth',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthRequest.SerializeToString,
@@ -309,6 +324,33 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """Creates an API key with a name and a role ("read" or "write") and
+        returns it. The key itself (`apikey:` + 128 random alphanumerics) is
+        shown only in this answer: Stopcock stores only its hash. REST 201.
+        Errors: ALREADY_EXISTS DuplicateName; INVALID_ARGUMENT for a bad name or
+        role. Needs a write credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Lists the API keys: names, roles and creation times, never the keys.
+        REST answers a JSON array. Needs a write credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteApiKey(self, request, context):
+        """Deletes an API key; it stops working at once. NOT_FOUND UnknownApiKey.
+        Needs a write credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckHealth(self, request, context):
         """Liveness of the manager, always open: REST `GET /healthz` answers
         `{"status": "healthy"}`. It does no other work, which also makes it the
@@ -400,6 +442,21 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.GetCompletionStatus,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'DeleteApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteApiKey,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyResponse.SerializeToString,
             ),
             'CheckHealth': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckHealth,
@@ -845,6 +902,87 @@ class PipelineService:
             '/stopcock.v1.PipelineService/GetCompletionStatus',
             stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.GetCompletionStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/CreateApiKey',
+            stopcock_dot_v1_dot_pipeline__service__pb2.CreateApiKeyRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/ListApiKeys',
+            stopcock_dot_v1_dot_pipeline__service__pb2.ListApiKeysRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/DeleteApiKey',
+            stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -178,6 +178,21 @@ class PipelineServiceStub:
     have been processed. Stopcock processes rows as it ingests them, so a
     token of the pipeline's current deployment is always complete.
     """
+    CreateApiKey: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.CreateApiKeyRequest, _pipeline_service_pb2.CreateApiKeyResponse]
+    """Creates an API key with a name and a role ("read" or "write") and
+    returns it. The key itself (`apikey:` + 128 random alphanumerics) is
+    shown only in this answer: Stopcock stores only its hash. REST 201.
+    Errors: ALREADY_EXISTS DuplicateName; INVALID_ARGUMENT for a bad name or
+    role. Needs a write credential.
+    """
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListApiKeysRequest, _pipeline_service_pb2.ListApiKeysResponse]
+    """Lists the API keys: names, roles and creation times, never the keys.
+    REST answers a JSON array. Needs a write credential.
+    """
+    DeleteApiKey: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.DeleteApiKeyRequest, _pipeline_service_pb2.DeleteApiKeyResponse]
+    """Deletes an API key; it stops working at once. NOT_FOUND UnknownApiKey.
+    Needs a write credential.
+    """
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.CheckHealthRequest, _pipeline_service_pb2.CheckHealthResponse]
     """Liveness of the manager, always open: REST `GET /healthz` answers
     `{"status": "healthy"}`. It does no other work, which also makes it the
@@ -301,6 +316,21 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """Reports whether the rows behind a completion token (from IngestRows)
     have been processed. Stopcock processes rows as it ingests them, so a
     token of the pipeline's current deployment is always complete.
+    """
+    CreateApiKey: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.CreateApiKeyRequest, _pipeline_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
+    """Creates an API key with a name and a role ("read" or "write") and
+    returns it. The key itself (`apikey:` + 128 random alphanumerics) is
+    shown only in this answer: Stopcock stores only its hash. REST 201.
+    Errors: ALREADY_EXISTS DuplicateName; INVALID_ARGUMENT for a bad name or
+    role. Needs a write credential.
+    """
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListApiKeysRequest, _pipeline_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """Lists the API keys: names, roles and creation times, never the keys.
+    REST answers a JSON array. Needs a write credential.
+    """
+    DeleteApiKey: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.DeleteApiKeyRequest, _pipeline_service_pb2.DeleteApiKeyResponse]  # type: ignore[assignment]
+    """Deletes an API key; it stops working at once. NOT_FOUND UnknownApiKey.
+    Needs a write credential.
     """
     CheckHealth: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.CheckHealthRequest, _pipeline_service_pb2.CheckHealthResponse]  # type: ignore[assignment]
     """Liveness of the manager, always open: REST `GET /healthz` answers
@@ -518,6 +548,39 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Reports whether the rows behind a completion token (from IngestRows)
         have been processed. Stopcock processes rows as it ingests them, so a
         token of the pipeline's current deployment is always complete.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateApiKey(
+        self,
+        request: _pipeline_service_pb2.CreateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.CreateApiKeyResponse, _abc.Awaitable[_pipeline_service_pb2.CreateApiKeyResponse]]:
+        """Creates an API key with a name and a role ("read" or "write") and
+        returns it. The key itself (`apikey:` + 128 random alphanumerics) is
+        shown only in this answer: Stopcock stores only its hash. REST 201.
+        Errors: ALREADY_EXISTS DuplicateName; INVALID_ARGUMENT for a bad name or
+        role. Needs a write credential.
+        """
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _pipeline_service_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.ListApiKeysResponse, _abc.Awaitable[_pipeline_service_pb2.ListApiKeysResponse]]:
+        """Lists the API keys: names, roles and creation times, never the keys.
+        REST answers a JSON array. Needs a write credential.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteApiKey(
+        self,
+        request: _pipeline_service_pb2.DeleteApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.DeleteApiKeyResponse, _abc.Awaitable[_pipeline_service_pb2.DeleteApiKeyResponse]]:
+        """Deletes an API key; it stops working at once. NOT_FOUND UnknownApiKey.
+        Needs a write credential.
         """
 
     @_abc_1.abstractmethod

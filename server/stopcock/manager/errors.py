@@ -46,11 +46,13 @@ def unknown_pipeline(name: str) -> ApiError:
     )
 
 
-def duplicate_name(name: str) -> ApiError:
+def duplicate_name(name: str, what: str = "pipeline") -> ApiError:
     return ApiError(
         409,
         "DuplicateName",
-        f"A pipeline named '{name}' already exists",
+        f"An {what} named '{name}' already exists"
+        if what[0] in "aeiou"
+        else f"A {what} named '{name}' already exists",
         None,
         "ALREADY_EXISTS",
     )

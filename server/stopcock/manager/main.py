@@ -11,11 +11,16 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from stopcock.manager.api_keys import ApiKeys
+from stopcock.manager.auth import Authenticator, AuthInterceptor
+from stopcock.manager.auth_settings import AuthConfigError, AuthSettings, require_loopback
 from stopcock.manager.config import ConfigError, Settings
+from stopcock.manager.jwt_verifier import JwtVerifier
 from stopcock.manager.lifecycle import Lifecycle
 from stopcock.manager.runner import LocalProcessRunner
 from stopcock.manager.servicer import PipelineServicer
@@ -26,14 +31,24 @@ from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 log = logging.getLogger("stopcock.manager")
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, auth: AuthSettings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await AsyncStore(settings.data_dir / "stopcock.db").open()
+    api_keys = ApiKeys(store)
+    await api_keys.load()
+    interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
+    if auth.enabled:
+        verifier = JwtVerifier(auth.jwks, auth.issuer, auth.audience, auth.role_claim)
+        try:
+            await verifier.load()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the JWKS at {auth.jwks}: {exc}") from exc
+        interceptors.append(AuthInterceptor(Authenticator(api_keys, verifier)))
     lifecycle = Lifecycle(store, LocalProcessRunner(settings.data_dir))
     await lifecycle.open()
 
-    server = grpc.aio.server()
-    pb_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(lifecycle), server)
+    server = grpc.aio.server(interceptors=interceptors)
+    pb_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(lifecycle, api_keys), server)
     # grpc_health exposes its asyncio servicer as `health.aio` (untyped).
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -46,7 +61,12 @@ async def serve(settings: Settings) -> None:
     await server.start()
     for name in ("", service_name):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("manager listening on %s (data in %s)", address, settings.data_dir)
+    log.info(
+        "manager listening on %s (data in %s, authentication %s)",
+        address,
+        settings.data_dir,
+        "on" if auth.enabled else "off",
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -63,14 +83,20 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     try:
         settings = Settings.from_env()
-    except ConfigError as exc:
+        auth = AuthSettings.from_env()
+        require_loopback(auth, settings.bind_address, "gRPC API (manager)")
+    except (ConfigError, AuthConfigError) as exc:
         print(f"stopcock: {exc}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings, auth))
+    except ConfigError as exc:
+        print(f"stopcock: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from stopcock.manager import convert, errors, ingress
+from stopcock.manager.api_keys import ApiKeys
 from stopcock.manager.lifecycle import Lifecycle
+from stopcock.manager.store import ApiKeyRecord
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 
@@ -40,7 +42,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Handler = Callable[[Any, Req, Context], Awaitable[Resp]]
 
 
-def _abort_args(err: errors.ApiError) -> tuple[grpc.StatusCode, str, tuple[Any, ...]]:
+def abort_args(err: errors.ApiError) -> tuple[grpc.StatusCode, str, tuple[Any, ...]]:
     info = error_details_pb2.ErrorInfo(
         reason=err.error_code,
         domain=ERROR_DOMAIN,
@@ -67,10 +69,10 @@ def _guard(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         try:
             return await handler(self, request, context)
         except errors.ApiError as err:
-            await context.abort(*_abort_args(err))
+            await context.abort(*abort_args(err))
         except Exception:
             log.exception("%s failed", handler.__name__)
-            await context.abort(*_abort_args(errors.internal()))
+            await context.abort(*abort_args(errors.internal()))
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
@@ -86,9 +88,41 @@ async def _http_status(context: Context, status: int) -> None:
     await context.send_initial_metadata((("x-http-status", str(status)),))
 
 
+def _api_key(record: ApiKeyRecord) -> pb.ApiKey:
+    key = pb.ApiKey(id=record.id, name=record.name, role=record.role)
+    key.created_at.FromMicroseconds(record.created_at)
+    return key
+
+
 class PipelineServicer(pb_grpc.PipelineServiceServicer):
-    def __init__(self, lifecycle: Lifecycle) -> None:
+    def __init__(self, lifecycle: Lifecycle, api_keys: ApiKeys) -> None:
         self._lc = lifecycle
+        self._keys = api_keys
+
+    @_guard
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: Context
+    ) -> pb.CreateApiKeyResponse:
+        record, key = await self._keys.create(request.name, request.role)
+        await _http_status(context, 201)
+        reply = pb.CreateApiKeyResponse(
+            id=record.id, name=record.name, role=record.role, api_key=key
+        )
+        reply.created_at.FromMicroseconds(record.created_at)
+        return reply
+
+    @_guard
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: Context
+    ) -> pb.ListApiKeysResponse:
+        return pb.ListApiKeysResponse(api_keys=[_api_key(k) for k in self._keys.list()])
+
+    @_guard
+    async def DeleteApiKey(
+        self, request: pb.DeleteApiKeyRequest, context: Context
+    ) -> pb.DeleteApiKeyResponse:
+        await self._keys.delete(request.name)
+        return pb.DeleteApiKeyResponse()
 
     @_guard
     async def CreatePipeline(
@@ -225,10 +259,10 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
             chunks = runtime.query(request.sql)
             first = await anext(chunks, b"")
         except errors.ApiError as err:
-            await context.abort(*_abort_args(err))
+            await context.abort(*abort_args(err))
         except Exception:
             log.exception("QueryPipeline failed")
-            await context.abort(*_abort_args(errors.internal()))
+            await context.abort(*abort_args(errors.internal()))
         yield _ndjson(first)
         async for chunk in chunks:
             yield _ndjson(chunk)

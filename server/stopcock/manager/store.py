@@ -17,6 +17,7 @@ import dataclasses
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,6 +69,16 @@ MIGRATIONS: list[str] = [
         runtime_pid_start INTEGER
     )
     """,
+    # 1 -> 2: API keys, stored only as a SHA-256 hash of the key.
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    )
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -91,12 +102,24 @@ _INSERT = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    name: str
+    role: str
+    key_hash: str
+    created_at: int
+
+
 class Store(Protocol):
-    """What the lifecycle needs from durable storage."""
+    """What the lifecycle and the authenticator need from durable storage."""
 
     async def load_all(self) -> list[PipelineRecord]: ...
     async def put(self, rec: PipelineRecord) -> None: ...
     async def delete(self, pipeline_id: str) -> None: ...
+    async def load_api_keys(self) -> list[ApiKeyRecord]: ...
+    async def put_api_key(self, key: ApiKeyRecord) -> None: ...
+    async def delete_api_key(self, name: str) -> bool: ...
     async def close(self) -> None: ...
 
 
@@ -170,6 +193,22 @@ class SqliteStore:
     def delete(self, pipeline_id: str) -> None:
         self._db.execute("DELETE FROM pipelines WHERE id = ?", (pipeline_id,))
 
+    def load_api_keys(self) -> list[ApiKeyRecord]:
+        rows = self._db.execute(
+            "SELECT id, name, role, key_hash, created_at FROM api_keys ORDER BY name"
+        ).fetchall()
+        return [ApiKeyRecord(*row) for row in rows]
+
+    def put_api_key(self, key: ApiKeyRecord) -> None:
+        """Inserts a key; raises sqlite3.IntegrityError if the name is taken."""
+        self._db.execute(
+            "INSERT INTO api_keys (id, name, role, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            (key.id, key.name, key.role, key.key_hash, key.created_at),
+        )
+
+    def delete_api_key(self, name: str) -> bool:
+        return self._db.execute("DELETE FROM api_keys WHERE name = ?", (name,)).rowcount > 0
+
     def close(self) -> None:
         self._db.close()
 
@@ -203,6 +242,17 @@ class AsyncStore:
 
     async def delete(self, pipeline_id: str) -> None:
         await self._run(self._s.delete, pipeline_id)
+
+    async def load_api_keys(self) -> list[ApiKeyRecord]:
+        result: list[ApiKeyRecord] = await self._run(self._s.load_api_keys)
+        return result
+
+    async def put_api_key(self, key: ApiKeyRecord) -> None:
+        await self._run(self._s.put_api_key, key)
+
+    async def delete_api_key(self, name: str) -> bool:
+        result: bool = await self._run(self._s.delete_api_key, name)
+        return result
 
     async def close(self) -> None:
         if self._sync is not None:

@@ -1,0 +1,171 @@
+"""Authentication and authorization, in one place: a gRPC server interceptor.
+
+Every call, native gRPC or REST through Envoy (which forwards the
+`Authorization` header as metadata), passes here, so both faces behave the
+same. The rules:
+
+  * open: health checking, reflection, and CheckHealth (`GET /healthz`);
+  * read: the calls that only read (below);
+  * write: everything else, unknown methods included (deny by default).
+
+A credential is `Authorization: Bearer <token>`: a token starting with
+`apikey:` is an API key, anything else a JWT. Missing or bad credentials are
+UNAUTHENTICATED / 401 AuthenticationFailed with `WWW-Authenticate: Bearer`;
+a read credential on a write call is PERMISSION_DENIED / 403
+InsufficientPermissions {required, actual}.
+
+A JWT's role is its `stopcock_role` claim (configurable). A token without a
+valid role is authenticated but may do nothing (403, actual "none"): a
+missing claim usually means a misconfigured identity provider, and reading
+pipelines (SQL programs, data) is not harmless enough to grant by default.
+
+No credential is ever logged or echoed: refusals say why, never what.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from stopcock.manager import errors
+from stopcock.manager.api_keys import PREFIX, ApiKeys
+from stopcock.manager.jwt_verifier import JwtVerifier, TokenRejected
+from stopcock.manager.servicer import abort_args
+
+log = logging.getLogger("stopcock.auth")
+
+SERVICE = "/stopcock.v1.PipelineService/"
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+OPEN_METHODS = frozenset({SERVICE + "CheckHealth"})
+READ_METHODS = frozenset(
+    SERVICE + name
+    for name in (
+        "GetPipeline",
+        "ListPipelines",
+        "GetCheckpointStatus",
+        "QueryPipeline",
+        "GetCompletionStatus",
+    )
+)
+ROLES = ("read", "write")
+
+if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+def required_role(method: str) -> str | None:
+    """None for open methods, else the role a credential needs."""
+    if method in OPEN_METHODS or method.startswith(OPEN_PREFIXES):
+        return None
+    return "read" if method in READ_METHODS else "write"
+
+
+def authentication_failed(reason: str) -> errors.ApiError:
+    return errors.ApiError(
+        401,
+        "AuthenticationFailed",
+        f"Authentication failed: {reason}",
+        {"reason": reason},
+        "UNAUTHENTICATED",
+    )
+
+
+def insufficient_permissions(required: str, actual: str) -> errors.ApiError:
+    return errors.ApiError(
+        403,
+        "InsufficientPermissions",
+        f"This call needs a '{required}' credential; this one is '{actual}'",
+        {"required": required, "actual": actual},
+        "PERMISSION_DENIED",
+    )
+
+
+class Authenticator:
+    def __init__(self, api_keys: ApiKeys, jwt_verifier: JwtVerifier) -> None:
+        self._keys = api_keys
+        self._jwt = jwt_verifier
+
+    async def role_of(self, authorization: str | None) -> str:
+        """The credential's role ("read", "write" or "none"), or an ApiError 401."""
+        if not authorization:
+            raise authentication_failed("no credential: send 'Authorization: Bearer <token>'")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise authentication_failed("the Authorization scheme must be Bearer")
+        token = token.strip()
+        if not token:
+            raise authentication_failed("the bearer token is empty")
+        if token.startswith(PREFIX):
+            record = await self._keys.verify(token)
+            if record is None:
+                raise authentication_failed("the API key is not valid")
+            return record.role
+        try:
+            verified = await self._jwt.verify(token)
+        except TokenRejected as exc:
+            raise authentication_failed(str(exc)) from None
+        return verified.role if verified.role in ROLES else "none"
+
+    async def check(self, method: str, authorization: str | None) -> None:
+        required = required_role(method)
+        if required is None:
+            return
+        actual = await self.role_of(authorization)
+        if actual in ("write", required):
+            return
+        raise insufficient_permissions(required, actual)
+
+
+def _refusing_handler(handler: Handler, err: errors.ApiError) -> Handler:
+    code, details, trailing = abort_args(err)
+    if err.http_status == 401:
+        trailing = (*trailing, ("www-authenticate", 'Bearer realm="stopcock"'))
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(code, details, trailing)
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(code, details, trailing)
+        yield  # unreachable; makes this an async generator like the handler
+
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class AuthInterceptor(_Interceptor):
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # unknown method: gRPC answers UNIMPLEMENTED
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        authorization = metadata.get("authorization")
+        try:
+            await self._auth.check(
+                handler_call_details.method,
+                authorization if isinstance(authorization, str) else None,
+            )
+        except errors.ApiError as err:
+            return _refusing_handler(handler, err)
+        return handler
