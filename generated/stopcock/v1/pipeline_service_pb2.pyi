@@ -1274,6 +1274,73 @@ class DeleteApiKeyResponse(_message.Message):
 Global___DeleteApiKeyResponse: _TypeAlias = DeleteApiKeyResponse  # noqa: Y015
 
 @_typing.final
+class GetConfigRequest(_message.Message):
+    """Request of GetConfig."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConfigRequest: _TypeAlias = GetConfigRequest  # noqa: Y015
+
+@_typing.final
+class GetConfigResponse(_message.Message):
+    """Response of GetConfig."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    EDITION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CHANGELOG_URL_FIELD_NUMBER: _builtins.int
+    LICENSE_VALIDITY_FIELD_NUMBER: _builtins.int
+    TELEMETRY_FIELD_NUMBER: _builtins.int
+    UPDATE_INFO_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """The Feldera API version the REST face is compatible with."""
+    edition: _builtins.str
+    """"Open source": Stopcock gates nothing by edition."""
+    revision: _builtins.str
+    """Stopcock's own version."""
+    changelog_url: _builtins.str
+    """Where changes are described."""
+    telemetry: _builtins.str
+    """Always empty: Stopcock sends no telemetry."""
+    @_builtins.property
+    def license_validity(self) -> _struct_pb2.Value:
+        """Always null: no licence."""
+
+    @_builtins.property
+    def update_info(self) -> _struct_pb2.Value:
+        """Always null."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        edition: _builtins.str = ...,
+        revision: _builtins.str = ...,
+        changelog_url: _builtins.str = ...,
+        license_validity: _struct_pb2.Value | None = ...,
+        telemetry: _builtins.str = ...,
+        update_info: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["license_validity", b"license_validity", "update_info", b"update_info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changelog_url", b"changelog_url", "edition", b"edition", "license_validity", b"license_validity", "revision", b"revision", "telemetry", b"telemetry", "update_info", b"update_info", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConfigResponse: _TypeAlias = GetConfigResponse  # noqa: Y015
+
+@_typing.final
 class CheckHealthRequest(_message.Message):
     """Request of CheckHealth."""
 

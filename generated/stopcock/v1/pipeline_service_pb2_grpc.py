@@ -135,6 +135,11 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyResponse.FromString,
                 _registered_method=True)
+        self.GetConfig = channel.unary_unary(
+                '/stopcock.v1.PipelineService/GetConfig',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigResponse.FromString,
+                _registered_method=True)
         self.CheckHealth = channel.unary_unary(
                 '/stopcock.v1.PipelineService/CheckHealth',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthRequest.SerializeToString,
@@ -351,6 +356,15 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetConfig(self, request, context):
+        """Describes this installation, as Feldera's `GET /v0/config` does (its
+        clients read it when they connect). `version` is the Feldera API version
+        Stopcock's REST face is compatible with; `revision` names Stopcock's own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckHealth(self, request, context):
         """Liveness of the manager, always open: REST `GET /healthz` answers
         `{"status": "healthy"}`. It does no other work, which also makes it the
@@ -457,6 +471,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.DeleteApiKey,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyResponse.SerializeToString,
+            ),
+            'GetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfig,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigResponse.SerializeToString,
             ),
             'CheckHealth': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckHealth,
@@ -983,6 +1002,33 @@ class PipelineService:
             '/stopcock.v1.PipelineService/DeleteApiKey',
             stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/GetConfig',
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

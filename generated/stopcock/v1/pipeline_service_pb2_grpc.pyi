@@ -193,6 +193,11 @@ class PipelineServiceStub:
     """Deletes an API key; it stops working at once. NOT_FOUND UnknownApiKey.
     Needs a write credential.
     """
+    GetConfig: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetConfigRequest, _pipeline_service_pb2.GetConfigResponse]
+    """Describes this installation, as Feldera's `GET /v0/config` does (its
+    clients read it when they connect). `version` is the Feldera API version
+    Stopcock's REST face is compatible with; `revision` names Stopcock's own.
+    """
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.CheckHealthRequest, _pipeline_service_pb2.CheckHealthResponse]
     """Liveness of the manager, always open: REST `GET /healthz` answers
     `{"status": "healthy"}`. It does no other work, which also makes it the
@@ -331,6 +336,11 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     DeleteApiKey: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.DeleteApiKeyRequest, _pipeline_service_pb2.DeleteApiKeyResponse]  # type: ignore[assignment]
     """Deletes an API key; it stops working at once. NOT_FOUND UnknownApiKey.
     Needs a write credential.
+    """
+    GetConfig: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetConfigRequest, _pipeline_service_pb2.GetConfigResponse]  # type: ignore[assignment]
+    """Describes this installation, as Feldera's `GET /v0/config` does (its
+    clients read it when they connect). `version` is the Feldera API version
+    Stopcock's REST face is compatible with; `revision` names Stopcock's own.
     """
     CheckHealth: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.CheckHealthRequest, _pipeline_service_pb2.CheckHealthResponse]  # type: ignore[assignment]
     """Liveness of the manager, always open: REST `GET /healthz` answers
@@ -581,6 +591,17 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_pipeline_service_pb2.DeleteApiKeyResponse, _abc.Awaitable[_pipeline_service_pb2.DeleteApiKeyResponse]]:
         """Deletes an API key; it stops working at once. NOT_FOUND UnknownApiKey.
         Needs a write credential.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConfig(
+        self,
+        request: _pipeline_service_pb2.GetConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.GetConfigResponse, _abc.Awaitable[_pipeline_service_pb2.GetConfigResponse]]:
+        """Describes this installation, as Feldera's `GET /v0/config` does (its
+        clients read it when they connect). `version` is the Feldera API version
+        Stopcock's REST face is compatible with; `revision` names Stopcock's own.
         """
 
     @_abc_1.abstractmethod

@@ -47,6 +47,7 @@ READ_METHODS = frozenset(
         "GetCheckpointStatus",
         "QueryPipeline",
         "GetCompletionStatus",
+        "GetConfig",
     )
 )
 ROLES = ("read", "write")

@@ -29,6 +29,7 @@ from grpc_status import rpc_status
 from stopcock.manager import convert, errors, ingress
 from stopcock.manager.api_keys import ApiKeys
 from stopcock.manager.lifecycle import Lifecycle
+from stopcock.manager.model import PLATFORM_VERSION
 from stopcock.manager.store import ApiKeyRecord
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
@@ -36,6 +37,9 @@ from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 log = logging.getLogger("stopcock.api")
 
 ERROR_DOMAIN = "stopcock.dev"
+# The Feldera release whose REST API (and Python SDK) Stopcock's REST face
+# is checked against; reported by GetConfig so that its clients connect quietly.
+FELDERA_API_VERSION = "0.369.0"
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -281,6 +285,20 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         await self._lc.clear_storage(request.name)
         await _http_status(context, 202)
         return pb.ClearStorageResponse()
+
+    @_guard
+    async def GetConfig(
+        self, request: pb.GetConfigRequest, context: Context
+    ) -> pb.GetConfigResponse:
+        return pb.GetConfigResponse(
+            version=FELDERA_API_VERSION,
+            edition="Open source",
+            revision=PLATFORM_VERSION,
+            changelog_url="https://github.com/feldera/feldera/releases",
+            license_validity=convert.value(None),
+            telemetry="",
+            update_info=convert.value(None),
+        )
 
     async def CheckHealth(
         self, request: pb.CheckHealthRequest, context: Context
