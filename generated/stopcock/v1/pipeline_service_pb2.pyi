@@ -451,6 +451,64 @@ class GetPipelineRequest(_message.Message):
 Global___GetPipelineRequest: _TypeAlias = GetPipelineRequest  # noqa: Y015
 
 @_typing.final
+class WatchPipelineRequest(_message.Message):
+    """Request of WatchPipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    AFTER_REFRESH_VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    selector: _builtins.str
+    """"all" (default) or "status"."""
+    after_refresh_version: _builtins.int
+    """Resume after this refresh_version (0: start from the current state)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        selector: _builtins.str = ...,
+        after_refresh_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_refresh_version", b"after_refresh_version", "name", b"name", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchPipelineRequest: _TypeAlias = WatchPipelineRequest  # noqa: Y015
+
+@_typing.final
+class WatchPipelineResponse(_message.Message):
+    """One change of a watched pipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PIPELINE_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
+    resumed: _builtins.bool
+    """True when this message continues the requested version without a gap."""
+    @_builtins.property
+    def pipeline(self) -> Global___Pipeline:
+        """The pipeline as persisted at this change."""
+
+    def __init__(
+        self,
+        *,
+        pipeline: Global___Pipeline | None = ...,
+        resumed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pipeline", b"pipeline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pipeline", b"pipeline", "resumed", b"resumed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchPipelineResponse: _TypeAlias = WatchPipelineResponse  # noqa: Y015
+
+@_typing.final
 class ListPipelinesRequest(_message.Message):
     """Request of ListPipelines."""
 

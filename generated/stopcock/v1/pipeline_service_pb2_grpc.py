@@ -65,6 +65,11 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeletePipelineRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeletePipelineResponse.FromString,
                 _registered_method=True)
+        self.WatchPipeline = channel.unary_stream(
+                '/stopcock.v1.PipelineService/WatchPipeline',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelineRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelineResponse.FromString,
+                _registered_method=True)
         self.StartPipeline = channel.unary_unary(
                 '/stopcock.v1.PipelineService/StartPipeline',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.StartPipelineRequest.SerializeToString,
@@ -206,6 +211,20 @@ class PipelineServiceServicer:
         """Deletes a pipeline. Requires it to be fully stopped
         (DeleteRestrictedToFullyStopped) with cleared storage
         (DeleteRestrictedToClearedStorage).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchPipeline(self, request, context):
+        """Streams the pipeline as it changes: every persisted change (every
+        `refresh_version`), in order, pushed as it is written (no polling). The
+        first message is the current state, unless `after_refresh_version` names
+        a version: then the stream resumes after it, replaying the versions in
+        between from a window of recent changes (if the window no longer reaches
+        back that far, the first message is the current state with
+        `resumed` false). Ends when the pipeline is deleted. REST:
+        newline-delimited JSON, one `{"pipeline": {...}, "resumed": ...}` per line.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -401,6 +420,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.DeletePipeline,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeletePipelineRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeletePipelineResponse.SerializeToString,
+            ),
+            'WatchPipeline': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPipeline,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelineRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelineResponse.SerializeToString,
             ),
             'StartPipeline': grpc.unary_unary_rpc_method_handler(
                     servicer.StartPipeline,
@@ -624,6 +648,33 @@ class PipelineService:
             '/stopcock.v1.PipelineService/DeletePipeline',
             stopcock_dot_v1_dot_pipeline__service__pb2.DeletePipelineRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.DeletePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/WatchPipeline',
+            stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelineRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

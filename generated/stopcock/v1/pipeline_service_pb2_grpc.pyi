@@ -105,6 +105,16 @@ class PipelineServiceStub:
     (DeleteRestrictedToFullyStopped) with cleared storage
     (DeleteRestrictedToClearedStorage).
     """
+    WatchPipeline: _grpc.UnaryStreamMultiCallable[_pipeline_service_pb2.WatchPipelineRequest, _pipeline_service_pb2.WatchPipelineResponse]
+    """Streams the pipeline as it changes: every persisted change (every
+    `refresh_version`), in order, pushed as it is written (no polling). The
+    first message is the current state, unless `after_refresh_version` names
+    a version: then the stream resumes after it, replaying the versions in
+    between from a window of recent changes (if the window no longer reaches
+    back that far, the first message is the current state with
+    `resumed` false). Ends when the pipeline is deleted. REST:
+    newline-delimited JSON, one `{"pipeline": {...}, "resumed": ...}` per line.
+    """
     StartPipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.StartPipelineRequest, _pipeline_service_pb2.StartPipelineResponse]
     """Asks for the pipeline to be deployed: resources desired becomes
     Provisioned, the runtime desired status becomes `initial`. REST 202.
@@ -248,6 +258,16 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """Deletes a pipeline. Requires it to be fully stopped
     (DeleteRestrictedToFullyStopped) with cleared storage
     (DeleteRestrictedToClearedStorage).
+    """
+    WatchPipeline: _aio.UnaryStreamMultiCallable[_pipeline_service_pb2.WatchPipelineRequest, _pipeline_service_pb2.WatchPipelineResponse]  # type: ignore[assignment]
+    """Streams the pipeline as it changes: every persisted change (every
+    `refresh_version`), in order, pushed as it is written (no polling). The
+    first message is the current state, unless `after_refresh_version` names
+    a version: then the stream resumes after it, replaying the versions in
+    between from a window of recent changes (if the window no longer reaches
+    back that far, the first message is the current state with
+    `resumed` false). Ends when the pipeline is deleted. REST:
+    newline-delimited JSON, one `{"pipeline": {...}, "resumed": ...}` per line.
     """
     StartPipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.StartPipelineRequest, _pipeline_service_pb2.StartPipelineResponse]  # type: ignore[assignment]
     """Asks for the pipeline to be deployed: resources desired becomes
@@ -419,6 +439,22 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes a pipeline. Requires it to be fully stopped
         (DeleteRestrictedToFullyStopped) with cleared storage
         (DeleteRestrictedToClearedStorage).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchPipeline(
+        self,
+        request: _pipeline_service_pb2.WatchPipelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_pipeline_service_pb2.WatchPipelineResponse], _abc.AsyncIterator[_pipeline_service_pb2.WatchPipelineResponse]]:
+        """Streams the pipeline as it changes: every persisted change (every
+        `refresh_version`), in order, pushed as it is written (no polling). The
+        first message is the current state, unless `after_refresh_version` names
+        a version: then the stream resumes after it, replaying the versions in
+        between from a window of recent changes (if the window no longer reaches
+        back that far, the first message is the current state with
+        `resumed` false). Ends when the pipeline is deleted. REST:
+        newline-delimited JSON, one `{"pipeline": {...}, "resumed": ...}` per line.
         """
 
     @_abc_1.abstractmethod

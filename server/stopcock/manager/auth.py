@@ -48,6 +48,7 @@ READ_METHODS = frozenset(
         "QueryPipeline",
         "GetCompletionStatus",
         "GetConfig",
+        "WatchPipeline",
     )
 )
 ROLES = ("read", "write")

@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from stopcock.manager import errors, state_machine
@@ -39,6 +40,8 @@ from stopcock.manager.store import Store
 from stopcock.program import compile_program
 
 log = logging.getLogger("stopcock.lifecycle")
+
+HISTORY = 256  # recent versions kept per pipeline for watchers that resume
 
 DEFINITION_FIELDS = (
     "name",
@@ -63,6 +66,9 @@ class Lifecycle:
         self._actors: dict[str, tuple[PipelineActor, asyncio.Task[None]]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # Recent versions of each pipeline, for WatchPipeline (see `watch`).
+        self._history: dict[str, deque[PipelineRecord]] = {}
+        self._changed = asyncio.Condition()
 
     async def open(self) -> None:
         """Loads every pipeline and resumes the work that was under way."""
@@ -123,6 +129,42 @@ class Lifecycle:
             self._id_by_name.pop(old.name, None)
         self._by_id[new.id] = new
         self._id_by_name[new.name] = new.id
+        self._history.setdefault(new.id, deque(maxlen=HISTORY)).append(new)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def watch(
+        self, name: str, after_version: int
+    ) -> AsyncIterator[tuple[PipelineRecord, bool]]:
+        """Every persisted version of a pipeline after `after_version`, as it is written.
+
+        Yields (record, resumed): `resumed` is False when versions were
+        skipped (the request predates the history window, or this watcher
+        fell that far behind). Ends when the pipeline is deleted.
+        """
+        pipeline_id = self.get(name).id
+        last = after_version
+        while True:
+            current = self._by_id.get(pipeline_id)
+            if current is None:
+                return
+            if current.refresh_version > last:
+                history = self._history.get(pipeline_id) or deque([current])
+                newer = [r for r in history if r.refresh_version > last]
+                contiguous = last > 0 and bool(newer) and newer[0].refresh_version == last + 1
+                if not contiguous:
+                    newer = [current]  # start (or restart) from the current state
+                for i, rec in enumerate(newer):
+                    yield rec, contiguous or i > 0
+                last = newer[-1].refresh_version
+                continue
+
+            def changed(seen: int = last) -> bool:
+                rec = self._by_id.get(pipeline_id)
+                return rec is None or rec.refresh_version > seen
+
+            async with self._changed:
+                await self._changed.wait_for(changed)
 
     async def write(self, rec: PipelineRecord, **changes: Any) -> PipelineRecord:
         """Persists `changes` to the current version of `rec` (used by actors)."""
@@ -236,6 +278,9 @@ class Lifecycle:
                 await self._store.delete(rec.id)
                 del self._by_id[rec.id]
                 del self._id_by_name[rec.name]
+                self._history.pop(rec.id, None)
+        async with self._changed:
+            self._changed.notify_all()  # watchers of it end
         self._locks.pop(rec.id, None)
         await asyncio.to_thread(self._runner.remove_pipeline, rec.id)
         self.poke(rec.id)  # a live actor notices the deletion and exits

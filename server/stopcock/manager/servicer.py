@@ -252,6 +252,22 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         ingress.check_token(rec, request.token)
         return pb.GetCompletionStatusResponse(status="complete", step=convert.value(None))
 
+    async def WatchPipeline(
+        self, request: pb.WatchPipelineRequest, context: Context
+    ) -> AsyncIterator[pb.WatchPipelineResponse]:
+        try:
+            full = convert.check_selector(request.selector)
+            changes = self._lc.watch(request.name, max(request.after_refresh_version, 0))
+            first = await anext(changes)
+        except errors.ApiError as err:
+            await context.abort(*abort_args(err))
+        except StopAsyncIteration:
+            return  # deleted at that very moment
+        rec, resumed = first
+        yield pb.WatchPipelineResponse(pipeline=convert.to_proto(rec, full), resumed=resumed)
+        async for rec, resumed in changes:
+            yield pb.WatchPipelineResponse(pipeline=convert.to_proto(rec, full), resumed=resumed)
+
     async def QueryPipeline(
         self, request: pb.QueryPipelineRequest, context: Context
     ) -> AsyncIterator[pb.QueryPipelineResponse]:
