@@ -72,3 +72,22 @@ def test_invalid_runtime_config(raw: dict[str, object]) -> None:
         normalize_runtime_config(raw)
     assert info.value.error_code == "InvalidRuntimeConfig"
     assert info.value.details is not None and info.value.details["value"] == raw
+
+
+def test_duration_strings_of_newer_clients() -> None:
+    cfg = normalize_runtime_config(
+        {
+            "fault_tolerance": {"model": "at_least_once", "checkpoint_interval": "1m 30s"},
+            "provisioning_timeout": "2500ms",
+        }
+    )
+    assert cfg["fault_tolerance"]["checkpoint_interval_secs"] == 90
+    assert cfg["provisioning_timeout_secs"] == 3  # rounded up: never shorter than asked
+    for bad in (
+        {"provisioning_timeout": "soon"},
+        {"provisioning_timeout": 5},
+        {"fault_tolerance": {"checkpoint_interval": "1 fortnight"}},
+    ):
+        with pytest.raises(errors.ApiError) as info:
+            normalize_runtime_config(bad)
+        assert info.value.error_code == "InvalidRuntimeConfig"

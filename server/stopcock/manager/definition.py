@@ -83,6 +83,51 @@ def _as_int(value: Any, what: str, raw: JsonObject) -> int:
     return int(value)
 
 
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|d)\s*")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "sec": 1.0,
+    "secs": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "mins": 60.0,
+    "h": 3600.0,
+    "hr": 3600.0,
+    "d": 86400.0,
+}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as "1s", "500ms" or "1m 30s" (the SDK's spelling)."""
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None or match.end() == pos:
+            raise ValueError(f"not a duration: {text!r} (use e.g. '30s', '500ms', '1m 30s')")
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if not text.strip():
+        raise ValueError("empty duration")
+    return total
+
+
+def _duration_secs(cfg: JsonObject, key: str, original: JsonObject, what: str) -> int | None:
+    """Whole seconds (rounded up) of the duration string at `key`, if present."""
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid_runtime(original, f"{what} must be a duration string such as '30s'")
+    try:
+        return max(1, math.ceil(parse_duration(value)))
+    except ValueError as exc:
+        raise _invalid_runtime(original, f"{what}: {exc}") from None
+
+
 def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
     """Fills defaults and checks the keys Stopcock acts on; keeps the rest."""
     cfg: JsonObject = dict(raw or {})
@@ -111,14 +156,19 @@ def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
             original, f"fault_tolerance.model must be one of {', '.join(FT_MODELS)}"
         )
     ft["model"] = model
-    interval = ft.get("checkpoint_interval_secs", DEFAULT_CHECKPOINT_INTERVAL)
+    # Newer Feldera clients send a duration string; older ones, seconds.
+    interval = _duration_secs(ft, "checkpoint_interval", original, "checkpoint_interval")
+    if interval is None:
+        interval = ft.get("checkpoint_interval_secs", DEFAULT_CHECKPOINT_INTERVAL)
     if interval is None:
         interval = DEFAULT_CHECKPOINT_INTERVAL
     interval = _as_int(interval, "fault_tolerance.checkpoint_interval_secs", original)
     ft["checkpoint_interval_secs"] = min(max(interval, 1), 3600)
     cfg["fault_tolerance"] = ft
 
-    timeout = cfg.get("provisioning_timeout_secs", DEFAULT_PROVISIONING_TIMEOUT)
+    timeout = _duration_secs(cfg, "provisioning_timeout", original, "provisioning_timeout")
+    if timeout is None:
+        timeout = cfg.get("provisioning_timeout_secs", DEFAULT_PROVISIONING_TIMEOUT)
     if timeout is None:
         timeout = DEFAULT_PROVISIONING_TIMEOUT
     timeout = _as_int(timeout, "provisioning_timeout_secs", original)
