@@ -8,6 +8,12 @@ measures in one run:
    by wrk) and over native gRPC (a grpc.aio client in its own process),
    each beside the no-op CheckHealth through the same path (bench.load).
 2. Force stop latency over many start/stop cycles (bench.force_stop).
+3. Suspend time of pipelines holding 1, 10 and 100 MB, beside a raw write +
+   fsync of the same bytes on the same disk (bench.suspend).
+4. REST ingress throughput in rows/s, beside json.loads + executemany of the
+   same bodies into an in-memory SQLite table (bench.ingress).
+
+`--skip SECTION` leaves a section out (get, force-stop, suspend, ingress).
 
 It prints a table (bench.report) and, with `--json PATH`, writes the
 figures as JSON. Targets are reported as met / not met; the exit status is
@@ -32,18 +38,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from bench import force_stop, procs
-from bench.force_stop import StopCycle
+from bench import force_stop, ingress, procs, suspend
 from bench.load import BenchError, Comparison, CpuProbe, compare, grpc_subject, wrk_subject
-from bench.report import Setup, as_json, observe, render
+from bench.report import Figures, Setup, as_json, observe, render
 from tests.support import Stack
 
 GET_PIPELINE = "bench-get"
 STOP_PIPELINE = "bench-stop"
+INGRESS_PIPELINE = "bench-ingress"
+SECTIONS = ("get", "force-stop", "suspend", "ingress")
 
 
 def _progress(message: str) -> None:
@@ -87,15 +94,71 @@ class Options:
     cycles: int
     json: Path | None
     keep: bool
+    skip: frozenset[str]
+    suspend_sizes: list[tuple[int, int]]
+    ingress_clients: list[int]
+    ingress_batches: int
+    ingress_batch_rows: int
+    ingress_rounds: int
 
 
-def _measure(
-    stack: Stack, opts: Options, wrk: str
-) -> tuple[Comparison, Comparison, list[StopCycle]]:
-    stack.create(GET_PIPELINE)
-    stack.create(STOP_PIPELINE)
+def _measure(stack: Stack, opts: Options, wrk: str) -> Figures:
     assert stack.manager is not None and stack.envoy is not None
-    probe = CpuProbe(stack.manager.pid, procs.pids_mentioning(str(stack.envoy.config_path)))
+    manager = stack.manager.pid
+    envoy = procs.pids_mentioning(str(stack.envoy.config_path))
+    figures = Figures()
+    if "get" not in opts.skip:
+        rest, grpc = _getpipeline(stack, opts, wrk, CpuProbe(manager, envoy))
+        figures = replace(figures, rest=rest, grpc=grpc)
+    if "force-stop" not in opts.skip:
+        stack.create(STOP_PIPELINE)
+        stops = force_stop.run(
+            stack.rest,
+            STOP_PIPELINE,
+            lambda: stack.runtime_pids(STOP_PIPELINE),
+            opts.cycles,
+            _progress,
+        )
+        figures = replace(figures, stops=stops)
+    if "suspend" not in opts.skip:
+        sizes = suspend.run(
+            stack.rest,
+            create=stack.create,
+            data_dir=stack.data_dir,
+            manager_log=stack.root / "manager.log",
+            find_runtimes=stack.runtime_pids,
+            sizes=opts.suspend_sizes,
+            progress=_progress,
+        )
+        figures = replace(figures, suspend=sizes)
+    if "ingress" not in opts.skip:
+        stack.create(INGRESS_PIPELINE)
+        stack.start(INGRESS_PIPELINE)
+
+        def pids() -> tuple[int, list[int], int]:
+            return manager, envoy, stack.runtime_pids(INGRESS_PIPELINE)[0]
+
+        runs = [
+            ingress.run(
+                f"http://127.0.0.1:{stack.rest_port}",
+                INGRESS_PIPELINE,
+                pids,
+                clients=clients,
+                batch_rows=opts.ingress_batch_rows,
+                batches=opts.ingress_batches,
+                rounds=opts.ingress_rounds,
+                progress=_progress,
+            )
+            for clients in opts.ingress_clients
+        ]
+        figures = replace(figures, ingress=runs)
+    return figures
+
+
+def _getpipeline(
+    stack: Stack, opts: Options, wrk: str, probe: CpuProbe
+) -> tuple[Comparison, Comparison]:
+    stack.create(GET_PIPELINE)
     n = opts.connections
     base = f"http://127.0.0.1:{stack.rest_port}"
     get = f"/v0/pipelines/{GET_PIPELINE}"
@@ -127,10 +190,7 @@ def _measure(
         warmup=opts.warmup,
         progress=_progress,
     )
-    stops = force_stop.run(
-        stack.rest, STOP_PIPELINE, lambda: stack.runtime_pids(STOP_PIPELINE), opts.cycles, _progress
-    )
-    return rest, grpc, stops
+    return rest, grpc
 
 
 def _sweep(root: Path) -> list[str]:
@@ -160,9 +220,47 @@ def _parse(argv: list[str] | None) -> Options:
     parser.add_argument("--cycles", type=int, default=100, help="force stop cycles (100)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=SECTIONS,
+        help="leave a section out (repeatable): " + ", ".join(SECTIONS),
+    )
+    parser.add_argument(
+        "--suspend-sizes",
+        default="1:5,10:5,100:5",
+        metavar="MB:N,...",
+        help="suspend section: pipeline sizes in MB and repeats of each (1:5,10:5,100:5)",
+    )
+    parser.add_argument(
+        "--ingress-clients",
+        default="2,1",
+        metavar="N,...",
+        help="ingress section: concurrent clients, one comparison each; "
+        "the target applies to the first (2,1)",
+    )
+    parser.add_argument(
+        "--ingress-batches", type=int, default=40, help="ingress: batches per run (40)"
+    )
+    parser.add_argument(
+        "--ingress-batch-rows", type=int, default=10_000, help="ingress: rows per batch (10000)"
+    )
+    parser.add_argument(
+        "--ingress-rounds", type=int, default=5, help="ingress: interleaved rounds (5)"
+    )
     args = parser.parse_args(argv)
-    if min(args.duration, args.rounds, args.warmup, args.connections, args.cycles) < 1:
+    counts = [args.duration, args.rounds, args.warmup, args.connections, args.cycles]
+    counts += [args.ingress_batches, args.ingress_batch_rows, args.ingress_rounds]
+    if min(counts) < 1:
         parser.error("every count and duration must be at least 1")
+    try:
+        sizes = suspend.parse_sizes(args.suspend_sizes)
+        clients = [int(c) for c in args.ingress_clients.split(",")]
+    except ValueError as exc:
+        parser.error(str(exc))
+    if min(clients) < 1:
+        parser.error("--ingress-clients: at least 1 client")
     return Options(
         duration=args.duration,
         rounds=args.rounds,
@@ -171,14 +269,20 @@ def _parse(argv: list[str] | None) -> Options:
         cycles=args.cycles,
         json=args.json,
         keep=args.keep,
+        skip=frozenset(args.skip),
+        suspend_sizes=sizes,
+        ingress_clients=clients,
+        ingress_batches=args.ingress_batches,
+        ingress_batch_rows=args.ingress_batch_rows,
+        ingress_rounds=args.ingress_rounds,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = _parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    wrk = shutil.which("wrk")
-    if wrk is None:
+    wrk = shutil.which("wrk") or ""
+    if not wrk and "get" not in opts.skip:
         print(
             "bench: wrk not found; `make bench` installs it (apt-get install wrk)", file=sys.stderr
         )
@@ -188,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     _progress(f"stack in {root}")
     status = 0
     left: list[str] = []
-    figures: tuple[Comparison, Comparison, list[StopCycle]] | None = None
+    figures: Figures | None = None
     try:
         try:
             with _stack(root) as stack:
@@ -212,7 +316,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     if figures is None:
         return status or 1
-    rest, grpc, stops = figures
 
     setup = Setup(
         cpus=os.cpu_count() or 1,
@@ -224,10 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         cycles=opts.cycles,
         elapsed_s=time.perf_counter() - started,
     )
-    notes = observe(setup, [rest, grpc], stops, left)
-    print(render(setup, rest, grpc, stops, notes))
+    notes = observe(setup, figures, left)
+    print(render(setup, figures, notes))
     if opts.json is not None:
-        opts.json.write_text(json.dumps(as_json(setup, [rest, grpc], stops, notes), indent=2))
+        opts.json.write_text(json.dumps(as_json(setup, figures, notes), indent=2))
         print(f"\nfigures written to {opts.json}")
     return 0
 

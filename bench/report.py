@@ -146,6 +146,11 @@ def _x(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f}x"
 
 
+def _vs(value: float, threshold: float) -> str:
+    """`value` as a ratio, with a third decimal when two would print the threshold itself."""
+    return f"{value:.3f}x" if round(value, 2) == threshold else f"{value:.2f}x"
+
+
 def _spread(values: list[float]) -> str:
     return f"{min(values):.2f}-{max(values):.2f}x" if values else "-"
 
@@ -158,15 +163,12 @@ def _suspend_target(results: list[SizeResult]) -> SizeResult | None:
 
 def suspend_section(results: list[SizeResult]) -> list[str]:
     repeats = ", ".join(f"{r.target_mb} MB x{len(r.cycles)}" for r in results)
-    cols = (
+    lines = [
+        "Suspend (POST /stop, force=false -> Stopped) vs write + fsync of as many bytes, "
+        f"interleaved repeats ({repeats}), medians",
         f"  {'':<7}{'bytes':>11}{'suspend':>9}{'ckpt':>8}{'raw':>8}{'write':>7}"
         f"{'fsync':>7}{'susp/raw':>10}{'ckpt/raw':>10}{'best s/r':>10}"
-        f"{'repeats s/r':>13}{'start':>7}"
-    )
-    lines = [
-        "Suspend (POST /stop, force=false -> Stopped) vs write + fsync of the checkpoint's "
-        f"bytes, interleaved ({repeats}), medians in ms",
-        cols,
+        f"{'repeats s/r':>13}{'start':>7}",
     ]
     for r in results:
         raw_w = median([w.write_ms for w in r.raws])
@@ -179,15 +181,16 @@ def suspend_section(results: list[SizeResult]) -> list[str]:
             f"{_x(best):>10}{_spread(r.pair_ratios()):>13}{_fmt(r.med('start_ms'), 0):>7}"
         )
     lines += [
-        "  suspend: the manager's Stopped since; ckpt: the final checkpoint's created_at "
-        "(durable + renamed,",
-        "  before its manifest); raw: write + fsync + directory fsync; best s/r: fastest "
-        "suspend / fastest raw;",
-        "  start: start -> Running after each suspend (restore; client, context)",
-        "  where the suspend's time goes, median ms from the POST:",
+        "  (ms) suspend: POST -> the manager's Stopped since; ckpt: POST -> the final "
+        "checkpoint's created_at",
+        "  (written, fsynced, renamed; before its manifest); raw: write + fsync + directory "
+        "fsync (= write",
+        "  + fsync columns); best s/r: fastest suspend / fastest raw; repeats s/r: range of "
+        "the repeats'",
+        "  ratios; start: start -> Running after each suspend (restore; client-observed, context)",
+        "  where a suspend's time goes, median ms from the POST until:",
         f"  {'':<7}{'answered':>10}{'ckpt':>8}{'Suspended':>11}{'Stopping':>10}"
-        f"{'gone':>8}{'Stopped':>9}   (POST answered; checkpoint durable; runtime "
-        "logs Suspended;",
+        f"{'gone':>8}{'Stopped':>9}",
     ]
     for r in results:
         lines.append(
@@ -195,21 +198,28 @@ def suspend_section(results: list[SizeResult]) -> list[str]:
             f"{_fmt(r.med('checkpoint_ms')):>8}{_fmt(r.med('reported_ms')):>11}"
             f"{_fmt(r.med('stopping_ms')):>10}{_fmt(r.med('gone_ms')):>8}"
             f"{_fmt(r.med('suspend_ms')):>9}"
-            + ("   manager goes Stopping; runtime process gone; Stopped)" if r is results[0] else "")
         )
+    lines += [
+        "  answered: the POST's 202 (desired status persisted); Suspended: the runtime logs it "
+        "(manifest",
+        "  written, replaced checkpoint files deleted; 1 ms log resolution); Stopping: its since "
+        "(when the",
+        "  5 ms poll saw it); gone: the manager logs the runtime process killed and reaped "
+        "(1 ms resolution)",
+    ]
     target = _suspend_target(results)
     if target is None:
         lines.append(
             f"  target: {suspend_bench.TARGET_SIZE_MB} MB suspend <= "
-            f"{suspend_bench.TARGET_RATIO:.1f}x raw: not measured (no {suspend_bench.TARGET_SIZE_MB}"
-            " MB size in this run)"
+            f"{suspend_bench.TARGET_RATIO:.1f}x raw: not measured "
+            f"(no {suspend_bench.TARGET_SIZE_MB} MB size in this run)"
         )
     else:
         got = target.suspend_ratio()
         lines.append(
             f"  target: {target.target_mb} MB suspend <= {suspend_bench.TARGET_RATIO:.1f}x raw: "
-            f"{got:.2f}x, {_met(got <= suspend_bench.TARGET_RATIO)}; goal <= "
-            f"{suspend_bench.GOAL_RATIO:.1f}x: {_met(got <= suspend_bench.GOAL_RATIO)} "
+            f"{_vs(got, suspend_bench.TARGET_RATIO)}, {_met(got <= suspend_bench.TARGET_RATIO)}; "
+            f"goal <= {suspend_bench.GOAL_RATIO:.1f}x: {_met(got <= suspend_bench.GOAL_RATIO)} "
             f"(checkpoint only: {target.checkpoint_ratio():.2f}x)"
         )
     return lines
@@ -245,7 +255,7 @@ def ingress_section(comparisons: list[IngressComparison]) -> list[str]:
     got = first.rows_ratio()
     lines.append(
         f"  target: ingress ({first.clients} client{'s' if first.clients > 1 else ''}) >= "
-        f"{ingress_bench.TARGET_RATIO:.2f}x the baseline: {got:.2f}x, "
+        f"{ingress_bench.TARGET_RATIO:.2f}x the baseline: {_vs(got, ingress_bench.TARGET_RATIO)}, "
         f"{_met(got >= ingress_bench.TARGET_RATIO)}"
     )
     return lines
@@ -255,13 +265,10 @@ def _cells(latency: Latency) -> list[str]:
     return [f"{latency.p50:.1f}", f"{latency.p99:.1f}", f"{latency.max:.1f}"]
 
 
-def observe(
-    setup: Setup,
-    comparisons: list[Comparison],
-    stops: list[StopCycle],
-    leftovers: list[str],
-) -> list[str]:
+def observe(setup: Setup, figures: Figures, leftovers: list[str]) -> list[str]:
     """What a reader should know before trusting the figures."""
+    comparisons = [c for c in (figures.rest, figures.grpc) if c is not None]
+    stops = figures.stops or []
     notes = []
     for c in comparisons:
         other = c.med(c.baseline + c.subject, "machine_cores") - sum(
@@ -304,6 +311,8 @@ def observe(
         )
         gap = median([s.client_ms - s.manager_ms for s in stops])
         notes.append(f"observing Stopped over REST added {gap:.1f} ms (median) to the stop")
+    notes += _suspend_notes(figures.suspend or [])
+    notes += _ingress_notes(figures.ingress or [], setup.cpus)
     if leftovers:
         notes.append("processes left behind: " + "; ".join(leftovers))
     else:
@@ -312,6 +321,98 @@ def observe(
 
 
 _ROLES = (("manager", "manager_cores"), ("Envoy", "envoy_cores"), ("client", "client_cores"))
+
+# The phases of a suspend, in order: (SuspendCycle attribute, what ends there).
+_PHASES = (
+    ("accepted_ms", "the POST answered (desired status persisted)"),
+    ("checkpoint_ms", "the checkpoint written, fsynced and renamed (created_at)"),
+    ("reported_ms", "the runtime logging Suspended (manifest written, old files removed)"),
+    ("stopping_ms", "the manager going Stopping"),
+    ("gone_ms", "the runtime process gone (killed, its memory freed)"),
+    ("suspend_ms", "Stopped"),
+)
+
+
+def _suspend_notes(results: list[SizeResult]) -> list[str]:
+    notes = []
+    for r in results:
+        cycles = r.cycles
+        where = f"suspend {r.target_mb} MB"
+        alive = sum(1 for c in cycles if c.runtime_alive_when_stopped)
+        if alive:
+            notes.append(f"{where}: {alive} of {len(cycles)} runtimes still alive at Stopped")
+        failed = [c.deployment_error for c in cycles if c.deployment_error]
+        if failed:
+            notes.append(f"{where}: {len(failed)} suspends set a deployment error: {failed[0]}")
+        pairs = r.pair_ratios()
+        if pairs and max(pairs) > 1.5 * min(pairs):
+            notes.append(
+                f"{where}: repeats' suspend/raw spread {min(pairs):.2f}-{max(pairs):.2f}x: "
+                "noisy (see the raw and suspend figures per repeat in --json)"
+            )
+        raw_fast = min(w.total_ms for w in r.raws)
+        slow_raw = sum(1 for w in r.raws if w.total_ms > 2 * raw_fast + 10)
+        if r.warmup_raw_ms > 2 * r.raw_ms() + 10 or slow_raw:
+            notes.append(
+                f"{where}: the discarded warm-up raw write took {r.warmup_raw_ms:.0f} ms, "
+                f"{slow_raw} of {len(r.raws)} timed ones over twice the fastest "
+                f"({raw_fast:.0f} ms): writes into page-cache memory the VM has not backed "
+                "yet (or has taken back) cost several times more; either side can hit it"
+            )
+        if r.suspend_ratio() > 3:
+            notes.append(
+                f"{where}: suspend/raw is {r.suspend_ratio():.1f}x because a suspend has fixed "
+                f"costs (HTTP, a manager commit, the push to the runtime, the manifest, the "
+                f"kill, two more commits): {r.med('suspend_ms'):.1f} ms against "
+                f"{r.raw_ms():.1f} ms of raw I/O"
+            )
+        # Where the time goes: the longest phase of the median suspend.
+        marks = [(attr, what, r.med(attr)) for attr, what in _PHASES]
+        known = [(attr, what, at) for attr, what, at in marks if not math.isnan(at)]
+        spans = []
+        previous, label = 0.0, "the POST"
+        for _, what, at in known:
+            spans.append((at - previous, f"{label} -> {what}"))
+            previous, label = at, what
+        total = r.med("suspend_ms")
+        if spans and total > 0:
+            longest, what = max(spans)
+            notes.append(
+                f"{where}: the longest phase is {what}: {longest:.1f} of {total:.1f} ms "
+                f"(medians); after the checkpoint, {total - r.med('checkpoint_ms'):.1f} ms"
+            )
+    return notes
+
+
+def _ingress_notes(comparisons: list[IngressComparison], cpus: int) -> list[str]:
+    notes = []
+    for c in comparisons:
+        who = f"ingress ({c.clients} client{'s' if c.clients > 1 else ''})"
+        runtime = c.med(c.subject, "runtime_cores")
+        machine = c.med(c.subject, "machine_cores")
+        ours = sum(
+            c.med(c.subject, a)
+            for a in ("client_cores", "manager_cores", "envoy_cores", "runtime_cores")
+        )
+        pace = []
+        if runtime >= 0.75:
+            pace.append(
+                f"the runtime used {runtime:.2f} cores (it parses, checks and inserts on one "
+                "database thread, plus its gRPC server: it sets the pace)"
+            )
+        if machine >= 0.9 * cpus:
+            pace.append(f"{machine:.2f} of {cpus} CPUs busy (the machine is saturated)")
+        if machine - ours >= 0.2:
+            pace.append(f"other processes used {machine - ours:.2f} cores")
+        if pace:
+            notes.append(f"{who}: " + "; ".join(pace))
+        pairs = c.pair_ratios()
+        if pairs and max(pairs) - min(pairs) > 0.15:
+            notes.append(
+                f"{who}: round ratios spread {min(pairs):.2f}-{max(pairs):.2f}: noisy machine, "
+                "the median is the figure to use"
+            )
+    return notes
 
 
 def _us_per_request(runs: list[LoadRun], attrs: tuple[str, ...]) -> float:
@@ -355,17 +456,12 @@ def _cpu_notes(c: Comparison, cpus: int) -> list[str]:
     return notes
 
 
-def as_json(
-    setup: Setup,
-    comparisons: list[Comparison],
-    stops: list[StopCycle],
-    observations: list[str],
-) -> dict[str, Any]:
-    manager = Latency.of([c.manager_ms for c in stops])
-    rest = comparisons[0]
-    return {
-        "setup": asdict(setup),
-        "throughput": [
+def as_json(setup: Setup, figures: Figures, observations: list[str]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"setup": asdict(setup)}
+    targets: dict[str, bool] = {}
+    comparisons = [c for c in (figures.rest, figures.grpc) if c is not None]
+    if comparisons:
+        doc["throughput"] = [
             {
                 "title": c.title,
                 "baseline": c.baseline_label,
@@ -376,17 +472,56 @@ def as_json(
                 "subject_runs": [asdict(r) for r in c.subject],
             }
             for c in comparisons
-        ],
-        "force_stop": {
+        ]
+    if figures.rest is not None:
+        targets["rest_getpipeline_rps_ratio_ge_0_8"] = figures.rest.rps_ratio() >= REST_RATIO_TARGET
+    if figures.stops:
+        stops = figures.stops
+        manager = Latency.of([c.manager_ms for c in stops])
+        doc["force_stop"] = {
             "manager_ms": asdict(manager),
             "client_ms": asdict(Latency.of([c.client_ms for c in stops])),
             "start_ms": asdict(Latency.of([c.start_ms for c in stops])),
             "cycles": [asdict(c) for c in stops],
-        },
-        "targets": {
-            "rest_getpipeline_rps_ratio_ge_0_8": rest.rps_ratio() >= REST_RATIO_TARGET,
-            "force_stop_p50_le_50ms": manager.p50 <= STOP_P50_TARGET_MS,
-            "force_stop_p99_le_200ms": manager.p99 <= STOP_P99_TARGET_MS,
-        },
-        "observations": observations,
-    }
+        }
+        targets["force_stop_p50_le_50ms"] = manager.p50 <= STOP_P50_TARGET_MS
+        targets["force_stop_p99_le_200ms"] = manager.p99 <= STOP_P99_TARGET_MS
+    if figures.suspend:
+        doc["suspend"] = [
+            {
+                **{k: v for k, v in asdict(r).items() if k not in ("cycles", "raws")},
+                "suspend_ms": r.med("suspend_ms"),
+                "checkpoint_ms": r.med("checkpoint_ms"),
+                "raw_ms": r.raw_ms(),
+                "suspend_ratio": r.suspend_ratio(),
+                "checkpoint_ratio": r.checkpoint_ratio(),
+                "repeat_ratios": r.pair_ratios(),
+                "cycles": [asdict(c) for c in r.cycles],
+                "raws": [{**asdict(w), "total_ms": w.total_ms} for w in r.raws],
+            }
+            for r in figures.suspend
+        ]
+        target = _suspend_target(figures.suspend)
+        if target is not None:
+            got = target.suspend_ratio()
+            targets["suspend_100mb_ratio_le_2"] = got <= suspend_bench.TARGET_RATIO
+            targets["suspend_100mb_ratio_le_1_3_goal"] = got <= suspend_bench.GOAL_RATIO
+    if figures.ingress:
+        doc["ingress"] = [
+            {
+                "clients": c.clients,
+                "batch_rows": c.batch_rows,
+                "batches": c.batches,
+                "body_bytes": c.body_bytes,
+                "rows_ratio": c.rows_ratio(),
+                "round_ratios": c.pair_ratios(),
+                "baseline_runs": [asdict(r) for r in c.baseline],
+                "subject_runs": [asdict(r) for r in c.subject],
+            }
+            for c in figures.ingress
+        ]
+        got = figures.ingress[0].rows_ratio()
+        targets["ingress_rows_ratio_ge_0_5"] = got >= ingress_bench.TARGET_RATIO
+    doc["targets"] = targets
+    doc["observations"] = observations
+    return doc

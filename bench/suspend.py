@@ -34,9 +34,12 @@ run here), counted from the client's time.time() just before the POST:
   manager's "runtime pid N was killed" log line (manager.log, millisecond
   resolution: the runtime process is gone, its memory freed).
 
-Sizes run one after another; within a size, suspends and raw writes alternate
-(the order flips every repeat) after one discarded warm-up of each (the first
-write of fresh memory into the page cache is much slower on a VM). Before
+Sizes run one after another (`--suspend-sizes MB:REPEATS,...`, 1:5,10:5,100:5
+by default); within a size, suspends and raw writes alternate (the order
+flips every repeat) after one discarded warm-up of each. The report gives the
+medians and their ratio, and the ratio of the fastest of each ("best"): on a
+VM a write into page-cache memory the host has not backed yet (or has taken
+back) costs several times more, at random, on either side. Before
 every timed operation, on either side, `sync()` flushes what other work left
 dirty (and the discards of files deleted earlier), so that neither side pays
 for the other. The pipeline is started again after each suspend (its restore
@@ -194,7 +197,10 @@ def batch_body(first_id: int, rows: int) -> bytes:
     """A JSON array of `rows` rows {id, name} with ~100-byte names, ids from `first_id`."""
     pad = "abcdefghijklmnopqrstuvwxyz0123456789" * 3
     return json.dumps(
-        [{"id": i, "name": f"{i:012d}-{pad}"[:NAME_BYTES]} for i in range(first_id, first_id + rows)]
+        [
+            {"id": i, "name": f"{i:012d}-{pad}"[:NAME_BYTES]}
+            for i in range(first_id, first_id + rows)
+        ]
     ).encode()
 
 
@@ -335,6 +341,7 @@ def suspend(
 
 def run(
     rest: httpx.Client,
+    *,
     create: Callable[[str], dict[str, Any]],
     data_dir: Path,
     manager_log: Path,

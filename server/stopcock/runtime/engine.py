@@ -171,6 +171,11 @@ class Engine:
         )
         if desired == SUSPENDED:
             self._begin_suspend()
+        if self._storage is not None:
+            # Files a killed runtime did not get to delete (see remove_unlisted).
+            asyncio.get_running_loop().run_in_executor(
+                self._io_thread, self._storage.remove_unlisted
+            )
         if self._interval is not None and self._storage is not None:
             self._spawn(self._periodic_checkpoints(self._interval))
 
@@ -288,7 +293,9 @@ class Engine:
             log.info("checkpoint %d written (%d bytes)", seq, info.size)
             checkpoints = await loop.run_in_executor(self._io_thread, storage.list)
             await self._publish(checkpoints=[c.public() for c in checkpoints])
-            return info
+        # After the lock and the report: nobody waits for the old files to go.
+        loop.run_in_executor(self._io_thread, storage.remove_unlisted)
+        return info
 
     async def _periodic_checkpoints(self, interval: float) -> None:
         while not self._suspending:
