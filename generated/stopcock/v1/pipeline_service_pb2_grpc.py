@@ -140,6 +140,16 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyResponse.FromString,
                 _registered_method=True)
+        self.GetPipelineLogs = channel.unary_stream(
+                '/stopcock.v1.PipelineService/GetPipelineLogs',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsResponse.FromString,
+                _registered_method=True)
+        self.GetOpenApi = channel.unary_unary(
+                '/stopcock.v1.PipelineService/GetOpenApi',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetOpenApiRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetOpenApiResponse.FromString,
+                _registered_method=True)
         self.GetConfig = channel.unary_unary(
                 '/stopcock.v1.PipelineService/GetConfig',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigRequest.SerializeToString,
@@ -375,6 +385,25 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPipelineLogs(self, request, context):
+        """Streams the log of the pipeline's runtime process (its stdout and
+        stderr, the last few MiB kept: older lines are dropped as the log
+        rotates), as text/plain chunks. With `follow`, keeps streaming new lines
+        until the runtime process is gone (like `tail -f`); otherwise ends at the
+        current end. A pipeline that never ran has an empty log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOpenApi(self, request, context):
+        """The OpenAPI 3 document of the REST face, generated from this file's
+        annotations by `make generate`. Always open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetConfig(self, request, context):
         """Describes this installation, as Feldera's `GET /v0/config` does (its
         clients read it when they connect). `version` is the Feldera API version
@@ -495,6 +524,16 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.DeleteApiKey,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyResponse.SerializeToString,
+            ),
+            'GetPipelineLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetPipelineLogs,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsResponse.SerializeToString,
+            ),
+            'GetOpenApi': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOpenApi,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetOpenApiRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetOpenApiResponse.SerializeToString,
             ),
             'GetConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConfig,
@@ -1053,6 +1092,60 @@ class PipelineService:
             '/stopcock.v1.PipelineService/DeleteApiKey',
             stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.DeleteApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPipelineLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/GetPipelineLogs',
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOpenApi(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/GetOpenApi',
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetOpenApiRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetOpenApiResponse.FromString,
             options,
             channel_credentials,
             insecure,

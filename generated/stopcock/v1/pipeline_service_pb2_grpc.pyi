@@ -203,6 +203,17 @@ class PipelineServiceStub:
     """Deletes an API key; it stops working at once. NOT_FOUND UnknownApiKey.
     Needs a write credential.
     """
+    GetPipelineLogs: _grpc.UnaryStreamMultiCallable[_pipeline_service_pb2.GetPipelineLogsRequest, _pipeline_service_pb2.GetPipelineLogsResponse]
+    """Streams the log of the pipeline's runtime process (its stdout and
+    stderr, the last few MiB kept: older lines are dropped as the log
+    rotates), as text/plain chunks. With `follow`, keeps streaming new lines
+    until the runtime process is gone (like `tail -f`); otherwise ends at the
+    current end. A pipeline that never ran has an empty log.
+    """
+    GetOpenApi: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetOpenApiRequest, _pipeline_service_pb2.GetOpenApiResponse]
+    """The OpenAPI 3 document of the REST face, generated from this file's
+    annotations by `make generate`. Always open.
+    """
     GetConfig: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetConfigRequest, _pipeline_service_pb2.GetConfigResponse]
     """Describes this installation, as Feldera's `GET /v0/config` does (its
     clients read it when they connect). `version` is the Feldera API version
@@ -356,6 +367,17 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     DeleteApiKey: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.DeleteApiKeyRequest, _pipeline_service_pb2.DeleteApiKeyResponse]  # type: ignore[assignment]
     """Deletes an API key; it stops working at once. NOT_FOUND UnknownApiKey.
     Needs a write credential.
+    """
+    GetPipelineLogs: _aio.UnaryStreamMultiCallable[_pipeline_service_pb2.GetPipelineLogsRequest, _pipeline_service_pb2.GetPipelineLogsResponse]  # type: ignore[assignment]
+    """Streams the log of the pipeline's runtime process (its stdout and
+    stderr, the last few MiB kept: older lines are dropped as the log
+    rotates), as text/plain chunks. With `follow`, keeps streaming new lines
+    until the runtime process is gone (like `tail -f`); otherwise ends at the
+    current end. A pipeline that never ran has an empty log.
+    """
+    GetOpenApi: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetOpenApiRequest, _pipeline_service_pb2.GetOpenApiResponse]  # type: ignore[assignment]
+    """The OpenAPI 3 document of the REST face, generated from this file's
+    annotations by `make generate`. Always open.
     """
     GetConfig: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetConfigRequest, _pipeline_service_pb2.GetConfigResponse]  # type: ignore[assignment]
     """Describes this installation, as Feldera's `GET /v0/config` does (its
@@ -627,6 +649,29 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_pipeline_service_pb2.DeleteApiKeyResponse, _abc.Awaitable[_pipeline_service_pb2.DeleteApiKeyResponse]]:
         """Deletes an API key; it stops working at once. NOT_FOUND UnknownApiKey.
         Needs a write credential.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPipelineLogs(
+        self,
+        request: _pipeline_service_pb2.GetPipelineLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_pipeline_service_pb2.GetPipelineLogsResponse], _abc.AsyncIterator[_pipeline_service_pb2.GetPipelineLogsResponse]]:
+        """Streams the log of the pipeline's runtime process (its stdout and
+        stderr, the last few MiB kept: older lines are dropped as the log
+        rotates), as text/plain chunks. With `follow`, keeps streaming new lines
+        until the runtime process is gone (like `tail -f`); otherwise ends at the
+        current end. A pipeline that never ran has an empty log.
+        """
+
+    @_abc_1.abstractmethod
+    def GetOpenApi(
+        self,
+        request: _pipeline_service_pb2.GetOpenApiRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.GetOpenApiResponse, _abc.Awaitable[_pipeline_service_pb2.GetOpenApiResponse]]:
+        """The OpenAPI 3 document of the REST face, generated from this file's
+        annotations by `make generate`. Always open.
         """
 
     @_abc_1.abstractmethod

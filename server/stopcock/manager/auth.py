@@ -38,7 +38,7 @@ log = logging.getLogger("stopcock.auth")
 
 SERVICE = "/stopcock.v1.PipelineService/"
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-OPEN_METHODS = frozenset({SERVICE + "CheckHealth"})
+OPEN_METHODS = frozenset({SERVICE + "CheckHealth", SERVICE + "GetOpenApi"})
 READ_METHODS = frozenset(
     SERVICE + name
     for name in (
@@ -49,6 +49,7 @@ READ_METHODS = frozenset(
         "GetCompletionStatus",
         "GetConfig",
         "WatchPipeline",
+        "GetPipelineLogs",
     )
 )
 ROLES = ("read", "write")

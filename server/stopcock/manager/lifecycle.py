@@ -18,6 +18,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from stopcock.manager import errors, state_machine
@@ -104,6 +105,14 @@ class Lifecycle:
 
     def list(self) -> list[PipelineRecord]:
         return sorted(self._by_id.values(), key=lambda r: r.name)
+
+    def log_path(self, name: str) -> Path:
+        return self._runner.run_dir(self.get(name).id) / "runtime.log"
+
+    def runtime_alive(self, pipeline_id: str) -> bool:
+        """Whether the pipeline's runtime process may still write to its log."""
+        rec = self._by_id.get(pipeline_id)
+        return rec is not None and rec.resources_status != "Stopped"
 
     def runtime_for(self, name: str, request: str) -> tuple[PipelineRecord, RuntimeClient]:
         """The runtime of a deployed pipeline, for a request that needs it (or 503)."""

@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -29,6 +30,7 @@ from grpc_status import rpc_status
 from stopcock.manager import convert, errors, ingress
 from stopcock.manager.api_keys import ApiKeys
 from stopcock.manager.lifecycle import Lifecycle
+from stopcock.manager.logs import read_log
 from stopcock.manager.model import PLATFORM_VERSION
 from stopcock.manager.store import ApiKeyRecord
 from stopcock.v1 import pipeline_service_pb2 as pb
@@ -80,6 +82,20 @@ def _guard(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+OPENAPI = Path(__file__).resolve().parents[3] / "generated" / "openapi.json"
+
+
+@functools.cache
+def _openapi() -> bytes:
+    return OPENAPI.read_bytes()
+
+
+def _text(chunk: bytes) -> pb.GetPipelineLogsResponse:
+    return pb.GetPipelineLogsResponse(
+        body=httpbody_pb2.HttpBody(content_type="text/plain; charset=utf-8", data=chunk)
+    )
 
 
 def _ndjson(chunk: bytes) -> pb.QueryPipelineResponse:
@@ -267,6 +283,28 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         yield pb.WatchPipelineResponse(pipeline=convert.to_proto(rec, full), resumed=resumed)
         async for rec, resumed in changes:
             yield pb.WatchPipelineResponse(pipeline=convert.to_proto(rec, full), resumed=resumed)
+
+    async def GetPipelineLogs(
+        self, request: pb.GetPipelineLogsRequest, context: Context
+    ) -> AsyncIterator[pb.GetPipelineLogsResponse]:
+        try:
+            rec = self._lc.get(request.name)
+            path = self._lc.log_path(request.name)
+        except errors.ApiError as err:
+            await context.abort(*abort_args(err))
+        sent = False
+        async for chunk in read_log(path, request.follow, lambda: self._lc.runtime_alive(rec.id)):
+            sent = True
+            yield _text(chunk)
+        if not sent:
+            yield _text(b"")  # an empty log is an empty 200, with its content type
+
+    async def GetOpenApi(
+        self, request: pb.GetOpenApiRequest, context: Context
+    ) -> pb.GetOpenApiResponse:
+        return pb.GetOpenApiResponse(
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=_openapi())
+        )
 
     async def QueryPipeline(
         self, request: pb.QueryPipelineRequest, context: Context
