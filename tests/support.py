@@ -72,11 +72,13 @@ class Stack:
         self.data_dir = root / "data"
         self.grpc_port = free_port()
         self.rest_port = free_port()
+        self.metrics_port = free_port()
         self.env = {
             **os.environ,
             "STOPCOCK_DATA_DIR": str(self.data_dir),
             "STOPCOCK_GRPC_PORT": str(self.grpc_port),
             "STOPCOCK_REST_PORT": str(self.rest_port),
+            "STOPCOCK_METRICS_PORT": str(self.metrics_port),
             "STOPCOCK_LOG_LEVEL": "INFO",
             **(env or {}),
         }

@@ -45,6 +45,15 @@ from stopcock.manager.model import (
     PipelineRecord,
     error_body,
 )
+from stopcock.manager.observability import (
+    CHECKPOINT_DURATION,
+    CHECKPOINT_SIZE,
+    READOPTIONS,
+    RUNTIME_EXITS,
+    SUSPEND_DURATION,
+    SUSPEND_SIZE,
+    pipeline_var,
+)
 from stopcock.manager.runner import LocalProcessRunner, RuntimeProcess
 from stopcock.manager.runtime_client import Report, RuntimeClient
 
@@ -72,6 +81,8 @@ class PipelineActor:
         self.report: Report | None = None
         self.connected = False
         self._pushed_desired: str | None = None
+        self._seen_checkpoints: set[str] | None = None  # for metrics: new ones only
+        self._suspend: tuple[float, int] | None = None  # (started, size) of a finishing suspend
 
     def poke(self) -> None:
         self._wake.set()
@@ -80,6 +91,8 @@ class PipelineActor:
         """Passes until the pipeline is idle (fully stopped, nothing running)."""
         loop = asyncio.get_running_loop()
         backoff = 0.05
+        rec = self._lc.by_id(self.pipeline_id)
+        pipeline_var.set(rec.name if rec is not None else self.pipeline_id)  # for log lines
         try:
             while True:
                 if not self._wake.is_set():
@@ -125,6 +138,8 @@ class PipelineActor:
         if error is not None:
             log.warning("pipeline %s stops with an error: %s", rec.name, error["message"])
             changes["deployment_error"] = error
+            if error.get("error_code") in ("RuntimeExitedUnexpectedly", "RuntimeFailed"):
+                RUNTIME_EXITS.labels(error["error_code"]).inc()
         return await self._persist(rec, **changes)
 
     async def _drop_process(self, kill: bool) -> None:
@@ -182,6 +197,8 @@ class PipelineActor:
                 self.proc = self._runner.adopt(pid, start, found_port, self.poke)
         if self.proc is None:
             log.warning("pipeline %s: its runtime is gone", rec.name)
+        else:
+            READOPTIONS.inc()
 
     async def _towards_stopped(self, rec: PipelineRecord) -> bool:
         if rec.resources_status in (PROVISIONING, PROVISIONED):
@@ -192,6 +209,11 @@ class PipelineActor:
                 self._runner.kill(self.proc)
                 return False  # the pidfd pokes us when it is gone
             await self._drop_process(kill=False)
+            if self._suspend is not None:
+                started, size = self._suspend
+                SUSPEND_DURATION.observe(max(0.0, model.now_us() / 1e6 - started))
+                SUSPEND_SIZE.observe(size)
+                self._suspend = None
             await self._persist(
                 rec,
                 resources_status=STOPPED,
@@ -327,15 +349,31 @@ class PipelineActor:
             )
             return
         observed = _observed(report)
+        self._observe_checkpoints(observed.get("storage_status_details"))
         changed = {k: v for k, v in observed.items() if getattr(rec, k) != v}
         if changed:
             rec = await self._persist(rec, **changed)
         if report.status == SUSPENDED and rec.runtime_desired == SUSPENDED:
+            checkpoints = (rec.storage_status_details or {}).get("checkpoints") or [{}]
+            started = (rec.runtime_desired_since or model.now_us()) / 1e6
+            self._suspend = (started, int(checkpoints[-1].get("size", 0)))
             await self._enter_stopping(rec, None)  # the suspend is complete
             return
         wanted = rec.runtime_desired
         if wanted and wanted not in (report.desired_status, self._pushed_desired):
             await self._push_desired(rec, wanted)
+
+    def _observe_checkpoints(self, details: dict[str, Any] | None) -> None:
+        """Feeds the checkpoint metrics with checkpoints not seen before."""
+        checkpoints = (details or {}).get("checkpoints") or []
+        if self._seen_checkpoints is None:  # first report: history, not news
+            self._seen_checkpoints = {c.get("uuid", "") for c in checkpoints}
+            return
+        for checkpoint in checkpoints:
+            if checkpoint.get("uuid", "") not in self._seen_checkpoints:
+                self._seen_checkpoints.add(checkpoint.get("uuid", ""))
+                CHECKPOINT_SIZE.observe(float(checkpoint.get("size", 0)))
+                CHECKPOINT_DURATION.observe(float(checkpoint.get("duration_ms", 0)) / 1000)
 
     def client(self) -> RuntimeClient | None:
         """The runtime's client while its status stream is up, else None."""

@@ -25,6 +25,7 @@ class Settings:
     bind_address: str
     data_dir: Path
     log_level: str
+    metrics_port: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -34,4 +35,5 @@ class Settings:
             bind_address=os.environ.get("STOPCOCK_BIND_ADDRESS", "127.0.0.1"),
             data_dir=Path(os.environ.get("STOPCOCK_DATA_DIR", ".stopcock")).absolute(),
             log_level=os.environ.get("STOPCOCK_LOG_LEVEL", "INFO").upper(),
+            metrics_port=_port("STOPCOCK_METRICS_PORT", 9464),
         )

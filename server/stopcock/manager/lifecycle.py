@@ -35,6 +35,7 @@ from stopcock.manager.model import (
     new_record,
     now_us,
 )
+from stopcock.manager.observability import TRANSITIONS
 from stopcock.manager.runner import LocalProcessRunner
 from stopcock.manager.runtime_client import RuntimeClient
 from stopcock.manager.store import Store
@@ -106,6 +107,10 @@ class Lifecycle:
     def list(self) -> list[PipelineRecord]:
         return sorted(self._by_id.values(), key=lambda r: r.name)
 
+    def statuses(self) -> tuple[str, ...]:
+        """Every pipeline's deployment status (safe from another thread: one C-level copy)."""
+        return tuple(rec.deployment_status for rec in tuple(self._by_id.values()))
+
     def log_path(self, name: str) -> Path:
         return self._runner.run_dir(self.get(name).id) / "runtime.log"
 
@@ -138,6 +143,8 @@ class Lifecycle:
             self._id_by_name.pop(old.name, None)
         self._by_id[new.id] = new
         self._id_by_name[new.name] = new.id
+        if old is not None and old.deployment_status != new.deployment_status:
+            TRANSITIONS.labels(old.deployment_status, new.deployment_status).inc()
         self._history.setdefault(new.id, deque(maxlen=HISTORY)).append(new)
         async with self._changed:
             self._changed.notify_all()

@@ -22,6 +22,7 @@ from stopcock.manager.auth_settings import AuthConfigError, AuthSettings, requir
 from stopcock.manager.config import ConfigError, Settings
 from stopcock.manager.jwt_verifier import JwtVerifier
 from stopcock.manager.lifecycle import Lifecycle
+from stopcock.manager.observability import RequestInterceptor, configure_logging, serve_metrics
 from stopcock.manager.runner import LocalProcessRunner
 from stopcock.manager.servicer import PipelineServicer
 from stopcock.manager.store import AsyncStore
@@ -36,7 +37,7 @@ async def serve(settings: Settings, auth: AuthSettings) -> None:
     store = await AsyncStore(settings.data_dir / "stopcock.db").open()
     api_keys = ApiKeys(store)
     await api_keys.load()
-    interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
+    interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = [RequestInterceptor()]
     if auth.enabled:
         verifier = JwtVerifier(auth.jwks, auth.issuer, auth.audience, auth.role_claim)
         try:
@@ -46,6 +47,7 @@ async def serve(settings: Settings, auth: AuthSettings) -> None:
         interceptors.append(AuthInterceptor(Authenticator(api_keys, verifier)))
     lifecycle = Lifecycle(store, LocalProcessRunner(settings.data_dir))
     await lifecycle.open()
+    serve_metrics(settings.bind_address, settings.metrics_port, lifecycle.statuses)
 
     server = grpc.aio.server(interceptors=interceptors)
     pb_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(lifecycle, api_keys), server)
@@ -62,10 +64,11 @@ async def serve(settings: Settings, auth: AuthSettings) -> None:
     for name in ("", service_name):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
-        "manager listening on %s (data in %s, authentication %s)",
+        "manager listening on %s (data in %s, authentication %s, metrics on port %d)",
         address,
         settings.data_dir,
         "on" if auth.enabled else "off",
+        settings.metrics_port,
     )
 
     stop = asyncio.Event()
@@ -88,10 +91,7 @@ def main() -> None:
     except (ConfigError, AuthConfigError) as exc:
         print(f"stopcock: {exc}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     try:
         asyncio.run(serve(settings, auth))
     except ConfigError as exc:

@@ -25,6 +25,7 @@ import errno
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -60,6 +61,7 @@ class Staged:
     tmp: Path
     fd: int
     size: int
+    started: float  # time.monotonic() when the copy began
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class CheckpointInfo:
     sequence_number: int
     created_at: str
     file: str
+    duration_ms: float = 0.0  # copy + fsync + rename + manifest
 
     def public(self) -> dict[str, Any]:
         """What storage_status_details shows of it."""
@@ -123,6 +126,7 @@ class CheckpointStore:
                 raise CheckpointError(
                     "storage is busy (test fault: checkpoint_obstacle_file)", True
                 )
+            started = time.monotonic()
             self._files.mkdir(parents=True, exist_ok=True)
             name = str(uuid.uuid4())
             tmp = self._files / f"{name}.sqlite.tmp"
@@ -133,7 +137,7 @@ class CheckpointStore:
                 os.close(fd)
                 tmp.unlink(missing_ok=True)
                 raise
-            return Staged(name, tmp, fd, size)
+            return Staged(name, tmp, fd, size, started)
 
     def commit(
         self, staged: Staged, processed_records: int, sequence_number: int
@@ -155,6 +159,7 @@ class CheckpointStore:
                 sequence_number=sequence_number,
                 created_at=now_rfc3339(),
                 file=final.name,
+                duration_ms=round((time.monotonic() - staged.started) * 1000, 3),
             )
             kept = [*self.list(), info][-KEEP:]
             manifest = {"version": MANIFEST_VERSION, "checkpoints": [asdict(c) for c in kept]}

@@ -1,0 +1,239 @@
+"""What operators watch: Prometheus metrics, and JSON log lines with context.
+
+Metrics are served in Prometheus text format on their own port
+(STOPCOCK_METRICS_PORT, default 9464, on STOPCOCK_BIND_ADDRESS):
+  stopcock_rpc_requests_total{method,code}       every RPC, REST ones included
+  stopcock_rpc_duration_seconds{method}          latency histogram
+  stopcock_pipelines{deployment_status}          pipelines by status (at scrape time)
+  stopcock_pipeline_transitions_total{from,to}   deployment status changes
+  stopcock_checkpoint_duration_seconds           checkpoints (explicit, periodic, suspend)
+  stopcock_checkpoint_size_bytes
+  stopcock_suspend_duration_seconds              stop?force=false -> Stopped
+  stopcock_suspend_size_bytes                    the final checkpoint of a suspend
+  stopcock_runtime_exits_total{reason}           runtimes that ended unasked
+  stopcock_runtime_readoptions_total             runtimes found alive by a restarted manager
+
+Logs are one JSON object per line: time, level, logger, message, and the
+`pipeline` and `request_id` in effect (context variables set by the request
+interceptor and by each pipeline's actor), so one request or one pipeline
+can be followed across the manager's log. Envoy's `x-request-id` is reused
+for REST calls, so the id matches Envoy's.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+pipeline_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("pipeline", default=None)
+request_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request", default=None)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+RPC_REQUESTS = Counter(
+    "stopcock_rpc_requests", "RPCs handled", ["method", "code"], registry=REGISTRY
+)
+RPC_DURATION = Histogram(
+    "stopcock_rpc_duration_seconds",
+    "RPC latency",
+    ["method"],
+    registry=REGISTRY,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TRANSITIONS = Counter(
+    "stopcock_pipeline_transitions",
+    "Deployment status changes",
+    ["from", "to"],
+    registry=REGISTRY,
+)
+_SIZE_BUCKETS = tuple(float(1 << n) for n in range(12, 36, 2))  # 4 KiB .. 32 GiB
+_TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+CHECKPOINT_DURATION = Histogram(
+    "stopcock_checkpoint_duration_seconds",
+    "Checkpoint duration (copy, fsync, publish)",
+    registry=REGISTRY,
+    buckets=_TIME_BUCKETS,
+)
+CHECKPOINT_SIZE = Histogram(
+    "stopcock_checkpoint_size_bytes",
+    "Checkpoint size",
+    registry=REGISTRY,
+    buckets=_SIZE_BUCKETS,
+)
+SUSPEND_DURATION = Histogram(
+    "stopcock_suspend_duration_seconds",
+    "Suspend: stop?force=false accepted -> Stopped",
+    registry=REGISTRY,
+    buckets=_TIME_BUCKETS,
+)
+SUSPEND_SIZE = Histogram(
+    "stopcock_suspend_size_bytes",
+    "Size of a suspend's final checkpoint",
+    registry=REGISTRY,
+    buckets=_SIZE_BUCKETS,
+)
+RUNTIME_EXITS = Counter(
+    "stopcock_runtime_exits",
+    "Runtime processes that ended without being asked",
+    ["reason"],
+    registry=REGISTRY,
+)
+READOPTIONS = Counter(
+    "stopcock_runtime_readoptions",
+    "Runtime processes re-adopted after a manager restart",
+    registry=REGISTRY,
+)
+
+
+class PipelinesByStatus(Collector):
+    """stopcock_pipelines{deployment_status}, computed when Prometheus scrapes."""
+
+    def __init__(self, statuses: Callable[[], Iterable[str]]) -> None:
+        self._statuses = statuses
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "stopcock_pipelines", "Pipelines by deployment status", labels=["deployment_status"]
+        )
+        counts: dict[str, int] = {}
+        for status in list(self._statuses()):
+            counts[status] = counts.get(status, 0) + 1
+        for status, count in sorted(counts.items()):
+            family.add_metric([status], count)
+        yield family
+
+
+def serve_metrics(address: str, port: int, statuses: Callable[[], Iterable[str]]) -> None:
+    REGISTRY.register(PipelinesByStatus(statuses))
+    start_http_server(port, addr=address, registry=REGISTRY)
+
+
+# -- request context and RPC metrics -------------------------------------------
+
+if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+def _code_name(context: Any) -> str:
+    code = context.code()
+    if code is None:
+        return "OK"
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+class RequestInterceptor(_Interceptor):
+    """Counts and times every RPC, and sets the request id and pipeline for logs.
+
+    It wraps the handler the rest of the chain (authentication included)
+    chose, so refused calls are counted with their code too.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler: Handler | None = await continuation(details)
+        if handler is None:
+            return handler  # type: ignore[return-value]
+        method = details.method.rsplit("/", 1)[-1]
+        metadata = dict(details.invocation_metadata or ())
+        request_id = metadata.get("x-request-id")
+        request_id = request_id if isinstance(request_id, str) else uuid.uuid4().hex
+
+        def begin(request: Any) -> float:
+            request_var.set(request_id)
+            name = getattr(request, "name", None)
+            pipeline_var.set(name if isinstance(name, str) and name else None)
+            return time.perf_counter()
+
+        def end(context: Any, started: float, failed: bool) -> None:
+            code = _code_name(context)
+            if failed and code == "OK":
+                code = "UNKNOWN"
+            RPC_REQUESTS.labels(method, code).inc()
+            RPC_DURATION.labels(method).observe(time.perf_counter() - started)
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: Any) -> Any:
+                started = begin(request)
+                failed = True
+                try:
+                    result = await inner(request, context)
+                    failed = False
+                    return result
+                finally:
+                    end(context, started, failed)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream: Any = handler.unary_stream  # an async generator under grpc.aio
+
+            async def stream(request: Any, context: Any) -> Any:
+                started = begin(request)
+                failed = True
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                    failed = False
+                finally:
+                    end(context, started, failed)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+# -- logs --------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        pipeline = pipeline_var.get()
+        if pipeline:
+            entry["pipeline"] = pipeline
+        request = request_var.get()
+        if request:
+            entry["request_id"] = request
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
