@@ -85,7 +85,8 @@ def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path)
                 for option, rule in method.options.ListFields():
                     if option.full_name == "google.api.http" and rule.response_body:
                         kept[method.name] = rule.response_body
-    assert kept == {"QueryPipeline": "body"}  # an HttpBody field: Envoy streams it raw
+    # HttpBody fields: Envoy passes them through raw.
+    assert kept == {"QueryPipeline": "body", "GetPipelineLogs": "body", "GetOpenApi": "body"}
 
 
 def test_cli_writes_a_self_contained_config(
