@@ -64,8 +64,8 @@ check-generated: venv
 
 lint: tools
 	$(BUF) lint
-	$(VENV)/bin/ruff check server tests bench
-	$(VENV)/bin/ruff format --check server tests bench
+	$(VENV)/bin/ruff check server tests bench tools
+	$(VENV)/bin/ruff format --check server tests bench tools
 
 typecheck: venv
 	$(VENV)/bin/mypy

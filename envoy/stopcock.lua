@@ -54,6 +54,7 @@ local ALLOWED_QUERY_PARAMETERS = {
   "pipeline_name",
   "token",
   "connector_metadata",
+  "after_refresh_version",
 }
 
 local NAMESPACE = "stopcock" -- dynamic metadata; local_reply_config reads it too
