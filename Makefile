@@ -15,9 +15,9 @@ GRPCURL_VERSION := 1.8.6.post2
 
 all: test
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	# server/ and generated/ share the `stopcock` namespace: put both on the path.
 	printf '%s\n%s\n' "$(CURDIR)/server" "$(CURDIR)/generated" \
 	  > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/stopcock.pth"
