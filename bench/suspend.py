@@ -274,11 +274,23 @@ def last_logged(log: Path, logger: str, message: re.Pattern[str], after: float) 
     except OSError:
         return None
     for line in reversed(lines):
-        m = _LOG_LINE.match(line)
-        if m and m.group(3) == logger and message.search(m.group(4)):
-            at = _log_time(m.group(1), m.group(2))
+        parsed = _parse_line(line)
+        if parsed and parsed[1] == logger and message.search(parsed[2]):
+            at = parsed[0]
             return at if at >= after - 0.001 else None
     return None
+
+
+def _parse_line(line: str) -> tuple[float, str, str] | None:
+    """(time, logger, message) of a log line: the manager's JSON lines or the runtime's text."""
+    if line.startswith("{"):
+        try:
+            entry = json.loads(line)
+            return parse_rfc3339(entry["time"]), entry["logger"], entry["message"]
+        except (ValueError, KeyError, BenchError):
+            return None
+    m = _LOG_LINE.match(line)
+    return (_log_time(m.group(1), m.group(2)), m.group(3), m.group(4)) if m else None
 
 
 @dataclass(frozen=True, slots=True)

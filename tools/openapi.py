@@ -36,6 +36,7 @@ from typing import Any
 
 from google.api import annotations_pb2  # registers the google.api.http option
 from google.protobuf import descriptor_pb2
+from stopcock.manager import auth
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
 JSON = dict[str, Any]
@@ -59,22 +60,11 @@ SUCCESS_STATUS: dict[str, dict[str, str]] = {
     "ClearStorage": {"202": "Accepted: clearing proceeds asynchronously"},
 }
 
-# Methods that need no credential (server/stopcock/manager/auth.py
-# OPEN_METHODS), and those a read credential may call (READ_METHODS); every
-# other method needs a write credential.
-OPEN_METHODS = frozenset({"CheckHealth", "GetOpenApi"})
-READ_METHODS = frozenset(
-    {
-        "GetPipeline",
-        "ListPipelines",
-        "GetCheckpointStatus",
-        "QueryPipeline",
-        "GetCompletionStatus",
-        "GetConfig",
-        "WatchPipeline",
-        "GetPipelineLogs",
-    }
-)
+
+def required_role(method: str) -> str | None:
+    """None for an open method, else "read" or "write": the manager's own rule."""
+    return auth.required_role(f"{auth.SERVICE}{method}")
+
 
 # Errors beyond those every operation can answer (400, 500, 503; 401/403 when
 # a credential is needed; 404 when the path names something).
@@ -358,11 +348,8 @@ class Builder:
             op["requestBody"] = self.request_body(request, body, path_fields)
 
         op["responses"] = self.responses(method, response, rule.response_body, path)
-        if method.name in OPEN_METHODS:
-            op["security"] = []
-        else:
-            role = "read" if method.name in READ_METHODS else "write"
-            op["security"] = [{"bearer": [role]}]
+        role = required_role(method.name)
+        op["security"] = [] if role is None else [{"bearer": [role]}]
         return op
 
     def parameter(self, message: Message, index: int, field: FieldProto, where: str) -> JSON:
@@ -429,7 +416,7 @@ class Builder:
             description = f"{text}. {note}".strip() if note else text
             responses[status] = {"description": description, "content": content}
         errors = ["400"]
-        if method.name not in OPEN_METHODS:
+        if required_role(method.name) is not None:
             errors += ["401", "403"]
         if "{" in path:
             errors.append("404")
