@@ -202,8 +202,7 @@ def suspend_section(results: list[SizeResult]) -> list[str]:
     lines += [
         "  answered: the POST's 202 (desired status persisted); Suspended: the runtime logs it "
         "(manifest",
-        "  written, replaced checkpoint files deleted; 1 ms log resolution); Stopping: its since "
-        "(when the",
+        "  written; 1 ms log resolution); Stopping: its since (when the",
         "  5 ms poll saw it); gone: the manager logs the runtime process killed and reaped "
         "(1 ms resolution)",
     ]
@@ -326,7 +325,7 @@ _ROLES = (("manager", "manager_cores"), ("Envoy", "envoy_cores"), ("client", "cl
 _PHASES = (
     ("accepted_ms", "the POST answered (desired status persisted)"),
     ("checkpoint_ms", "the checkpoint written, fsynced and renamed (created_at)"),
-    ("reported_ms", "the runtime logging Suspended (manifest written, old files removed)"),
+    ("reported_ms", "the runtime logging Suspended (manifest written)"),
     ("stopping_ms", "the manager going Stopping"),
     ("gone_ms", "the runtime process gone (killed, its memory freed)"),
     ("suspend_ms", "Stopped"),
