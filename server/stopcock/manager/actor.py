@@ -53,6 +53,7 @@ from stopcock.manager.observability import (
     SUSPEND_DURATION,
     SUSPEND_SIZE,
     pipeline_var,
+    request_var,
 )
 from stopcock.manager.runner import LocalProcessRunner, RuntimeProcess
 from stopcock.manager.runtime_client import Report, RuntimeClient
@@ -92,7 +93,10 @@ class PipelineActor:
         loop = asyncio.get_running_loop()
         backoff = 0.05
         rec = self._lc.by_id(self.pipeline_id)
-        pipeline_var.set(rec.name if rec is not None else self.pipeline_id)  # for log lines
+        # For log lines. The task's context was copied from whatever woke the
+        # actor first; that request's id would mislabel every later pass.
+        pipeline_var.set(rec.name if rec is not None else self.pipeline_id)
+        request_var.set(None)
         try:
             while True:
                 if not self._wake.is_set():
