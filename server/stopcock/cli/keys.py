@@ -1,0 +1,107 @@
+"""API keys: `stopcock api-key create`, `list` and `delete`.
+
+`create` mints a key straight into the database under STOPCOCK_DATA_DIR, no
+server running (how the first key of an installation is made), unless
+--via-server; either way the key is printed this once, only its hash is stored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from stopcock.cli.options import Address, Format, Token
+from stopcock.cli.output import Output, dump, err, print_table, say
+from stopcock.client import Client, StopcockError
+from stopcock.client.models import rfc3339
+from stopcock.client.render import timestamp
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("STOPCOCK_DATA_DIR", ".stopcock")).absolute()
+
+
+def _create_key_offline(name: str, role: str) -> str:
+    """Writes the key's record into the database itself: no server needed."""
+    import sqlite3
+
+    from stopcock.manager import api_keys, errors
+    from stopcock.manager.store import SqliteStore
+
+    try:
+        record, key = api_keys.new_record(name, role)
+        store = SqliteStore(_data_dir() / "stopcock.db")
+        try:
+            store.put_api_key(record)
+        finally:
+            store.close()
+    except errors.ApiError as exc:
+        raise StopcockError(exc.message, exc.error_code, exc.http_status, exc.details) from None
+    except sqlite3.IntegrityError:
+        raise StopcockError(
+            f"an API key named '{name}' already exists", "DuplicateName", 409
+        ) from None
+    except (OSError, sqlite3.Error) as exc:
+        raise StopcockError(f"cannot write to {_data_dir()}: {exc}", "DataDirError") from None
+    return key
+
+
+def create_key(
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="A name for the key (pipeline-name rules)."
+    ),
+    role: str = typer.Option("write", "--role", help="read (GET calls only) or write."),
+    via_server: bool = typer.Option(
+        False,
+        "--via-server",
+        help="Create it through the API (needs a write --token) instead of in STOPCOCK_DATA_DIR.",
+    ),
+    address: Address = None,
+    token: Token = None,
+) -> None:
+    """Mint an API key into STOPCOCK_DATA_DIR's database (or --via-server) and print it once."""
+    if via_server:
+        with Client(address, token) as client:
+            key = client.create_api_key(name, role).api_key
+    else:
+        key = _create_key_offline(name, role)
+    err.print(
+        f"API key [bold]{escape(name)}[/bold] (role {escape(role)}) created. It is shown only "
+        "now; send it as 'Authorization: Bearer <key>':"
+    )
+    print(key)
+
+
+def list_keys(output: Format = Output.text, address: Address = None, token: Token = None) -> None:
+    """List the API keys: names, roles, creation times (never the keys)."""
+    with Client(address, token) as client:
+        keys = client.list_api_keys()
+    if output is not Output.text:
+        rows = [
+            {"id": k.id, "name": k.name, "role": k.role, "created_at": rfc3339(k.created_at)}
+            for k in keys
+        ]
+        dump(rows, output)
+        return
+    if not keys:
+        err.print("no API keys")
+        return
+    print_table(
+        ("NAME", "ROLE", "CREATED"), [(k.name, k.role, timestamp(k.created_at)) for k in keys]
+    )
+
+
+def delete_key(
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The key's name.", show_default=False)
+    ],
+    address: Address = None,
+    token: Token = None,
+) -> None:
+    """Delete an API key: it stops working at once."""
+    with Client(address, token) as client:
+        client.delete_api_key(name)
+    say(f"API key '{name}' deleted")
