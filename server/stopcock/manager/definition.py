@@ -128,6 +128,16 @@ def _duration_secs(cfg: JsonObject, key: str, original: JsonObject, what: str) -
         raise _invalid_runtime(original, f"{what}: {exc}") from None
 
 
+def _seconds(cfg: JsonObject, key: str, default: int, original: JsonObject, what: str) -> int:
+    """A setting in whole seconds: newer Feldera clients send `key` as a duration
+    string ("30s"), older ones `key_secs` as a number; absent or null is `default`."""
+    from_duration = _duration_secs(cfg, key, original, key)
+    if from_duration is not None:
+        return from_duration
+    value = cfg.get(f"{key}_secs")
+    return default if value is None else _as_int(value, what, original)
+
+
 def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
     """Fills defaults and checks the keys Stopcock acts on; keeps the rest."""
     cfg: JsonObject = dict(raw or {})
@@ -156,22 +166,23 @@ def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
             original, f"fault_tolerance.model must be one of {', '.join(FT_MODELS)}"
         )
     ft["model"] = model
-    # Newer Feldera clients send a duration string; older ones, seconds.
-    interval = _duration_secs(ft, "checkpoint_interval", original, "checkpoint_interval")
-    if interval is None:
-        interval = ft.get("checkpoint_interval_secs", DEFAULT_CHECKPOINT_INTERVAL)
-    if interval is None:
-        interval = DEFAULT_CHECKPOINT_INTERVAL
-    interval = _as_int(interval, "fault_tolerance.checkpoint_interval_secs", original)
+    interval = _seconds(
+        ft,
+        "checkpoint_interval",
+        DEFAULT_CHECKPOINT_INTERVAL,
+        original,
+        "fault_tolerance.checkpoint_interval_secs",
+    )
     ft["checkpoint_interval_secs"] = min(max(interval, 1), 3600)
     cfg["fault_tolerance"] = ft
 
-    timeout = _duration_secs(cfg, "provisioning_timeout", original, "provisioning_timeout")
-    if timeout is None:
-        timeout = cfg.get("provisioning_timeout_secs", DEFAULT_PROVISIONING_TIMEOUT)
-    if timeout is None:
-        timeout = DEFAULT_PROVISIONING_TIMEOUT
-    timeout = _as_int(timeout, "provisioning_timeout_secs", original)
+    timeout = _seconds(
+        cfg,
+        "provisioning_timeout",
+        DEFAULT_PROVISIONING_TIMEOUT,
+        original,
+        "provisioning_timeout_secs",
+    )
     if timeout < 1:
         raise _invalid_runtime(original, "provisioning_timeout_secs must be at least 1")
     cfg["provisioning_timeout_secs"] = timeout
