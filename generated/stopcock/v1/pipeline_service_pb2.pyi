@@ -957,7 +957,9 @@ Global___ClearStorageResponse: _TypeAlias = ClearStorageResponse  # noqa: Y015
 
 @_typing.final
 class IngestRowsRequest(_message.Message):
-    """Request of IngestRows."""
+    """Request of IngestRows: one message per chunk of the body; the parameters
+    are read from the first.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -990,7 +992,7 @@ class IngestRowsRequest(_message.Message):
     """Accepted for compatibility with Feldera clients; ignored."""
     @_builtins.property
     def body(self) -> _httpbody_pb2.HttpBody:
-        """The updates (REST: the request body)."""
+        """A chunk of the updates (REST: the request body, chunk by chunk)."""
 
     def __init__(
         self,

@@ -110,7 +110,7 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ClearStorageRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ClearStorageResponse.FromString,
                 _registered_method=True)
-        self.IngestRows = channel.unary_unary(
+        self.IngestRows = channel.stream_unary(
                 '/stopcock.v1.PipelineService/IngestRows',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsResponse.FromString,
@@ -322,7 +322,7 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def IngestRows(self, request, context):
+    def IngestRows(self, request_iterator, context):
         """Pushes rows into table `table` of a Running pipeline (or a Paused one,
         with `force`), in one transaction: either every row is inserted or,
         when one row is bad, none is (INVALID_ARGUMENT InvalidIngressData, 400).
@@ -334,6 +334,13 @@ class PipelineServiceServicer:
         Errors: UNAVAILABLE (503) unless the pipeline runs; NOT_FOUND
         UnknownInputTable; INVALID_ARGUMENT UnsupportedFormat for a format
         other than json.
+
+        A client stream, so that a body of any size flows through in chunks:
+        the first message carries the parameters (the later ones' are ignored),
+        each message a chunk of the body (`body.data`), which may end anywhere.
+        Over REST, Envoy sends the request body as such chunks. The rows are
+        applied once the whole body has arrived and every update in it was
+        checked; a body still arriving when a suspend begins is refused (503).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -495,7 +502,7 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ClearStorageRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ClearStorageResponse.SerializeToString,
             ),
-            'IngestRows': grpc.unary_unary_rpc_method_handler(
+            'IngestRows': grpc.stream_unary_rpc_method_handler(
                     servicer.IngestRows,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsResponse.SerializeToString,
@@ -941,7 +948,7 @@ class PipelineService:
             _registered_method=True)
 
     @staticmethod
-    def IngestRows(request,
+    def IngestRows(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -951,8 +958,8 @@ class PipelineService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/stopcock.v1.PipelineService/IngestRows',
             stopcock_dot_v1_dot_pipeline__service__pb2.IngestRowsRequest.SerializeToString,

@@ -164,7 +164,7 @@ class PipelineServiceStub:
     fresh. Needs the pipeline fully stopped
     (StorageStatusImmutableUnlessStopped). REST 202; cannot be cancelled.
     """
-    IngestRows: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.IngestRowsRequest, _pipeline_service_pb2.IngestRowsResponse]
+    IngestRows: _grpc.StreamUnaryMultiCallable[_pipeline_service_pb2.IngestRowsRequest, _pipeline_service_pb2.IngestRowsResponse]
     """Pushes rows into table `table` of a Running pipeline (or a Paused one,
     with `force`), in one transaction: either every row is inserted or,
     when one row is bad, none is (INVALID_ARGUMENT InvalidIngressData, 400).
@@ -176,6 +176,13 @@ class PipelineServiceStub:
     Errors: UNAVAILABLE (503) unless the pipeline runs; NOT_FOUND
     UnknownInputTable; INVALID_ARGUMENT UnsupportedFormat for a format
     other than json.
+
+    A client stream, so that a body of any size flows through in chunks:
+    the first message carries the parameters (the later ones' are ignored),
+    each message a chunk of the body (`body.data`), which may end anywhere.
+    Over REST, Envoy sends the request body as such chunks. The rows are
+    applied once the whole body has arrived and every update in it was
+    checked; a body still arriving when a suspend begins is refused (503).
     """
     QueryPipeline: _grpc.UnaryStreamMultiCallable[_pipeline_service_pb2.QueryPipelineRequest, _pipeline_service_pb2.QueryPipelineResponse]
     """Runs a read-only SQL query over the tables and views of a Running or
@@ -329,7 +336,7 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     fresh. Needs the pipeline fully stopped
     (StorageStatusImmutableUnlessStopped). REST 202; cannot be cancelled.
     """
-    IngestRows: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.IngestRowsRequest, _pipeline_service_pb2.IngestRowsResponse]  # type: ignore[assignment]
+    IngestRows: _aio.StreamUnaryMultiCallable[_pipeline_service_pb2.IngestRowsRequest, _pipeline_service_pb2.IngestRowsResponse]  # type: ignore[assignment]
     """Pushes rows into table `table` of a Running pipeline (or a Paused one,
     with `force`), in one transaction: either every row is inserted or,
     when one row is bad, none is (INVALID_ARGUMENT InvalidIngressData, 400).
@@ -341,6 +348,13 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     Errors: UNAVAILABLE (503) unless the pipeline runs; NOT_FOUND
     UnknownInputTable; INVALID_ARGUMENT UnsupportedFormat for a format
     other than json.
+
+    A client stream, so that a body of any size flows through in chunks:
+    the first message carries the parameters (the later ones' are ignored),
+    each message a chunk of the body (`body.data`), which may end anywhere.
+    Over REST, Envoy sends the request body as such chunks. The rows are
+    applied once the whole body has arrived and every update in it was
+    checked; a body still arriving when a suspend begins is refused (503).
     """
     QueryPipeline: _aio.UnaryStreamMultiCallable[_pipeline_service_pb2.QueryPipelineRequest, _pipeline_service_pb2.QueryPipelineResponse]  # type: ignore[assignment]
     """Runs a read-only SQL query over the tables and views of a Running or
@@ -579,7 +593,7 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def IngestRows(
         self,
-        request: _pipeline_service_pb2.IngestRowsRequest,
+        request_iterator: _MaybeAsyncIterator[_pipeline_service_pb2.IngestRowsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_pipeline_service_pb2.IngestRowsResponse, _abc.Awaitable[_pipeline_service_pb2.IngestRowsResponse]]:
         """Pushes rows into table `table` of a Running pipeline (or a Paused one,
@@ -593,6 +607,13 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: UNAVAILABLE (503) unless the pipeline runs; NOT_FOUND
         UnknownInputTable; INVALID_ARGUMENT UnsupportedFormat for a format
         other than json.
+
+        A client stream, so that a body of any size flows through in chunks:
+        the first message carries the parameters (the later ones' are ignored),
+        each message a chunk of the body (`body.data`), which may end anywhere.
+        Over REST, Envoy sends the request body as such chunks. The rows are
+        applied once the whole body has arrived and every update in it was
+        checked; a body still arriving when a suspend begins is refused (503).
         """
 
     @_abc_1.abstractmethod

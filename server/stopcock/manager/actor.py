@@ -193,12 +193,14 @@ class PipelineActor:
         if rec.resources_status == PROVISIONED and rec.deployment_location:
             port = int(rec.deployment_location.rsplit(":", 1)[1])
         if rec.runtime_pid is not None and rec.runtime_pid_start is not None:
-            self.proc = self._runner.adopt(rec.runtime_pid, rec.runtime_pid_start, port, self.poke)
+            self.proc = self._runner.adopt(
+                rec.id, rec.runtime_pid, rec.runtime_pid_start, port, self.poke
+            )
         else:
             found = self._runner.find_runtime(rec.id, rec.deployment_id)
             if found is not None:
                 pid, start, found_port = found
-                self.proc = self._runner.adopt(pid, start, found_port, self.poke)
+                self.proc = self._runner.adopt(rec.id, pid, start, found_port, self.poke)
         if self.proc is None:
             log.warning("pipeline %s: its runtime is gone", rec.name)
         else:
@@ -408,7 +410,9 @@ class PipelineActor:
     async def _watch(self, proc: RuntimeProcess, port: int) -> None:
         """Follows the runtime's status stream; reconnects while it lives."""
         rec = self._lc.by_id(self.pipeline_id)
-        self._client = client = RuntimeClient(port, rec.name if rec else self.pipeline_id)
+        self._client = client = RuntimeClient(
+            port, rec.name if rec else self.pipeline_id, proc.token
+        )
         backoff = 0.05
         while not proc.exited.is_set():
             try:

@@ -26,6 +26,7 @@ PROFILES = ("dev", "unoptimized", "optimized", "optimized_symbols")
 FT_MODELS = ("none", "at_least_once", "exactly_once")
 DEFAULT_CHECKPOINT_INTERVAL = 60
 DEFAULT_PROVISIONING_TIMEOUT = 20
+DEFAULT_QUERY_TIMEOUT = 60  # seconds a query may run (runtime_config.query_timeout_secs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +187,13 @@ def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
     if timeout < 1:
         raise _invalid_runtime(original, "provisioning_timeout_secs must be at least 1")
     cfg["provisioning_timeout_secs"] = timeout
+
+    query_timeout = _seconds(
+        cfg, "query_timeout", DEFAULT_QUERY_TIMEOUT, original, "query_timeout_secs"
+    )
+    if query_timeout < 1:
+        raise _invalid_runtime(original, "query_timeout_secs must be at least 1")
+    cfg["query_timeout_secs"] = query_timeout
 
     workers = cfg.get("workers", 1)
     workers = _as_int(1 if workers is None else workers, "workers", original)

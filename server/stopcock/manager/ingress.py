@@ -34,6 +34,7 @@ def check_format(fmt: str, json_flavor: str, update_format: str) -> None:
 
 
 def to_runtime(request: pb.IngestRowsRequest) -> runtime_pb.IngestRequest:
+    """The first message to the runtime: the parameters and the first chunk."""
     return runtime_pb.IngestRequest(
         table=request.table,
         update_format=request.update_format or "raw",

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -33,6 +34,15 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("stopcock.runner")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Writes a file only its owner can read (it holds a secret), atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def process_start_time(pid: int) -> int | None:
@@ -57,6 +67,8 @@ class RuntimeProcess:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     exit_status: int | None = None
     port: asyncio.Future[int] | None = None
+    # The secret every call to the runtime carries (see runtime_token).
+    token: str = ""
     kill_requested: bool = False
     _pidfd: int | None = None
 
@@ -94,10 +106,11 @@ class LocalProcessRunner:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.storage_dir(pipeline_id).mkdir(parents=True, exist_ok=True)
         (run_dir / "runtime.json").unlink(missing_ok=True)
-        (run_dir / "spec.json").write_text(json.dumps(spec))
+        token = secrets.token_urlsafe(32)
+        _write_private(run_dir / "spec.json", json.dumps({**spec, "runtime_token": token}))
         read_fd, write_fd = os.pipe()
         os.set_inheritable(write_fd, True)
-        log_fd = os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_fd = os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             # posix_spawn returns as soon as the child exists: it does not wait.
             pid = os.posix_spawn(  # noqa: ASYNC221
@@ -123,7 +136,7 @@ class LocalProcessRunner:
             os.close(write_fd)
             os.close(log_fd)
         start_time = process_start_time(pid) or 0
-        proc = RuntimeProcess(pid=pid, start_time=start_time)
+        proc = RuntimeProcess(pid=pid, start_time=start_time, token=token)
         proc.port = self._read_port(read_fd, on_event)
         self._watch_exit(proc, on_event)
         log.info("spawned runtime pid %d for pipeline %s", pid, pipeline_id)
@@ -186,13 +199,27 @@ class LocalProcessRunner:
             _, status = os.waitpid(proc.pid, os.WNOHANG)
             proc.exit_status = status
 
+    def runtime_token(self, pipeline_id: str) -> str:
+        """The secret of the pipeline's runtime, from the spec it was spawned with."""
+        try:
+            spec = json.loads((self.run_dir(pipeline_id) / "spec.json").read_text())
+        except (OSError, ValueError):
+            return ""
+        return str(spec.get("runtime_token", ""))
+
     def adopt(
-        self, pid: int, start_time: int, port: int | None, on_event: Callable[[], None]
+        self,
+        pipeline_id: str,
+        pid: int,
+        start_time: int,
+        port: int | None,
+        on_event: Callable[[], None],
     ) -> RuntimeProcess | None:
         """Watches a runtime spawned by an earlier manager, if it still lives."""
         if process_start_time(pid) != start_time:
             return None
-        proc = RuntimeProcess(pid=pid, start_time=start_time)
+        token = self.runtime_token(pipeline_id)
+        proc = RuntimeProcess(pid=pid, start_time=start_time, token=token)
         if port is not None:
             proc.port = asyncio.get_running_loop().create_future()
             proc.port.set_result(port)

@@ -2,13 +2,14 @@
 
 Refusals from the runtime arrive with the contract's error body in the
 `x-stopcock-error` trailer and become `ApiError`s unchanged; a runtime that
-cannot be reached becomes 503 PipelineInteractionUnreachable.
+cannot be reached becomes 503 PipelineInteractionUnreachable. Every call
+carries the deployment's secret: the runtime serves nobody else.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import grpc
@@ -19,15 +20,18 @@ from stopcock.manager import errors
 Report = pb.WatchStatusResponse
 T = TypeVar("T")
 CALL_TIMEOUT = 5.0  # seconds; the runtime answers control calls at once
-DATA_TIMEOUT = 300.0  # seconds; ingest and query move data
-MAX_MESSAGE = 256 << 20  # bytes: ingest bodies can be large
+# No deadline on ingest and query: they last as long as their client sends
+# (or the runtime's query timeout allows); keepalive finds a hung runtime.
+MAX_MESSAGE = 256 << 20  # bytes: gRPC clients may send large chunks
 KEEPALIVE_MS = 1000
+TOKEN_METADATA = "x-stopcock-runtime-token"
 
 
 class RuntimeClient:
-    def __init__(self, port: int, pipeline_name: str) -> None:
+    def __init__(self, port: int, pipeline_name: str, token: str) -> None:
         self.address = f"127.0.0.1:{port}"
         self._name = pipeline_name
+        self._metadata = ((TOKEN_METADATA, token),)
         self._channel = grpc.aio.insecure_channel(
             self.address,
             options=[
@@ -69,36 +73,53 @@ class RuntimeClient:
 
     async def watch(self) -> AsyncIterator[Report]:
         """Every status report, as the runtime pushes them."""
-        call = self._stub.WatchStatus(pb.WatchStatusRequest())
+        call = self._stub.WatchStatus(pb.WatchStatusRequest(), metadata=self._metadata)
         async for report in call:
             yield report
 
     async def set_desired(self, desired: str) -> None:
         await self._stub.SetDesiredStatus(
-            pb.SetDesiredStatusRequest(desired_status=desired), timeout=CALL_TIMEOUT
+            pb.SetDesiredStatusRequest(desired_status=desired),
+            timeout=CALL_TIMEOUT,
+            metadata=self._metadata,
         )
 
-    async def ingest(self, request: pb.IngestRequest) -> int:
-        reply = await self._call("ingress", self._stub.Ingest(request, timeout=DATA_TIMEOUT))
+    async def ingest(self, first: pb.IngestRequest, chunks: AsyncIterator[bytes]) -> int:
+        """Streams a body to the runtime: `first` holds the parameters and the first chunk."""
+
+        async def requests() -> AsyncIterator[pb.IngestRequest]:
+            yield first
+            async for chunk in chunks:
+                yield pb.IngestRequest(data=chunk)
+
+        reply = await self._call("ingress", self._stub.Ingest(requests(), metadata=self._metadata))
         return int(reply.updates)
 
-    async def query(self, sql: str) -> AsyncIterator[bytes]:
-        call = self._stub.Query(pb.QueryRequest(sql=sql), timeout=DATA_TIMEOUT)
+    async def query(self, sql: str) -> AsyncGenerator[bytes, None]:
+        """The answer's chunks; leaving the iteration early cancels the query."""
+        call = self._stub.Query(pb.QueryRequest(sql=sql), metadata=self._metadata)
         try:
             async for chunk in call:
                 yield chunk.ndjson
         except grpc.aio.AioRpcError as exc:
             raise self._translate(exc, "query") from exc
+        finally:
+            call.cancel()
 
     async def checkpoint(self) -> pb.CheckpointResponse:
         return await self._call(
-            "checkpoint", self._stub.Checkpoint(pb.CheckpointRequest(), timeout=CALL_TIMEOUT)
+            "checkpoint",
+            self._stub.Checkpoint(
+                pb.CheckpointRequest(), timeout=CALL_TIMEOUT, metadata=self._metadata
+            ),
         )
 
     async def checkpoint_status(self) -> pb.GetCheckpointStatusResponse:
         return await self._call(
             "checkpoint_status",
-            self._stub.GetCheckpointStatus(pb.GetCheckpointStatusRequest(), timeout=CALL_TIMEOUT),
+            self._stub.GetCheckpointStatus(
+                pb.GetCheckpointStatusRequest(), timeout=CALL_TIMEOUT, metadata=self._metadata
+            ),
         )
 
     async def close(self) -> None:

@@ -253,11 +253,21 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
 
     @_guard
     async def IngestRows(
-        self, request: pb.IngestRowsRequest, context: Context
+        self, request_iterator: AsyncIterator[pb.IngestRowsRequest], context: Context
     ) -> pb.IngestRowsResponse:
+        # The body streams through in chunks (Envoy sends ~1 MiB messages):
+        # nothing here holds more than one chunk.
+        request = await anext(request_iterator, None)
+        if request is None:
+            raise errors.bad_request("InvalidRequest", "IngestRows needs at least one message", {})
         ingress.check_format(request.format, request.json_flavor, request.update_format)
         rec, runtime = self._lc.runtime_for(request.name, "ingress")
-        await runtime.ingest(ingress.to_runtime(request))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                yield message.body.data
+
+        await runtime.ingest(ingress.to_runtime(request), chunks())
         return pb.IngestRowsResponse(token=ingress.new_token(rec))
 
     @_guard
@@ -273,7 +283,14 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     ) -> AsyncIterator[pb.WatchPipelineResponse]:
         try:
             full = convert.check_selector(request.selector)
-            changes = self._lc.watch(request.name, max(request.after_refresh_version, 0))
+            self._lc.get(request.name)  # unknown: refused before the stream begins
+        except errors.ApiError as err:
+            await context.abort(*abort_args(err))
+        # Headers at once: from a refresh_version, the first change may be
+        # long in coming, and an HTTP client awaits the headers (fetch()).
+        await context.send_initial_metadata(())
+        changes = self._lc.watch(request.name, max(request.after_refresh_version, 0))
+        try:
             first = await anext(changes)
         except errors.ApiError as err:
             await context.abort(*abort_args(err))
@@ -321,9 +338,17 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         except Exception:
             log.exception("QueryPipeline failed")
             await context.abort(*abort_args(errors.internal()))
-        yield _ndjson(first)
-        async for chunk in chunks:
-            yield _ndjson(chunk)
+        # From here the answer has begun: an error ends the stream with its
+        # status (REST: a truncated body, never a silent short answer).
+        # Returning early (the client went away) cancels the runtime's query.
+        try:
+            yield _ndjson(first)
+            async for chunk in chunks:
+                yield _ndjson(chunk)
+        except errors.ApiError as err:
+            await context.abort(*abort_args(err))
+        finally:
+            await chunks.aclose()
 
     @_guard
     async def DismissError(

@@ -1,7 +1,9 @@
 """Checkpoints on disk: atomic, verified, the last few kept.
 
 Layout of a pipeline's storage directory:
-    checkpoints/<uuid>.sqlite   one file per checkpoint (a serialized database)
+    checkpoints/<uuid>.sqlite   one file per checkpoint: the database file, then
+                                the WAL frames a running query still held
+                                (`wal_size` bytes; usually none)
     manifest.json               {"version": 1, "checkpoints": [entry, ...]}, oldest first
 
 A checkpoint becomes part of the pipeline's history only when the manifest
@@ -61,6 +63,7 @@ class Staged:
     tmp: Path
     fd: int
     size: int
+    wal_size: int
     started: float  # time.monotonic() when the copy began
 
 
@@ -73,10 +76,11 @@ class CheckpointInfo:
     created_at: str
     file: str
     duration_ms: float = 0.0  # copy + fsync + rename + manifest
+    wal_size: int = 0  # the file's last bytes are the database's WAL (see memdb)
 
     def public(self) -> dict[str, Any]:
         """What storage_status_details shows of it."""
-        return {k: v for k, v in asdict(self).items() if k != "file"}
+        return {k: v for k, v in asdict(self).items() if k not in ("file", "wal_size")}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -88,7 +92,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -130,14 +134,14 @@ class CheckpointStore:
             self._files.mkdir(parents=True, exist_ok=True)
             name = str(uuid.uuid4())
             tmp = self._files / f"{name}.sqlite.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                size = source.copy_to(fd)
+                size, wal_size = source.copy_to(fd)
             except BaseException:
                 os.close(fd)
                 tmp.unlink(missing_ok=True)
                 raise
-            return Staged(name, tmp, fd, size, started)
+            return Staged(name, tmp, fd, size, wal_size, started)
 
     def commit(
         self, staged: Staged, processed_records: int, sequence_number: int
@@ -159,6 +163,7 @@ class CheckpointStore:
                 sequence_number=sequence_number,
                 created_at=now_rfc3339(),
                 file=final.name,
+                wal_size=staged.wal_size,
                 duration_ms=round((time.monotonic() - staged.started) * 1000, 3),
             )
             kept = [*self.list(), info][-KEEP:]

@@ -12,6 +12,8 @@ import base64
 import json
 import math
 import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 READ_ONLY_ACTIONS = frozenset(
@@ -87,65 +89,120 @@ def _row_values(
     return tuple(values.get(c) for c in cols)
 
 
-def ingest(db: sqlite3.Connection, table: str, update_format: str, array: bool, data: bytes) -> int:
-    """Applies the updates in one transaction; returns how many were applied."""
+@dataclass(frozen=True, slots=True)
+class TableShape:
+    """What ingest needs to know of a table, read once per request."""
+
+    table: str  # as the client spelt it (for messages)
+    name: str
+    cols: list[str]
+    lower: dict[str, str]
+    exact: frozenset[str]
+    insert_sql: str
+    delete_sql: str
+
+
+def table_shape(db: sqlite3.Connection, table: str) -> TableShape:
     name, cols = table_columns(db, table)
-    lower = {c.lower(): c for c in cols}
-    updates = parse_updates(data, array, table)
     quoted = ", ".join(f'"{c}"' for c in cols)
-    insert_sql = f'INSERT INTO "{name}" ({quoted}) VALUES ({", ".join("?" for _ in cols)})'
-    inserts: list[tuple[Any, ...]] = []
-    deletes: list[tuple[Any, ...]] = []
-    if update_format == "raw":
-        exact = frozenset(cols)
-        # The common case, checked in bulk at C speed: every update is a row
-        # whose keys are column names spelled as declared. Nested values need
-        # no check here: SQLite refuses to bind them (caught below).
-        if all(type(row) is dict and row.keys() <= exact for row in updates):
-            inserts = [tuple(map(row.get, cols)) for row in updates]
-        else:
-            inserts = [_row_values(row, cols, lower, table, i) for i, row in enumerate(updates)]
-    elif update_format == "insert_delete":
-        for i, update in enumerate(updates):
-            if (
-                not isinstance(update, dict)
-                or len(update) != 1
-                or not (update.keys() <= {"insert", "delete"})
-            ):
-                raise _bad(table, i, 'an update must be {"insert": row} or {"delete": row}')
-            ((kind, row),) = update.items()
-            target = inserts if kind == "insert" else deletes
-            target.append(_row_values(row, cols, lower, table, i))
-    else:
+    where = " AND ".join(f'"{c}" IS ?' for c in cols)
+    return TableShape(
+        table=table,
+        name=name,
+        cols=cols,
+        lower={c.lower(): c for c in cols},
+        exact=frozenset(cols),
+        insert_sql=f'INSERT INTO "{name}" ({quoted}) VALUES ({", ".join("?" for _ in cols)})',
+        delete_sql=(
+            f'DELETE FROM "{name}" WHERE rowid = (SELECT rowid FROM "{name}" WHERE {where} LIMIT 1)'
+        ),
+    )
+
+
+Rows = list[tuple[Any, ...]]
+
+
+def check_update_format(update_format: str) -> None:
+    if update_format not in ("raw", "insert_delete"):
         raise DataError(
             400,
             "UnsupportedFormat",
             f"update_format '{update_format}' is not supported: use 'raw' or 'insert_delete'",
             {"update_format": update_format},
         )
-    where = " AND ".join(f'"{c}" IS ?' for c in cols)
-    delete_sql = (
-        f'DELETE FROM "{name}" WHERE rowid = (SELECT rowid FROM "{name}" WHERE {where} LIMIT 1)'
-    )
+
+
+def to_rows(
+    shape: TableShape, update_format: str, updates: list[Any], first_index: int = 0
+) -> tuple[Rows, Rows]:
+    """Checks the updates against the table: (rows to insert, rows to delete).
+
+    `first_index` is the index of updates[0] in the whole request (for messages).
+    """
+    cols, table = shape.cols, shape.table
+    if update_format == "raw":
+        # The common case, checked in bulk at C speed: every update is a row
+        # whose keys are column names spelled as declared. Nested values need
+        # no check here: SQLite refuses to bind them (see apply).
+        if all(type(row) is dict and row.keys() <= shape.exact for row in updates):
+            return [tuple(map(row.get, cols)) for row in updates], []
+        return [
+            _row_values(row, cols, shape.lower, table, first_index + i)
+            for i, row in enumerate(updates)
+        ], []
+    check_update_format(update_format)
+    inserts: Rows = []
+    deletes: Rows = []
+    for i, update in enumerate(updates, first_index):
+        if (
+            not isinstance(update, dict)
+            or len(update) != 1
+            or not (update.keys() <= {"insert", "delete"})
+        ):
+            raise _bad(table, i, 'an update must be {"insert": row} or {"delete": row}')
+        ((kind, row),) = update.items()
+        target = inserts if kind == "insert" else deletes
+        target.append(_row_values(row, cols, shape.lower, table, i))
+    return inserts, deletes
+
+
+def apply(
+    db: sqlite3.Connection,
+    shape: TableShape,
+    inserts: Iterable[Rows],
+    deletes: Iterable[Rows],
+) -> int:
+    """Inserts then deletes the rows in one transaction; returns how many were applied."""
+    count = 0
     # One transaction: all or nothing. The connection is in autocommit mode
     # (isolation_level=None), so the transaction is explicit.
     db.execute("BEGIN")
     try:
-        if inserts:
-            db.executemany(insert_sql, inserts)
-        if deletes:
-            db.executemany(delete_sql, deletes)
+        for rows in inserts:
+            db.executemany(shape.insert_sql, rows)
+            count += len(rows)
+        for rows in deletes:
+            db.executemany(shape.delete_sql, rows)
+            count += len(rows)
     except sqlite3.Error as exc:
         db.execute("ROLLBACK")
         message = str(exc)
         if "is not supported" in message:  # a dict or list bound as a value
             message = f"a column holds a nested value (objects and arrays are not supported): {exc}"
-        raise _bad(table, None, message) from exc
+        raise _bad(shape.table, None, message) from exc
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
-    return len(inserts) + len(deletes)
+    return count
+
+
+def ingest(db: sqlite3.Connection, table: str, update_format: str, array: bool, data: bytes) -> int:
+    """A whole body at once: checks every update, then applies them in one transaction."""
+    check_update_format(update_format)
+    shape = table_shape(db, table)
+    inserts, deletes = to_rows(shape, update_format, parse_updates(data, array, table))
+    return apply(db, shape, [inserts], [deletes])
 
 
 def _read_only(action: int, *_: str | None) -> int:
@@ -160,26 +217,70 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def query(db: sqlite3.Connection, sql: str) -> list[bytes]:
-    """The query's rows as NDJSON chunks of up to QUERY_CHUNK_ROWS rows."""
-    db.set_authorizer(_read_only)
-    try:
-        cursor = db.execute(sql)
-        names = [d[0] for d in cursor.description or ()]
-        chunks = []
-        while rows := cursor.fetchmany(QUERY_CHUNK_ROWS):
+def _invalid_query(exc: Exception) -> DataError:
+    message = str(exc)
+    if message == "not authorized":
+        message = "not authorized: a query may only read (SELECT)"
+    return DataError(400, "InvalidQuery", f"Invalid query: {message}", {"error": message})
+
+
+def read_only(reader: sqlite3.Connection) -> None:
+    """Lets `reader` run reading statements only (SQLite refuses the others at prepare)."""
+    reader.set_authorizer(_read_only)
+
+
+class Interrupted(Exception):
+    """The query was interrupted (`ReaderQuery.stop`); `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ReaderQuery:
+    """One query on a reader connection, read chunk by chunk (each call on any thread).
+
+    Its snapshot is fixed by its first step and held until `close`: rows
+    committed later are not seen, and no writer waits for it (WAL).
+    """
+
+    def __init__(self, reader: sqlite3.Connection, sql: str) -> None:
+        self.reader = reader
+        self._sql = sql
+        self._cursor: sqlite3.Cursor | None = None
+        self._names: list[str] = []
+        self.stop_reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        """Interrupts the query from any thread; its current or next step raises Interrupted."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.reader.interrupt()
+
+    def next_chunk(self) -> bytes | None:
+        """Up to QUERY_CHUNK_ROWS rows as NDJSON; None once every row was read."""
+        if self.stop_reason is not None:
+            raise Interrupted(self.stop_reason)
+        try:
+            if self._cursor is None:
+                self._cursor = self.reader.execute(self._sql)
+                self._names = [d[0] for d in self._cursor.description or ()]
+            rows = self._cursor.fetchmany(QUERY_CHUNK_ROWS)
+            if not rows:
+                return None
+            names = self._names
             lines = [
                 json.dumps(dict(zip(names, map(_jsonable, row), strict=True)), allow_nan=False)
                 for row in rows
             ]
-            chunks.append(("\n".join(lines) + "\n").encode())
-        return chunks
-    except (sqlite3.Error, sqlite3.Warning, ValueError) as exc:
-        message = str(exc)
-        if message == "not authorized":
-            message = "not authorized: a query may only read (SELECT)"
-        raise DataError(
-            400, "InvalidQuery", f"Invalid query: {message}", {"error": message}
-        ) from exc
-    finally:
-        db.set_authorizer(None)
+            return ("\n".join(lines) + "\n").encode()
+        except (sqlite3.Error, sqlite3.Warning, ValueError) as exc:
+            if self.stop_reason is not None:
+                raise Interrupted(self.stop_reason) from exc
+            raise _invalid_query(exc) from exc
+
+    def close(self) -> None:
+        """Ends the read transaction (call when no step runs)."""
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None

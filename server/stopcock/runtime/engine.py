@@ -8,11 +8,23 @@ checkpoint a consistent cut: its copy (`CheckpointStore.stage`) runs between
 two ingest transactions, never inside one. Making it durable (fsync, rename,
 manifest) happens on a second thread, so ingest goes on meanwhile.
 
+Queries run on reader connections of their own, on threads of their own,
+each on a WAL snapshot (see memdb): they never wait for the database thread
+nor hold it. Each ends when its client goes away, after the query timeout,
+or at once when a suspend begins.
+
+Ingest bodies may be any size. A body of one chunk is parsed and applied on
+the database thread at once; a longer one is parsed and checked chunk by
+chunk as it arrives, its rows spooled (see spool), and applied in one
+transaction once all of it has arrived: a slow client holds nothing.
+
 Suspend. Asked to go Suspended, the engine first stops taking input (an
-ingest submitted after that moment is refused, one submitted before it is in
-the database before the final checkpoint's serialize() runs, since both go
-through the same FIFO thread), then takes the final checkpoint and reports
-Suspended. A temporary storage error is retried with backoff and no
+ingest applied after that moment is refused, and bodies still arriving are
+cut off at once; one submitted before it is in the database before the final
+checkpoint's copy runs, since both go through the same FIFO thread), stops
+every query, then takes the final checkpoint and reports Suspended. While it
+waits (for ingests being applied, a checkpoint under way) the status details
+say on what. A temporary storage error is retried with backoff and no
 deadline, with progress in the status details; a permanent one reports
 Failed (error SuspendFailed), which the manager turns into a forced stop.
 
@@ -29,16 +41,19 @@ import logging
 import random
 import sqlite3
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from stopcock.program import load_program
 from stopcock.runtime import data
 from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
 from stopcock.runtime.checkpoints import now_rfc3339 as now
-from stopcock.runtime.memdb import MemoryDatabase
+from stopcock.runtime.memdb import READERS, MemoryDatabase
+from stopcock.runtime.splitter import UpdateSplitter
+from stopcock.runtime.spool import Spool
 
 log = logging.getLogger("stopcock.runtime")
 T = TypeVar("T")
@@ -70,6 +85,16 @@ class NotTakingInput(Exception):
     """Ingest, query or checkpoint asked of a runtime in the wrong state."""
 
 
+def query_timeout_error(limit: float) -> data.DataError:
+    return data.DataError(
+        400,
+        "QueryTimeout",
+        f"The query ran for longer than the pipeline's query_timeout_secs ({limit:g} s) "
+        "and was stopped; narrow it, or raise runtime_config.query_timeout_secs",
+        {"query_timeout_secs": limit},
+    )
+
+
 class Engine:
     def __init__(
         self,
@@ -79,6 +104,8 @@ class Engine:
         initial: str,
         storage: CheckpointStore | None,
         checkpoint_interval: float | None,
+        query_timeout: float = 60.0,
+        spool_dir: Path | None = None,
     ) -> None:
         self.deployment_id = deployment_id
         self.incarnation_uuid = str(uuid.uuid4())
@@ -98,6 +125,15 @@ class Engine:
         self.checkpoint_success: int | None = None
         self.checkpoint_failure: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.query_timeout = query_timeout
+        self._spool_dir = spool_dir or Path(".")
+        self._readers: asyncio.Queue[Any] = asyncio.Queue()
+        self._query_threads = ThreadPoolExecutor(READERS, thread_name_prefix="query")
+        # Checks streamed ingest chunks; the database thread only applies them.
+        self._parse_thread = ThreadPoolExecutor(1, thread_name_prefix="parse")
+        self._queries: set[data.ReaderQuery] = set()
+        self._input_closed = asyncio.Event()
+        self._applying = 0  # ingests submitted to the database thread, not yet done
 
     # -- status --------------------------------------------------------
 
@@ -143,13 +179,16 @@ class Engine:
             load_program(memdb.db, self._program_code)
             return memdb, None
         info, path = restored
-        return MemoryDatabase.open(restore_from=path), info
+        return MemoryDatabase.open(restore_from=path, wal_size=info.wal_size), info
 
     async def initialize(self) -> None:
         """Restores the latest checkpoint (or loads the program), then goes to work."""
         try:
             memdb, info = await self._on_db(self._open_database)
             self._memdb, self._db = memdb, memdb.db
+            for reader in memdb.readers:
+                data.read_only(reader)
+                self._readers.put_nowait(reader)
             checkpoints = self._storage.list() if self._storage is not None else []
         except (sqlite3.Error, CheckpointError, OSError) as exc:
             await self._publish(
@@ -205,10 +244,25 @@ class Engine:
 
     def _begin_suspend(self) -> None:
         self._suspending = True  # from here on, no input is taken
+        self._input_closed.set()  # bodies still arriving are cut off
+        for query in list(self._queries):
+            query.stop("suspend")
         self._spawn(self._suspend())
+
+    def _suspend_waits_on(self) -> list[str]:
+        waits = []
+        if self._applying:
+            waits.append(f"{self._applying} ingress request(s) being applied")
+        if self._checkpoint_lock.locked():
+            waits.append("a checkpoint already being written")
+        return waits
 
     async def _suspend(self) -> None:
         backoff, attempts = 0.1, 0
+        waits = self._suspend_waits_on()
+        if waits:
+            log.info("suspend: waiting for %s", ", ".join(waits))
+            await self._publish(details={"suspend": {"phase": "waiting", "waiting_for": waits}})
         while True:
             attempts += 1
             try:
@@ -230,6 +284,8 @@ class Engine:
                 await self._publish(
                     details={
                         "suspend": {
+                            "phase": "retrying",
+                            "waiting_for": ["storage to accept the final checkpoint"],
                             "attempts": attempts,
                             "last_error": str(exc),
                             "retrying_in_secs": round(delay, 3),
@@ -239,20 +295,24 @@ class Engine:
                 await asyncio.sleep(delay)  # backoff between retries, not a poll
                 backoff = min(backoff * 2, SUSPEND_BACKOFF_MAX)
                 continue
-            self._release_database()
+            self._spawn(self._release_database())
             await self._publish(status=SUSPENDED, details=None)
             return
 
-    def _release_database(self) -> None:
+    async def _release_database(self) -> None:
         """Frees the database once the final checkpoint holds it (suspend only).
 
         Freeing 100 MB of tmpfs takes ~20-30 ms. Started now, on the database
         thread, it overlaps with the manager's handling of Suspended instead
-        of delaying the process's exit after the kill.
+        of delaying the process's exit after the kill. It waits for every
+        reader to be handed back (the queries were stopped: at once).
         """
         memdb, self._memdb, self._db = self._memdb, None, None
-        if memdb is not None:
-            asyncio.get_running_loop().run_in_executor(self._db_thread, memdb.close)
+        if memdb is None:
+            return
+        for _ in memdb.readers:
+            await self._readers.get()
+        await self._on_db(memdb.close)
 
     # -- checkpoints -----------------------------------------------------
 
@@ -331,25 +391,143 @@ class Engine:
             raise NotTakingInput("the pipeline is paused: resume it, or push with force=true")
 
     async def ingest(
-        self, table: str, update_format: str, array: bool, force: bool, payload: bytes
+        self,
+        table: str,
+        update_format: str,
+        array: bool,
+        force: bool,
+        chunks: AsyncIterator[bytes],
     ) -> int:
+        """Ingests a body arriving in chunks, all or nothing; returns the updates applied."""
         self._check_input(force)
-        # No await between the check above and the submission below: a
-        # suspend that starts after the check is queued behind this ingest.
+        data.check_update_format(update_format)
+        first = await self._next_chunk(chunks)
+        second = None if first is None else await self._next_chunk(chunks)
+        if second is None:
+            return await self._apply_whole(table, update_format, array, force, first or b"")
         db = self._db
         assert db is not None
+        shape = await self._on_db(data.table_shape, db, table)
+        splitter = UpdateSplitter(array, shape.table)
+        inserts, deletes = Spool(self._spool_dir), Spool(self._spool_dir)
+        loop = asyncio.get_running_loop()
+        index = 0
 
-        def apply() -> int:
-            count = data.ingest(db, table, update_format, array, payload)
+        def check(chunk: bytes | None) -> None:
+            nonlocal index
+            updates = splitter.feed(chunk) if chunk is not None else splitter.finish()
+            ins, dels = data.to_rows(shape, update_format, updates, index)
+            index += len(updates)
+            inserts.add(ins)
+            deletes.add(dels)
+
+        try:
+            chunk: bytes | None = first
+            await loop.run_in_executor(self._parse_thread, check, chunk)
+            chunk = second
+            while chunk is not None:
+                await loop.run_in_executor(self._parse_thread, check, chunk)
+                chunk = await self._next_chunk(chunks)
+            await loop.run_in_executor(self._parse_thread, check, None)
+            self._check_input(force)
+            # No await between the check above and the submission below.
+            return await self._apply(
+                lambda: data.apply(db, shape, inserts.batches(), deletes.batches())
+            )
+        finally:
+            inserts.close()
+            deletes.close()
+
+    async def _apply_whole(
+        self, table: str, update_format: str, array: bool, force: bool, body: bytes
+    ) -> int:
+        self._check_input(force)
+        db = self._db
+        assert db is not None
+        # No await between the check above and the submission below: a
+        # suspend that starts after the check is queued behind this ingest.
+        return await self._apply(lambda: data.ingest(db, table, update_format, array, body))
+
+    async def _apply(self, work: Callable[[], int]) -> int:
+        def run() -> int:
+            count = work()
             self.processed_records += count
             return count
 
-        return await self._on_db(apply)
+        self._applying += 1
+        try:
+            return await self._on_db(run)
+        finally:
+            self._applying -= 1
 
-    async def query(self, sql: str) -> list[bytes]:
+    async def _next_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
+        """The body's next chunk, None at its end; NotTakingInput once a suspend began."""
+        if self._input_closed.is_set():
+            raise NotTakingInput("the pipeline is suspending: it takes no more input")
+        arrival = asyncio.ensure_future(anext(chunks, None))
+        closed = asyncio.ensure_future(self._input_closed.wait())
+        try:
+            await asyncio.wait((arrival, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not arrival.done():
+                arrival.cancel()
+        if not arrival.done() or arrival.cancelled():
+            raise NotTakingInput("the pipeline is suspending: it takes no more input")
+        return arrival.result()
+
+    async def query(self, sql: str) -> AsyncGenerator[bytes, None]:
+        """The rows of a read-only query, as NDJSON chunks, read as they are sent.
+
+        Ends with the query timeout (QueryTimeout), at a suspend
+        (NotTakingInput), or when the consumer stops iterating (the client
+        went away): the query is interrupted in SQLite at once.
+        """
         if self._db is None or self._status.status not in (RUNNING, PAUSED):
             raise NotTakingInput(f"the pipeline is {self._status.status}")
-        return await self._on_db(data.query, self._db, sql)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.query_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                reader = await self._readers.get()
+        except TimeoutError:
+            raise query_timeout_error(self.query_timeout) from None
+        query = data.ReaderQuery(reader, sql)
+        if self._suspending:
+            query.stop("suspend")
+        self._queries.add(query)
+        timer = loop.call_at(deadline, query.stop, "timeout")
+        step: Future[bytes | None] | None = None
+        try:
+            while True:
+                step = self._query_threads.submit(query.next_chunk)
+                try:
+                    chunk = await asyncio.wrap_future(step)
+                except data.Interrupted as exc:
+                    if exc.reason == "timeout":
+                        raise query_timeout_error(self.query_timeout) from None
+                    raise NotTakingInput("the pipeline is suspending") from None
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            timer.cancel()
+            self._queries.discard(query)
+            self._hand_back(query, step)
+
+    def _hand_back(self, query: data.ReaderQuery, step: Future[bytes | None] | None) -> None:
+        """Returns the query's reader to the pool once no step of it runs."""
+        loop = asyncio.get_running_loop()
+
+        def release(_: object = None) -> None:
+            query.close()
+            loop.call_soon_threadsafe(self._readers.put_nowait, query.reader)
+
+        if step is None or step.done():
+            release()
+        else:
+            query.stop("cancelled")
+            step.add_done_callback(release)
 
 
 def status_json(status: Status) -> str:

@@ -2,8 +2,9 @@
 
 The manager spawns one per deployment, in a session of its own so that it
 outlives a manager crash, with:
-  --run-dir DIR   holds spec.json (written by the manager: program, config,
-                  deployment id, initial status); the runtime writes
+  --run-dir DIR   holds spec.json (written by the manager, 0600: program,
+                  config, deployment id, initial status, and the secret
+                  every call from the manager carries); the runtime writes
                   runtime.json there ({pid, port, deployment_id}) once it
                   listens, so a restarted manager can find it again.
   --ready-fd N    a pipe: the runtime writes its port and a newline to it
@@ -28,11 +29,13 @@ from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.runtime.checkpoints import CheckpointStore
 from stopcock.runtime.engine import Engine
 from stopcock.runtime.faults import Faults
-from stopcock.runtime.service import RuntimeServicer
+from stopcock.runtime.service import RuntimeServicer, TokenCheck
+from stopcock.runtime.spool import spool_dir
 
 log = logging.getLogger("stopcock.runtime")
 
 
+DEFAULT_QUERY_TIMEOUT = 60.0  # seconds, when runtime_config has no query_timeout_secs
 LOG_ROTATE_BYTES = 4 << 20  # runtime.log rotates past this; one old file is kept
 LOG_CHECK_INTERVAL = 2.0  # seconds between size checks (a timer, not a wait for an event)
 
@@ -50,7 +53,7 @@ async def rotate_log(log: Path) -> None:
             if os.fstat(2).st_size <= LOG_ROTATE_BYTES:
                 continue
             os.replace(log, log.with_name(log.name + ".1"))
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             os.close(fd)
@@ -88,10 +91,14 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
         initial=spec["initial"],
         storage=storage,
         checkpoint_interval=interval,
+        query_timeout=float(config.get("query_timeout_secs", DEFAULT_QUERY_TIMEOUT)),
+        spool_dir=spool_dir(run_dir),
     )
-    # Ingest bodies can be large: allow up to 256 MiB per message.
+    # Ingest bodies arrive in chunks of ~1 MiB; leave room for larger ones
+    # from gRPC clients that send bigger messages.
     limit = 256 << 20
     server = grpc.aio.server(
+        interceptors=[TokenCheck(spec["runtime_token"])],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -99,7 +106,7 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
             ("grpc.http2.max_ping_strikes", 0),
-        ]
+        ],
     )
     pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(engine), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -130,6 +137,7 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
     args = parser.parse_args()
+    os.umask(0o077)  # checkpoints, spools and logs are the pipeline's data: private
     logging.basicConfig(
         level=os.environ.get("STOPCOCK_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

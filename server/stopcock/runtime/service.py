@@ -3,13 +3,17 @@
 Refusals carry the contract's error body in the `x-stopcock-error` trailer
 and the REST status in `x-http-status`, as the manager's own errors do, so
 the manager can pass them on to its client unchanged.
+
+Only the manager may call: `TokenCheck` refuses every call that lacks the
+deployment's secret, before any handler runs.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
-from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from stopcock.internal.v1 import runtime_service_pb2 as pb
@@ -24,6 +28,13 @@ from stopcock.runtime.engine import (
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+    _Interceptor = grpc.aio.ServerInterceptor
+TOKEN_METADATA = "x-stopcock-runtime-token"
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     404: grpc.StatusCode.NOT_FOUND,
@@ -92,10 +103,21 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return pb.SetDesiredStatusResponse()
 
-    async def Ingest(self, request: pb.IngestRequest, context: Context) -> pb.IngestResponse:
+    async def Ingest(
+        self, request_iterator: AsyncIterator[pb.IngestRequest], context: Context
+    ) -> pb.IngestResponse:
         try:
+            first = await anext(request_iterator, None)
+            if first is None:
+                return pb.IngestResponse(updates=0)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield first.data
+                async for message in request_iterator:
+                    yield message.data
+
             count = await self._engine.ingest(
-                request.table, request.update_format, request.array, request.force, request.data
+                first.table, first.update_format, first.array, first.force, chunks()
             )
         except NotTakingInput as exc:
             await _unavailable(context, self._engine, "ingress", str(exc))
@@ -106,14 +128,18 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
     async def Query(
         self, request: pb.QueryRequest, context: Context
     ) -> AsyncIterator[pb.QueryResponse]:
+        # Rows are read as they are sent: a slow reader holds back the query,
+        # not memory. Leaving this generator (the caller cancelled) stops it.
+        rows = self._engine.query(request.sql)
         try:
-            chunks = await self._engine.query(request.sql)
+            async for chunk in rows:
+                yield pb.QueryResponse(ndjson=chunk)
         except NotTakingInput as exc:
             await _unavailable(context, self._engine, "query", str(exc))
         except DataError as exc:
             await _refuse(context, exc.http_status, exc.code, exc.message, exc.details)
-        for chunk in chunks:
-            yield pb.QueryResponse(ndjson=chunk)
+        finally:
+            await rows.aclose()
 
     async def Checkpoint(
         self, request: pb.CheckpointRequest, context: Context
@@ -136,3 +162,28 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
             failure_json=json.dumps(failure) if failure else "",
             incarnation_uuid=engine.incarnation_uuid,
         )
+
+
+class TokenCheck(_Interceptor):
+    """Refuses any call without the deployment's secret (compared in constant time)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+        async def refuse(request: Any, context: Context) -> NoReturn:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "only the manager may call")
+
+        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        presented = b""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == TOKEN_METADATA:
+                presented = value.encode() if isinstance(value, str) else value
+        if self._token and hmac.compare_digest(presented, self._token):
+            return await continuation(handler_call_details)
+        return self._refusal

@@ -7,6 +7,11 @@ Not a public API: the manager spawns one runtime process per deployment
 and talks to it over loopback with this service. Status is pushed by the
 runtime (WatchStatus is a stream), so the manager learns of every change
 as it happens instead of polling.
+
+Only the manager may call it: every call carries the deployment's secret
+(metadata `x-stopcock-runtime-token`, handed to the runtime in its 0600
+spec file, never in argv), checked in constant time; any other caller is
+refused UNAUTHENTICATED.
 """
 
 from google.protobuf import descriptor as _descriptor
@@ -136,7 +141,7 @@ Global___SetDesiredStatusResponse: _TypeAlias = SetDesiredStatusResponse  # noqa
 
 @_typing.final
 class IngestRequest(_message.Message):
-    """Request of Ingest."""
+    """Request of Ingest: the fields but `data` are read from the first message."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -154,7 +159,7 @@ class IngestRequest(_message.Message):
     force: _builtins.bool
     """Ingest even while paused."""
     data: _builtins.bytes
-    """The JSON updates."""
+    """A chunk of the JSON updates (a chunk may end anywhere, mid-row too)."""
     def __init__(
         self,
         *,

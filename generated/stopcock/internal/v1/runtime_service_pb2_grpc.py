@@ -45,7 +45,7 @@ class RuntimeServiceStub:
                 request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.SetDesiredStatusRequest.SerializeToString,
                 response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.SetDesiredStatusResponse.FromString,
                 _registered_method=True)
-        self.Ingest = channel.unary_unary(
+        self.Ingest = channel.stream_unary(
                 '/stopcock.internal.v1.RuntimeService/Ingest',
                 request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestRequest.SerializeToString,
                 response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestResponse.FromString,
@@ -87,17 +87,22 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Ingest(self, request, context):
-        """Inserts (and deletes) rows in one transaction. INVALID_ARGUMENT for bad
-        data, NOT_FOUND for an unknown table, UNAVAILABLE while not taking input
-        (paused without force, suspending, initializing).
+    def Ingest(self, request_iterator, context):
+        """Inserts (and deletes) rows in one transaction, once the whole body has
+        arrived: the first message names the table and format, every message
+        carries a chunk of the body. INVALID_ARGUMENT for bad data (nothing is
+        applied), NOT_FOUND for an unknown table, UNAVAILABLE while not taking
+        input (paused without force, suspending, initializing).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Query(self, request, context):
-        """Runs a read-only query; the answer is streamed as NDJSON chunks.
+        """Runs a read-only query on a snapshot; the answer is streamed as NDJSON
+        chunks, read as they are sent. Ends with INVALID_ARGUMENT QueryTimeout
+        after the pipeline's query_timeout_secs, and at once when the caller
+        cancels or a suspend begins.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,7 +135,7 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.SetDesiredStatusRequest.FromString,
                     response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.SetDesiredStatusResponse.SerializeToString,
             ),
-            'Ingest': grpc.unary_unary_rpc_method_handler(
+            'Ingest': grpc.stream_unary_rpc_method_handler(
                     servicer.Ingest,
                     request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestRequest.FromString,
                     response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestResponse.SerializeToString,
@@ -217,7 +222,7 @@ class RuntimeService:
             _registered_method=True)
 
     @staticmethod
-    def Ingest(request,
+    def Ingest(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -227,8 +232,8 @@ class RuntimeService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/stopcock.internal.v1.RuntimeService/Ingest',
             stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.IngestRequest.SerializeToString,

@@ -7,6 +7,11 @@ Not a public API: the manager spawns one runtime process per deployment
 and talks to it over loopback with this service. Status is pushed by the
 runtime (WatchStatus is a stream), so the manager learns of every change
 as it happens instead of polling.
+
+Only the manager may call it: every call carries the deployment's secret
+(metadata `x-stopcock-runtime-token`, handed to the runtime in its 0600
+spec file, never in argv), checked in constant time; any other caller is
+refused UNAUTHENTICATED.
 """
 
 from collections import abc as _abc
@@ -47,13 +52,19 @@ class RuntimeServiceStub:
     """Sets the runtime's desired status: "Running", "Paused" or "Suspended".
     Idempotent; the outcome is observed through WatchStatus.
     """
-    Ingest: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.IngestRequest, _runtime_service_pb2.IngestResponse]
-    """Inserts (and deletes) rows in one transaction. INVALID_ARGUMENT for bad
-    data, NOT_FOUND for an unknown table, UNAVAILABLE while not taking input
-    (paused without force, suspending, initializing).
+    Ingest: _grpc.StreamUnaryMultiCallable[_runtime_service_pb2.IngestRequest, _runtime_service_pb2.IngestResponse]
+    """Inserts (and deletes) rows in one transaction, once the whole body has
+    arrived: the first message names the table and format, every message
+    carries a chunk of the body. INVALID_ARGUMENT for bad data (nothing is
+    applied), NOT_FOUND for an unknown table, UNAVAILABLE while not taking
+    input (paused without force, suspending, initializing).
     """
     Query: _grpc.UnaryStreamMultiCallable[_runtime_service_pb2.QueryRequest, _runtime_service_pb2.QueryResponse]
-    """Runs a read-only query; the answer is streamed as NDJSON chunks."""
+    """Runs a read-only query on a snapshot; the answer is streamed as NDJSON
+    chunks, read as they are sent. Ends with INVALID_ARGUMENT QueryTimeout
+    after the pipeline's query_timeout_secs, and at once when the caller
+    cancels or a suspend begins.
+    """
     Checkpoint: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.CheckpointRequest, _runtime_service_pb2.CheckpointResponse]
     """Requests a checkpoint; answers at once with its sequence number."""
     GetCheckpointStatus: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.GetCheckpointStatusRequest, _runtime_service_pb2.GetCheckpointStatusResponse]
@@ -72,13 +83,19 @@ class RuntimeServiceAsyncStub(RuntimeServiceStub):
     """Sets the runtime's desired status: "Running", "Paused" or "Suspended".
     Idempotent; the outcome is observed through WatchStatus.
     """
-    Ingest: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.IngestRequest, _runtime_service_pb2.IngestResponse]  # type: ignore[assignment]
-    """Inserts (and deletes) rows in one transaction. INVALID_ARGUMENT for bad
-    data, NOT_FOUND for an unknown table, UNAVAILABLE while not taking input
-    (paused without force, suspending, initializing).
+    Ingest: _aio.StreamUnaryMultiCallable[_runtime_service_pb2.IngestRequest, _runtime_service_pb2.IngestResponse]  # type: ignore[assignment]
+    """Inserts (and deletes) rows in one transaction, once the whole body has
+    arrived: the first message names the table and format, every message
+    carries a chunk of the body. INVALID_ARGUMENT for bad data (nothing is
+    applied), NOT_FOUND for an unknown table, UNAVAILABLE while not taking
+    input (paused without force, suspending, initializing).
     """
     Query: _aio.UnaryStreamMultiCallable[_runtime_service_pb2.QueryRequest, _runtime_service_pb2.QueryResponse]  # type: ignore[assignment]
-    """Runs a read-only query; the answer is streamed as NDJSON chunks."""
+    """Runs a read-only query on a snapshot; the answer is streamed as NDJSON
+    chunks, read as they are sent. Ends with INVALID_ARGUMENT QueryTimeout
+    after the pipeline's query_timeout_secs, and at once when the caller
+    cancels or a suspend begins.
+    """
     Checkpoint: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.CheckpointRequest, _runtime_service_pb2.CheckpointResponse]  # type: ignore[assignment]
     """Requests a checkpoint; answers at once with its sequence number."""
     GetCheckpointStatus: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.GetCheckpointStatusRequest, _runtime_service_pb2.GetCheckpointStatusResponse]  # type: ignore[assignment]
@@ -110,12 +127,14 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def Ingest(
         self,
-        request: _runtime_service_pb2.IngestRequest,
+        request_iterator: _MaybeAsyncIterator[_runtime_service_pb2.IngestRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_runtime_service_pb2.IngestResponse, _abc.Awaitable[_runtime_service_pb2.IngestResponse]]:
-        """Inserts (and deletes) rows in one transaction. INVALID_ARGUMENT for bad
-        data, NOT_FOUND for an unknown table, UNAVAILABLE while not taking input
-        (paused without force, suspending, initializing).
+        """Inserts (and deletes) rows in one transaction, once the whole body has
+        arrived: the first message names the table and format, every message
+        carries a chunk of the body. INVALID_ARGUMENT for bad data (nothing is
+        applied), NOT_FOUND for an unknown table, UNAVAILABLE while not taking
+        input (paused without force, suspending, initializing).
         """
 
     @_abc_1.abstractmethod
@@ -124,7 +143,11 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runtime_service_pb2.QueryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_runtime_service_pb2.QueryResponse], _abc.AsyncIterator[_runtime_service_pb2.QueryResponse]]:
-        """Runs a read-only query; the answer is streamed as NDJSON chunks."""
+        """Runs a read-only query on a snapshot; the answer is streamed as NDJSON
+        chunks, read as they are sent. Ends with INVALID_ARGUMENT QueryTimeout
+        after the pipeline's query_timeout_secs, and at once when the caller
+        cancels or a suspend begins.
+        """
 
     @_abc_1.abstractmethod
     def Checkpoint(
