@@ -6,6 +6,7 @@ import json
 import threading
 from typing import Any
 
+import httpx
 from stopcock.v1 import pipeline_service_pb2 as pb
 
 from tests.support import Stack
@@ -78,3 +79,22 @@ def test_watch_over_rest_is_ndjson(stack: Stack, name: str) -> None:
         assert second["pipeline"]["deployment_desired_status"] == "Running"
     stack.force_stop(name)
     assert_error(stack.rest.get("/v0/pipelines/nope/watch"), 404, "UnknownPipelineName")
+
+
+def test_a_watch_from_the_current_version_sends_its_headers_at_once(
+    stack: Stack, name: str
+) -> None:
+    stack.create(name)
+    version = stack.get(name)["refresh_version"]
+    url = f"http://127.0.0.1:{stack.rest_port}/v0/pipelines/{name}/watch"
+    # Nothing changes until the start below: the headers must come first, as
+    # an HTTP client (a browser's fetch()) awaits them before reading.
+    with httpx.Client(timeout=httpx.Timeout(10.0)) as client, client.stream(
+        "GET", url, params={"after_refresh_version": str(version)}
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("application/")
+        assert stack.post(name, "start").status_code == 202
+        change = json.loads(next(r.iter_lines()))
+        assert change["pipeline"]["refresh_version"] == version + 1
+    stack.force_stop(name)

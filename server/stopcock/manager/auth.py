@@ -143,6 +143,12 @@ def _refusing_handler(handler: Handler, err: errors.ApiError) -> Handler:
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            refuse,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
     return grpc.unary_unary_rpc_method_handler(
         refuse,
         request_deserializer=handler.request_deserializer,

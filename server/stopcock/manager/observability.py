@@ -204,6 +204,24 @@ class RequestInterceptor(_Interceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_unary is not None:
+            inner_client_stream = handler.stream_unary
+
+            async def client_stream(requests: Any, context: Any) -> Any:
+                started = begin(None)  # the pipeline is named in the first message
+                failed = True
+                try:
+                    result = await inner_client_stream(requests, context)
+                    failed = False
+                    return result
+                finally:
+                    end(context, started, failed)
+
+            return grpc.stream_unary_rpc_method_handler(
+                client_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler
 
 

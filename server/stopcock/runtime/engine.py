@@ -498,22 +498,30 @@ class Engine:
         self._queries.add(query)
         timer = loop.call_at(deadline, query.stop, "timeout")
         step: Future[bytes | None] | None = None
+        outcome = "the client went away"
         try:
             while True:
                 step = self._query_threads.submit(query.next_chunk)
                 try:
                     chunk = await asyncio.wrap_future(step)
                 except data.Interrupted as exc:
+                    outcome = exc.reason
                     if exc.reason == "timeout":
                         raise query_timeout_error(self.query_timeout) from None
                     raise NotTakingInput("the pipeline is suspending") from None
+                except data.DataError:
+                    outcome = "refused"
+                    raise
                 if chunk is None:
+                    outcome = "done"
                     return
                 yield chunk
         finally:
             timer.cancel()
             self._queries.discard(query)
             self._hand_back(query, step)
+            if outcome not in ("done", "refused"):
+                log.info("query stopped: %s", outcome)
 
     def _hand_back(self, query: data.ReaderQuery, step: Future[bytes | None] | None) -> None:
         """Returns the query's reader to the pool once no step of it runs."""

@@ -170,20 +170,37 @@ class TokenCheck(_Interceptor):
     def __init__(self, token: str) -> None:
         self._token = token.encode()
 
-        async def refuse(request: Any, context: Context) -> NoReturn:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "only the manager may call")
-
-        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
-
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
+        handler = await continuation(handler_call_details)
         presented = b""
         for key, value in handler_call_details.invocation_metadata or ():
             if key == TOKEN_METADATA:
                 presented = value.encode() if isinstance(value, str) else value
-        if self._token and hmac.compare_digest(presented, self._token):
-            return await continuation(handler_call_details)
-        return self._refusal
+        if handler is None or (self._token and hmac.compare_digest(presented, self._token)):
+            return handler
+        return _refusal(handler)
+
+
+def _refusal(handler: Handler) -> Handler:
+    """A handler of the same kind as `handler` that refuses the call."""
+
+    async def refuse(request: Any, context: Context) -> NoReturn:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "only the manager may call")
+
+    async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "only the manager may call")
+        yield  # unreachable; makes this an async generator like the handler
+
+    kinds = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **kinds)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kinds)
+    return grpc.unary_unary_rpc_method_handler(refuse, **kinds)

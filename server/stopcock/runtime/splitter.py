@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stopcock.runtime.data import DataError
+from stopcock.runtime.data import DataError, parse_lines
 
 MAX_PENDING = 64 << 20  # bytes of one update (or of text that cannot be cut) at most
 CANDIDATES = 3  # cuts tried per chunk before waiting for more text
@@ -79,15 +79,13 @@ class UpdateSplitter:
             updates = _loads(b"[" + pending, self._table)
             assert isinstance(updates, list)
             return updates
-        return [_loads(line, self._table) for line in pending.splitlines() if line.strip()]
+        return parse_lines(pending, self._table)
 
     def _cut_lines(self, pending: bytes) -> tuple[list[Any], bytes] | None:
         end = pending.rfind(b"\n")
         if end < 0:
             return None
-        table = self._table
-        lines = pending[:end].splitlines()
-        return [_loads(line, table) for line in lines if line.strip()], pending[end + 1 :]
+        return parse_lines(pending[:end], self._table), pending[end + 1 :]
 
     def _cut_array(self, pending: bytes) -> tuple[list[Any], bytes] | None:
         end = len(pending)
