@@ -311,3 +311,36 @@ def test_a_checkpoint_is_a_consistent_cut_of_concurrent_ingress(stack: Stack, na
     assert restored == expected
     assert len(restored) < sum(len(b) for b in acknowledged)  # later batches came after the cut
     stack.force_stop(name)
+
+
+def test_a_suspend_says_what_it_waits_on(tmp_path: Path) -> None:
+    hold = tmp_path / "hold"
+    env = {"STOPCOCK_RUNTIME_TEST_FAULTS": f"checkpoint_hold_file={hold}"}
+    with running_stack(tmp_path / "stack", env) as stack:
+        stack.create("p")
+        stack.start("p")
+        stack.ingest("p", rows(0, 3))
+        hold.touch()
+        assert stack.post("p", "stop").status_code == 202
+
+        def waiting_for() -> list[str]:
+            details = stack.get("p", "status")["deployment_runtime_status_details"] or {}
+            waits: list[str] = details.get("suspend", {}).get("waiting_for", [])
+            return waits
+
+        wait_until(
+            lambda: "the final checkpoint to be written" in waiting_for(), "the checkpoint wait"
+        )
+        # A runtime that stops answering (here: stopped by a signal) mid-suspend.
+        pid = stack.runtime_info("p")["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: "the runtime to answer" in waiting_for(), "the runtime wait")
+            assert stack.get("p", "status")["deployment_status"] == "Unavailable"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        hold.unlink()
+        p = stack.wait_status("p", "Stopped")
+        assert p["deployment_error"] is None, p["deployment_error"]
+        stack.start("p")
+        assert stack.ids("p") == [0, 1, 2]

@@ -44,7 +44,9 @@ def count(stack: Stack, name: str) -> int:
     return n
 
 
-def post_body(stack: Stack, name: str, body: bytes | Iterator[bytes], **params: str) -> httpx.Response:
+def post_body(
+    stack: Stack, name: str, body: bytes | Iterator[bytes], **params: str
+) -> httpx.Response:
     return stack.rest.post(
         f"/v0/pipelines/{name}/ingress/t", params=params, content=body, timeout=600
     )

@@ -16,11 +16,11 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from stopcock.v1 import pipeline_service_pb2 as pb
 
 from tests.support import Stack, wait_until
 from tests.test_checkpoints import checkpoint, rows
 from tests.test_rest_pipelines import assert_error
-from stopcock.v1 import pipeline_service_pb2 as pb
 
 RUNAWAY = (
     "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT COUNT(*) AS n FROM r"
@@ -36,7 +36,8 @@ def cpu_ticks(pid: int) -> int:
 
 def runtime_log(stack: Stack, name: str) -> str:
     path = stack.data_dir / "pipelines" / stack.get(name)["id"] / "run" / "runtime.log"
-    return path.read_text()
+    text: str = path.read_text()
+    return text
 
 
 class Runaway:
@@ -113,7 +114,7 @@ def test_a_query_ends_when_its_grpc_call_is_cancelled(stack: Stack, name: str) -
     before = cpu_ticks(pid)
     call = stack.stub.QueryPipeline(pb.QueryPipelineRequest(name=name, sql=RUNAWAY))
     wait_until(lambda: cpu_ticks(pid) - before > 30, "the query to run")
-    call.cancel()
+    call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it untyped
     wait_until(
         lambda: "query stopped: the client went away" in runtime_log(stack, name),
         "the runtime to stop the query",
@@ -133,7 +134,8 @@ def test_a_query_ends_after_query_timeout_secs(stack: Stack, name: str) -> None:
     with pytest.raises(grpc.RpcError) as info:
         list(stack.stub.QueryPipeline(pb.QueryPipelineRequest(name=name, sql=RUNAWAY)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    trailers: Any = dict(info.value.trailing_metadata() or ())
+    pairs: Any = info.value.trailing_metadata() or ()
+    trailers = dict(pairs)
     assert json.loads(trailers["x-stopcock-error"])["error_code"] == "QueryTimeout"
     stack.force_stop(name)
 

@@ -52,7 +52,8 @@ def probe(port: int, metadata: tuple[tuple[str, str], ...]) -> dict[str, grpc.St
 
 
 def run_dir(stack: Stack, name: str) -> Path:
-    return stack.data_dir / "pipelines" / stack.get(name)["id"] / "run"
+    pipeline_id: str = stack.get(name)["id"]
+    return stack.data_dir / "pipelines" / pipeline_id / "run"
 
 
 def test_a_local_client_without_the_secret_is_refused(stack: Stack, name: str) -> None:

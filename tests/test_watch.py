@@ -89,9 +89,10 @@ def test_a_watch_from_the_current_version_sends_its_headers_at_once(
     url = f"http://127.0.0.1:{stack.rest_port}/v0/pipelines/{name}/watch"
     # Nothing changes until the start below: the headers must come first, as
     # an HTTP client (a browser's fetch()) awaits them before reading.
-    with httpx.Client(timeout=httpx.Timeout(10.0)) as client, client.stream(
-        "GET", url, params={"after_refresh_version": str(version)}
-    ) as r:
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0)) as client,
+        client.stream("GET", url, params={"after_refresh_version": str(version)}) as r,
+    ):
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("application/")
         assert stack.post(name, "start").status_code == 202

@@ -343,8 +343,12 @@ class PipelineActor:
             self._watch_task = asyncio.create_task(self._watch(proc, proc.port.result()))
         report = self.report
         if report is None or not self.connected:
-            if report is not None and rec.runtime_status != UNAVAILABLE:
-                await self._persist(rec, runtime_status=UNAVAILABLE)
+            if report is not None:
+                details = _unreachable_details(rec)
+                if (rec.runtime_status, rec.runtime_status_details) != (UNAVAILABLE, details):
+                    await self._persist(
+                        rec, runtime_status=UNAVAILABLE, runtime_status_details=details
+                    )
             return
         if report.status == FAILED:
             error = json.loads(report.error_json) if report.error_json else None
@@ -429,6 +433,16 @@ class PipelineActor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.exited.wait(), backoff)
             backoff = min(backoff * 2, 1.0)
+
+
+def _unreachable_details(rec: PipelineRecord) -> dict[str, Any]:
+    """What a pipeline whose runtime does not answer waits on (a hung or busy process)."""
+    details: dict[str, Any] = {
+        "unreachable": "the runtime does not answer; the manager keeps reconnecting"
+    }
+    if rec.runtime_desired == SUSPENDED:
+        details["suspend"] = {"phase": "waiting", "waiting_for": ["the runtime to answer"]}
+    return details
 
 
 def _observed(report: Report) -> dict[str, Any]:

@@ -262,7 +262,8 @@ class Engine:
         waits = self._suspend_waits_on()
         if waits:
             log.info("suspend: waiting for %s", ", ".join(waits))
-            await self._publish(details={"suspend": {"phase": "waiting", "waiting_for": waits}})
+        waits.append("the final checkpoint to be written")
+        await self._publish(details={"suspend": {"phase": "checkpointing", "waiting_for": waits}})
         while True:
             attempts += 1
             try:
