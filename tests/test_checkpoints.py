@@ -199,12 +199,14 @@ def test_temporary_obstacle_retries_until_it_clears_or_a_force_stop(tmp_path: Pa
         p = wait_until(
             lambda: (
                 (q := stack.get("p", "status"))["deployment_runtime_status_details"]
-                and q["deployment_runtime_status_details"]["suspend"]["attempts"] >= 3
+                and q["deployment_runtime_status_details"]["suspend"].get("attempts", 0) >= 3
                 and q
             ),
             "the suspend to retry",
         )
-        assert "busy" in p["deployment_runtime_status_details"]["suspend"]["last_error"]
+        suspend = p["deployment_runtime_status_details"]["suspend"]
+        assert "busy" in suspend["last_error"]
+        assert suspend["waiting_for"] == ["storage to accept the final checkpoint"]
         assert p["deployment_desired_status"] == "Suspended"
         assert p["deployment_status"] == "Running"
         # While suspending, only a force stop is accepted.
@@ -224,7 +226,12 @@ def test_temporary_obstacle_retries_until_it_clears_or_a_force_stop(tmp_path: Pa
         obstacle.touch()
         assert stack.post("p", "stop").status_code == 202
         wait_until(
-            lambda: stack.get("p", "status")["deployment_runtime_status_details"],
+            lambda: (
+                "attempts"
+                in (stack.get("p", "status")["deployment_runtime_status_details"] or {}).get(
+                    "suspend", {}
+                )
+            ),
             "the suspend to retry",
         )
         assert stack.post("p", "stop", force="true").status_code == 202

@@ -9,9 +9,11 @@ suspend must go on; it must end when its client goes away, after
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import httpx
@@ -97,9 +99,13 @@ def test_a_runaway_query_holds_neither_ingest_nor_checkpoint_nor_suspend(
 def test_a_query_ends_when_its_rest_client_goes_away(stack: Stack, name: str) -> None:
     stack.create(name)
     stack.start(name)
-    runaway = Runaway(stack, name, timeout=0.5)  # the client gives up after 0.5 s
-    assert runaway.done.wait(30)
-    assert isinstance(runaway.error, httpx.ReadTimeout)
+    (pid,) = stack.runtime_pids(name)
+    before = cpu_ticks(pid)
+    with socket.create_connection(("127.0.0.1", stack.rest_port)) as client:
+        target = f"/v0/pipelines/{name}/query?sql={quote(RUNAWAY)}"
+        client.sendall(f"GET {target} HTTP/1.1\r\nHost: stopcock\r\n\r\n".encode())
+        wait_until(lambda: cpu_ticks(pid) - before > 30, "the query to run")
+    # The connection is closed: Envoy cancels the call, the manager the runtime's.
     wait_until(
         lambda: "query stopped: the client went away" in runtime_log(stack, name),
         "the runtime to stop the query",
@@ -169,4 +175,37 @@ def test_a_query_reads_a_snapshot_and_streams_a_large_answer(stack: Stack, name:
         seen = [first["id"], *(json.loads(line)["id"] for line in lines if line)]
     assert seen == list(range(total))
     assert stack.query(name, "SELECT count(*) AS n FROM t") == [{"n": total + 10}]
+    stack.force_stop(name)
+
+
+ENDLESS = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT x FROM r"
+
+
+def test_a_query_failing_mid_answer_is_never_a_short_answer(stack: Stack, name: str) -> None:
+    """Rows were sent, then the query timed out: the client must see a failure."""
+    stack.create(name, runtime_config={"query_timeout_secs": 1})
+    stack.start(name)
+    # REST: the body is cut off (an incomplete chunked body), not ended cleanly.
+    received = 0
+    url = f"/v0/pipelines/{name}/query"
+    with (
+        pytest.raises(httpx.RemoteProtocolError, match="incomplete"),
+        stack.rest.stream("GET", url, params={"sql": ENDLESS}, timeout=30) as r,
+    ):
+        assert r.status_code == 200
+        for _ in r.iter_lines():
+            received += 1
+    assert received > 0
+    # gRPC: the rows, then the status, with the error body in the trailer.
+    call = stack.stub.QueryPipeline(pb.QueryPipelineRequest(name=name, sql=ENDLESS))
+    chunks = 0
+    with pytest.raises(grpc.RpcError) as info:
+        for _ in call:
+            chunks += 1
+    assert chunks > 0
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    pairs: Any = info.value.trailing_metadata() or ()
+    trailers = dict(pairs)
+    assert json.loads(trailers["x-stopcock-error"])["error_code"] == "QueryTimeout"
+    assert "x-stopcock-reset" not in trailers  # only REST calls get the reset
     stack.force_stop(name)

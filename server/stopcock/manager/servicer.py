@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.api import httpbody_pb2
@@ -67,6 +67,31 @@ def abort_args(err: errors.ApiError) -> tuple[grpc.StatusCode, str, tuple[Any, .
         ("x-stopcock-error", body),
     )
     return converted.code, converted.details, trailing
+
+
+# Envoy's limit on an upstream response's headers and trailers (envoy.yaml:
+# max_response_headers_kb), and padding that exceeds it twice over.
+ENVOY_MAX_RESPONSE_HEADERS = 60 << 10
+_RESET_PADDING = "r" * (2 * ENVOY_MAX_RESPONSE_HEADERS)
+
+
+async def abort_begun_stream(context: Context, err: errors.ApiError) -> NoReturn:
+    """Ends a streamed answer that has begun (messages were sent) with `err`.
+
+    A gRPC client gets the status and error trailers as always. A REST
+    client cannot get an HTTP error any more, and Envoy's transcoder would
+    end the body cleanly: a silently short answer. So, for calls that came
+    through the transcoder (it adds x-envoy-original-path), the trailers are
+    padded past Envoy's limit, which makes Envoy reset the stream: the
+    client sees an incomplete body (curl exit 18, `incomplete chunked read`),
+    as from any HTTP server that fails mid-response.
+    """
+    code, message, trailing = abort_args(err)
+    metadata = dict(context.invocation_metadata() or ())
+    if "x-envoy-original-path" in metadata:
+        trailing = (*trailing, ("x-stopcock-reset", _RESET_PADDING))
+    log.warning("a streamed answer failed after it began: %s", err.message)
+    await context.abort(code, message, trailing)
 
 
 def _guard(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -346,7 +371,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
             async for chunk in chunks:
                 yield _ndjson(chunk)
         except errors.ApiError as err:
-            await context.abort(*abort_args(err))
+            await abort_begun_stream(context, err)
         finally:
             await chunks.aclose()
 
