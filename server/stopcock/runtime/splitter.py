@@ -45,6 +45,7 @@ class UpdateSplitter:
         self._table = table
         self._pending = b""
         self._opened = not array  # an array body must start with '['
+        self._cut_at_comma = False  # then an element must follow: `[1,]` is not JSON
 
     def feed(self, chunk: bytes) -> list[Any]:
         """The updates completed by `chunk` (possibly none)."""
@@ -78,6 +79,8 @@ class UpdateSplitter:
                 raise _bad(self._table, "with array=true the body must be a JSON array")
             updates = _loads(b"[" + pending, self._table)
             assert isinstance(updates, list)
+            if not updates and self._cut_at_comma:
+                raise _bad(self._table, "malformed JSON: a comma ends the array")
             return updates
         return parse_lines(pending, self._table)
 
@@ -103,5 +106,6 @@ class UpdateSplitter:
                 updates = json.loads(b"[" + pending[: brace + 1] + b"]")
             except (ValueError, UnicodeDecodeError):
                 continue
+            self._cut_at_comma = True
             return updates, pending[comma + 1 :]
         return None
