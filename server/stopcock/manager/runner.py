@@ -97,7 +97,7 @@ class LocalProcessRunner:
         (run_dir / "spec.json").write_text(json.dumps(spec))
         read_fd, write_fd = os.pipe()
         os.set_inheritable(write_fd, True)
-        log_fd = os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_fd = os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             # posix_spawn returns as soon as the child exists: it does not wait.
             pid = os.posix_spawn(  # noqa: ASYNC221

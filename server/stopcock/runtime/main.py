@@ -50,7 +50,7 @@ async def rotate_log(log: Path) -> None:
             if os.fstat(2).st_size <= LOG_ROTATE_BYTES:
                 continue
             os.replace(log, log.with_name(log.name + ".1"))
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             os.close(fd)
@@ -124,6 +124,10 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
 
 
 def main() -> None:
+    # Checkpoints, logs and run files are private, as everything in the data
+    # directory (stopcock.manager.datadir). The manager's umask is inherited;
+    # set it here too for a runtime started some other way.
+    os.umask(0o077)
     parser = argparse.ArgumentParser(
         description="Stopcock pipeline runtime (spawned by the manager)"
     )
