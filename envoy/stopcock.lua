@@ -8,10 +8,14 @@ filters in order and encoder filters in reverse, so:
   * envoy_on_response sees the response AFTER the transcoder turned the gRPC
     answer into JSON, and has the last word on status, headers and body.
 
-Native gRPC calls (content-type application/grpc*) are left strictly alone:
-they are not marked on the request path, and the response path returns at
-once for unmarked streams, so it never buffers or rewrites them (grpcurl and
-server streaming through Envoy depend on that).
+Every request, REST or native gRPC, first loses the headers that cannot be
+gRPC metadata (see drop_illegal_metadata): grpcio fails a call on them, and
+a REST client rarely controls every header it sends.
+
+Beyond that, native gRPC calls (content-type application/grpc*) are left
+strictly alone: they are not marked on the request path, and the response
+path returns at once for unmarked streams, so it never buffers or rewrites
+them (grpcurl and server streaming through Envoy depend on that).
 
 The agreement with the manager (which owns the REST semantics):
   * success with a REST status other than 200: initial metadata
@@ -148,25 +152,73 @@ local function reject(handle, message, details_json)
   )
 end
 
+local BASE64_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+-- Base64 exactly as grpcio's HPACK parser decodes a -bin value: standard
+-- alphabet, at most two '=' at the end, no 1-character tail, and the unused
+-- low bits of the last character zero ("YQ==" is fine, "YR==" is refused).
+local function valid_base64(value)
+  local digits = value:match("^([A-Za-z0-9+/]*)=?=?$")
+  if digits == nil then return false end
+  local tail = #digits % 4
+  if tail == 0 then return true end
+  if tail == 1 then return false end
+  local last = BASE64_DIGITS:find(digits:sub(-1), 1, true) - 1
+  return last % (tail == 2 and 16 or 4) == 0
+end
+
+-- Whether a header can travel as gRPC metadata (PROTOCOL-HTTP2.md): a key of
+-- [0-9a-z_.-], and a value that is base64 for a -bin key, printable ASCII
+-- (0x20-0x7E) otherwise. HTTP/1.1 allows more in both (e.g. `W!1rc: x`, a
+-- tab or UTF-8 in a value); grpcio fails the whole call on a bad key or a bad
+-- -bin value (which Envoy then answered 500), and a bad -bin value can even
+-- break later -bin headers of other calls on the same upstream connection.
+local function valid_metadata(name, value)
+  if name:find("[^0-9a-z_.%-]") then return false end
+  if name:sub(-4) == "-bin" then return valid_base64(value) end
+  return not value:find("[^\32-\126]")
+end
+
+-- grpc-timeout as gRPC defines it: up to 8 digits and a unit. grpcio fails
+-- the call on anything else ("Error parsing 'grpc-timeout' metadata").
+local function valid_timeout(value)
+  return value:match("^%d%d?%d?%d?%d?%d?%d?%d?[HMSmun]$") ~= nil
+end
+
+-- Drops, rather than refuses, what cannot be forwarded: browsers, proxies
+-- and HTTP libraries add headers their user does not control, and none that
+-- Stopcock reads (authorization, content-type, x-request-id...) is affected.
+-- Pseudo-headers (:path...) are HTTP/2's own, not metadata. REST requests
+-- also lose binary metadata and every grpc-* header: a REST client is no
+-- gRPC client, and e.g. its grpc-timeout would set the call's deadline.
+local function drop_illegal_metadata(headers, rest)
+  local illegal = {}
+  for name, value in pairs(headers) do
+    if name:sub(1, 1) ~= ":" then
+      local drop = not valid_metadata(name, value)
+      if rest then
+        drop = drop or name:sub(-4) == "-bin" or name:sub(1, 5) == "grpc-"
+      elseif name == "grpc-timeout" then
+        drop = drop or not valid_timeout(value)
+      end
+      if drop then illegal[#illegal + 1] = name end
+    end
+  end
+  for _, name in ipairs(illegal) do
+    headers:remove(name)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type") or ""
-  if content_type:sub(1, 16) == "application/grpc" then
-    return -- native gRPC: untouched
+  local rest = content_type:sub(1, 16) ~= "application/grpc"
+  drop_illegal_metadata(headers, rest)
+  if not rest then
+    return -- native gRPC: otherwise untouched
   end
   -- Marks the stream for envoy_on_response and local_reply_config.
   handle:streamInfo():dynamicMetadata():set(NAMESPACE, "rest", "1")
-
-  -- grpcio treats metadata keys ending in -bin as base64 binary values and
-  -- fails the call (500 "illegal base64 encoding") on anything it cannot
-  -- decode; REST clients have no business sending binary metadata.
-  local binary = {}
-  for name, _ in pairs(headers) do
-    if name:sub(-4) == "-bin" then binary[#binary + 1] = name end
-  end
-  for _, name in ipairs(binary) do
-    headers:remove(name)
-  end
 
   local query = (headers:get(":path") or ""):match("%?(.*)$") or ""
   for pair in query:gmatch("[^&]+") do

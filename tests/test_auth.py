@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ import grpc
 import pytest
 from stopcock.v1 import pipeline_service_pb2 as pb
 
-from tests.support import PROGRAM, Stack, running_stack, wait_until
+from tests.support import PROGRAM, WAIT, Stack, running_stack
 from tests.test_rest_pipelines import assert_error
 from tests.tokens import Tokens
 
@@ -159,23 +161,56 @@ def test_open_endpoints(secured: Stack) -> None:
     assert health.Check(health_pb2.HealthCheckRequest()).status == 1
 
 
-def test_api_key_minted_offline_works_at_once(secured: Stack, tokens: Tokens) -> None:
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-m", "stopcock.cli", "api-key", "create", "offline", "--role", "read"],
-        env={**secured.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    key = out.stdout.strip()
-    tokens.issued.append(key)
-    assert key.startswith("apikey:") and len(key) == len("apikey:") + 128
-    assert key[7:].isalnum() and key[7:].isascii()
-    wait_until(lambda: rest_get(secured, bearer(key)).status_code == 200, "the new key to work")
+def test_api_keys_minted_offline_work_on_their_first_use(secured: Stack, tokens: Tokens) -> None:
+    """Each key works the moment `stopcock api-key create` has written it, however
+    many unknown keys were presented meanwhile (they once rate-limited the reload
+    that finds new keys, and a fresh key was refused for up to a second)."""
+    unknown = bearer("apikey:" + "0" * 128)
+    minted: list[str] = []
+    for i in range(20):
+        cli = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stopcock.cli",
+                "api-key",
+                "create",
+                f"fresh-{i}",
+                "--role",
+                "write",
+            ],
+            env=secured.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + WAIT
+        while True:  # unknown keys, while the CLI writes the new one
+            assert time.monotonic() < deadline, "the CLI did not finish"
+            assert rest_get(secured, unknown).status_code == 401
+            try:
+                out, err = cli.communicate(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        assert cli.returncode == 0, err
+        key = out.strip()
+        tokens.issued.append(key)
+        minted.append(key)
+        assert key.startswith("apikey:") and len(key) == len("apikey:") + 128
+        assert key[7:].isalnum() and key[7:].isascii()
+        # First use over gRPC on even rounds, over REST (Envoy) on odd ones.
+        if i % 2 == 0:
+            assert grpc_call(secured, bearer(key)) == grpc.StatusCode.OK
+        r = rest_get(secured, bearer(key))
+        assert r.status_code == 200, (i, r.text)
+        assert grpc_call(secured, bearer(key)) == grpc.StatusCode.OK
+    # A key found that way is deleted like any other: refused at once.
+    r = secured.rest.delete("/v0/api_keys/fresh-0", headers=bearer(minted[-1]))
+    assert r.status_code == 200, r.text
+    first = bearer(minted[0])
+    assert_error(rest_get(secured, first), 401, "AuthenticationFailed")
+    assert grpc_call(secured, first) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_no_credential_in_any_log(secured: Stack, tokens: Tokens, keys: dict[str, str]) -> None:
@@ -193,8 +228,6 @@ def test_no_credential_in_any_log(secured: Stack, tokens: Tokens, keys: dict[str
 
 def test_auth_needs_its_settings_and_loopback_needs_auth(tmp_path: Path) -> None:
     import os
-    import subprocess
-    import sys
 
     base = {**os.environ, "STOPCOCK_DATA_DIR": str(tmp_path)}
     bad = [

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 from stopcock.manager.model import evolve, new_record
-from stopcock.manager.store import SCHEMA_VERSION, AsyncStore, SchemaTooNew, SqliteStore
+from stopcock.manager.store import (
+    SCHEMA_VERSION,
+    ApiKeyRecord,
+    AsyncStore,
+    SchemaTooNew,
+    SqliteStore,
+)
 
 
 def sample(name: str = "p") -> object:
@@ -56,3 +62,25 @@ async def test_async_store(tmp_path: Path) -> None:
     await store.put(sample("b"))  # type: ignore[arg-type]
     assert [r.name for r in await store.load_all()] == ["a", "b"]
     await store.close()
+
+
+def test_api_key_lookup_by_hash_sees_other_processes_writes(tmp_path: Path) -> None:
+    manager = SqliteStore(tmp_path / "db.sqlite")  # held open, as the manager holds it
+    assert manager.find_api_key("0" * 64) is None
+    # Another connection (the offline CLI) adds a key while the first stays open.
+    cli = SqliteStore(tmp_path / "db.sqlite")
+    key = ApiKeyRecord("id-1", "ops", "write", "ab" * 32, 1)
+    cli.put_api_key(key)
+    cli.close()
+    assert manager.find_api_key("ab" * 32) == key
+    assert manager.find_api_key("ab" * 31 + "ac") is None
+    # One indexed lookup, not a scan of every key.
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM api_keys WHERE key_hash = ?", ("x",)
+    ).fetchall()
+    db.close()
+    assert any("USING INDEX" in row[3] for row in plan), plan
+    with pytest.raises(sqlite3.IntegrityError):  # names are unique
+        manager.put_api_key(ApiKeyRecord("id-2", "ops", "read", "cd" * 32, 2))
+    manager.close()

@@ -19,6 +19,7 @@ from types import FrameType
 
 from stopcock.manager.auth_settings import AuthConfigError, AuthSettings, require_loopback
 from stopcock.manager.config import ConfigError, Settings
+from stopcock.manager.datadir import prepare, private_umask
 from stopcock.sidecar import EnvoySidecar
 
 READY_TIMEOUT = 30.0
@@ -38,10 +39,14 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str) -
 
 
 def main() -> None:
+    # Envoy's config and log go into the data directory too: private, like
+    # everything there (the manager and Envoy inherit this umask).
+    private_umask()
     try:
         settings = Settings.from_env()
         auth = AuthSettings.from_env()
         require_loopback(auth, settings.bind_address, "gRPC and REST APIs")
+        prepare(settings.data_dir)  # the manager checks again; this fails before starting it
     except (ConfigError, AuthConfigError) as exc:
         raise SystemExit(f"stopcock: {exc}") from exc
     host = settings.bind_address

@@ -29,10 +29,15 @@ def _create_key_offline(name: str, role: str) -> str:
     import sqlite3
 
     from stopcock.manager import api_keys, errors
+    from stopcock.manager.datadir import DataDirError, prepare, private_umask
     from stopcock.manager.store import SqliteStore
 
+    # It may create the data directory and the database: private, as the
+    # manager makes them (stopcock.manager.datadir).
+    private_umask()
     try:
         record, key = api_keys.new_record(name, role)
+        prepare(_data_dir())
         store = SqliteStore(_data_dir() / "stopcock.db")
         try:
             store.put_api_key(record)
@@ -40,6 +45,8 @@ def _create_key_offline(name: str, role: str) -> str:
             store.close()
     except errors.ApiError as exc:
         raise StopcockError(exc.message, exc.error_code, exc.http_status, exc.details) from None
+    except DataDirError as exc:
+        raise StopcockError(str(exc), "DataDirError") from None
     except sqlite3.IntegrityError:
         raise StopcockError(
             f"an API key named '{name}' already exists", "DuplicateName", 409

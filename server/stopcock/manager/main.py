@@ -20,6 +20,7 @@ from stopcock.manager.api_keys import ApiKeys
 from stopcock.manager.auth import Authenticator, AuthInterceptor
 from stopcock.manager.auth_settings import AuthConfigError, AuthSettings, require_loopback
 from stopcock.manager.config import ConfigError, Settings
+from stopcock.manager.datadir import prepare, private_umask
 from stopcock.manager.jwt_verifier import JwtVerifier
 from stopcock.manager.lifecycle import Lifecycle
 from stopcock.manager.observability import RequestInterceptor, configure_logging, serve_metrics
@@ -33,7 +34,6 @@ log = logging.getLogger("stopcock.manager")
 
 
 async def serve(settings: Settings, auth: AuthSettings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await AsyncStore(settings.data_dir / "stopcock.db").open()
     api_keys = ApiKeys(store)
     await api_keys.load()
@@ -84,6 +84,9 @@ async def serve(settings: Settings, auth: AuthSettings) -> None:
 
 
 def main() -> None:
+    # Before anything is created: the database, its WAL, run directories and
+    # logs are private, and runtime processes inherit this umask.
+    private_umask()
     try:
         settings = Settings.from_env()
         auth = AuthSettings.from_env()
@@ -93,6 +96,7 @@ def main() -> None:
         sys.exit(2)
     configure_logging(settings.log_level)
     try:
+        prepare(settings.data_dir)  # logs what it tightened, hence after configure_logging
         asyncio.run(serve(settings, auth))
     except ConfigError as exc:
         print(f"stopcock: {exc}", file=sys.stderr)

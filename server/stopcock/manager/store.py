@@ -118,6 +118,7 @@ class Store(Protocol):
     async def put(self, rec: PipelineRecord) -> None: ...
     async def delete(self, pipeline_id: str) -> None: ...
     async def load_api_keys(self) -> list[ApiKeyRecord]: ...
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
     async def put_api_key(self, key: ApiKeyRecord) -> None: ...
     async def delete_api_key(self, name: str) -> bool: ...
     async def close(self) -> None: ...
@@ -199,6 +200,19 @@ class SqliteStore:
         ).fetchall()
         return [ApiKeyRecord(*row) for row in rows]
 
+    def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key with this hash, as committed now (by any process).
+
+        One lookup in the UNIQUE index on key_hash. The connection is in
+        autocommit mode, so each statement is its own read transaction and
+        sees every write committed before it, the CLI's included.
+        """
+        row = self._db.execute(
+            "SELECT id, name, role, key_hash, created_at FROM api_keys WHERE key_hash = ?",
+            (key_hash,),
+        ).fetchone()
+        return None if row is None else ApiKeyRecord(*row)
+
     def put_api_key(self, key: ApiKeyRecord) -> None:
         """Inserts a key; raises sqlite3.IntegrityError if the name is taken."""
         self._db.execute(
@@ -245,6 +259,10 @@ class AsyncStore:
 
     async def load_api_keys(self) -> list[ApiKeyRecord]:
         result: list[ApiKeyRecord] = await self._run(self._s.load_api_keys)
+        return result
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        result: ApiKeyRecord | None = await self._run(self._s.find_api_key, key_hash)
         return result
 
     async def put_api_key(self, key: ApiKeyRecord) -> None:

@@ -131,6 +131,10 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
 
 
 def main() -> None:
+    # Checkpoints, logs and run files are private, as everything in the data
+    # directory (stopcock.manager.datadir). The manager's umask is inherited;
+    # set it here too for a runtime started some other way.
+    os.umask(0o077)
     parser = argparse.ArgumentParser(
         description="Stopcock pipeline runtime (spawned by the manager)"
     )
