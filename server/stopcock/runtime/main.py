@@ -131,9 +131,9 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
 
 
 def main() -> None:
-    # Checkpoints, logs and run files are private, as everything in the data
-    # directory (stopcock.manager.datadir). The manager's umask is inherited;
-    # set it here too for a runtime started some other way.
+    # Checkpoints, spools, logs and run files are private, as everything in
+    # the data directory (stopcock.manager.datadir). The manager's umask is
+    # inherited; set it here too for a runtime started some other way.
     os.umask(0o077)
     parser = argparse.ArgumentParser(
         description="Stopcock pipeline runtime (spawned by the manager)"
@@ -141,7 +141,6 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
     args = parser.parse_args()
-    os.umask(0o077)  # checkpoints, spools and logs are the pipeline's data: private
     logging.basicConfig(
         level=os.environ.get("STOPCOCK_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
