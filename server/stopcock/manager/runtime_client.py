@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import grpc
+from stopcock import flow_control
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.manager import errors
@@ -45,6 +46,7 @@ class RuntimeClient:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.http2.ping_timeout_ms", KEEPALIVE_MS),
+                *flow_control.OPTIONS,
             ],
         )
         self._stub = pb_grpc.RuntimeServiceStub(self._channel)

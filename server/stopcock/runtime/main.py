@@ -25,6 +25,7 @@ import signal
 from pathlib import Path
 
 import grpc
+from stopcock import flow_control
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.runtime.checkpoints import CheckpointStore
 from stopcock.runtime.engine import Engine
@@ -106,6 +107,7 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
             ("grpc.http2.max_ping_strikes", 0),
+            *flow_control.OPTIONS,
         ],
     )
     pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(engine), server)
