@@ -61,6 +61,18 @@ local ALLOWED_QUERY_PARAMETERS = {
   "after_refresh_version",
 }
 
+-- Parameters with a fixed set of values (the OpenAPI document lists them;
+-- tools/openapi.py checks this list against its own). The manager reads an
+-- empty value as "left out", so `?selector=` would quietly mean the default:
+-- an empty value is refused here instead, as Feldera refuses it.
+local VALUED_QUERY_PARAMETERS = {
+  "selector",
+  "initial",
+  "format",
+  "update_format",
+  "json_flavor",
+}
+
 -- REST request bodies larger than this are refused (413 PayloadTooLarge).
 -- Keep in step with stopcock.limits.MAX_REQUEST_BODY_BYTES (tests/test_limits.py
 -- checks). Ingress bodies are left alone: that path is meant to stream.
@@ -85,6 +97,10 @@ local GRPC_ERROR_CODES = {
 local ALLOWED = {}
 for _, name in ipairs(ALLOWED_QUERY_PARAMETERS) do
   ALLOWED[name] = true
+end
+local VALUED = {}
+for _, name in ipairs(VALUED_QUERY_PARAMETERS) do
+  VALUED[name] = true
 end
 
 local function percent_decode(text)
@@ -223,6 +239,11 @@ function envoy_on_request(handle)
     local name = percent_decode(pair:match("^[^=]*"))
     if not ALLOWED[name] then
       reject(handle, "Unknown query parameter '" .. name .. "'",
+        '{"parameter": ' .. json_string(name) .. "}")
+      return
+    end
+    if VALUED[name] and pair:match("^[^=]*=?$") then
+      reject(handle, "Query parameter '" .. name .. "' has no value: leave it out for the default",
         '{"parameter": ' .. json_string(name) .. "}")
       return
     end
