@@ -30,6 +30,10 @@ shape, and removes grpc-* headers from REST answers. Envoy's own replies (bad
 query value, unknown path, upstream down...) are shaped by
 local_reply_config in envoy.yaml, not here.
 
+It also bounds REST request bodies (MAX_REQUEST_BODY_BYTES, ingress aside)
+and answers a larger one 413 PayloadTooLarge only once it has read all of it:
+see limit_body.
+
 Lua globals are shared by every stream on a worker, so per-request state
 lives in the stream's dynamic metadata (namespace "stopcock"), never in
 variables.
@@ -61,6 +65,24 @@ local ALLOWED_QUERY_PARAMETERS = {
   "after_refresh_version",
 }
 
+-- Parameters with a fixed set of values (the OpenAPI document lists them;
+-- tools/openapi.py checks this list against its own). The manager reads an
+-- empty value as "left out", so `?selector=` would quietly mean the default:
+-- an empty value is refused here instead, as Feldera refuses it.
+local VALUED_QUERY_PARAMETERS = {
+  "selector",
+  "initial",
+  "format",
+  "update_format",
+  "json_flavor",
+}
+
+-- REST request bodies larger than this are refused (413 PayloadTooLarge).
+-- Keep in step with stopcock.limits.MAX_REQUEST_BODY_BYTES (tests/test_limits.py
+-- checks). Ingress bodies are left alone: that path is meant to stream.
+local MAX_REQUEST_BODY_BYTES = 83886080
+local INGRESS_PATH = "^/v0/pipelines/[^/?]+/ingress/"
+
 local NAMESPACE = "stopcock" -- dynamic metadata; local_reply_config reads it too
 local RETRY_AFTER_SECONDS = "5"
 
@@ -79,6 +101,10 @@ local GRPC_ERROR_CODES = {
 local ALLOWED = {}
 for _, name in ipairs(ALLOWED_QUERY_PARAMETERS) do
   ALLOWED[name] = true
+end
+local VALUED = {}
+for _, name in ipairs(VALUED_QUERY_PARAMETERS) do
+  VALUED[name] = true
 end
 
 local function percent_decode(text)
@@ -209,6 +235,45 @@ local function drop_illegal_metadata(headers, rest)
   end
 end
 
+-- Refuses a body over MAX_REQUEST_BODY_BYTES, but only after reading all of
+-- it: an early answer would leave Envoy closing a connection the client is
+-- still writing to, and many clients (Python's requests among them) report
+-- that reset instead of the answer. Reading is cheap (chunks are dropped as
+-- they come, nothing is kept); the answer itself is made on the response
+-- path (payload_too_large), from the mark left in the stream's metadata.
+--   * Content-Length over the limit: the request becomes GET /healthz (an
+--     open call that changes nothing) so the manager sees none of it, and
+--     every chunk is dropped. Mark "announced": the answer is always 413.
+--   * No Content-Length (chunked, or HTTP/2 without it): chunks are counted
+--     and forwarded until the limit, dropped after it. The transcoder then
+--     sees a truncated document, which it refuses once the body has ended.
+--     Mark "counted": an error answer becomes 413 (a body whose JSON ended
+--     within the limit, padded past it, is served as usual).
+local function limit_body(handle, headers, path)
+  if path:match(INGRESS_PATH) then return end
+  local length = headers:get("content-length")
+  if length ~= nil then
+    if (tonumber(length) or 0) <= MAX_REQUEST_BODY_BYTES then return end
+    handle:streamInfo():dynamicMetadata():set(NAMESPACE, "too_large", "announced")
+    headers:replace(":method", "GET")
+    headers:replace(":path", "/healthz")
+    handle:clearRouteCache()
+    for chunk in handle:bodyChunks() do
+      chunk:setBytes("")
+    end
+    return
+  end
+  local seen = 0
+  for chunk in handle:bodyChunks() do
+    seen = seen + chunk:length()
+    if seen > MAX_REQUEST_BODY_BYTES then
+      -- (Objects from before a yield are stale: ask for the metadata anew.)
+      handle:streamInfo():dynamicMetadata():set(NAMESPACE, "too_large", "counted")
+      chunk:setBytes("")
+    end
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type") or ""
@@ -220,7 +285,8 @@ function envoy_on_request(handle)
   -- Marks the stream for envoy_on_response and local_reply_config.
   handle:streamInfo():dynamicMetadata():set(NAMESPACE, "rest", "1")
 
-  local query = (headers:get(":path") or ""):match("%?(.*)$") or ""
+  local path = headers:get(":path") or ""
+  local query = path:match("%?(.*)$") or ""
   for pair in query:gmatch("[^&]+") do
     local name = percent_decode(pair:match("^[^=]*"))
     if not ALLOWED[name] then
@@ -228,7 +294,14 @@ function envoy_on_request(handle)
         '{"parameter": ' .. json_string(name) .. "}")
       return
     end
+    if VALUED[name] and pair:match("^[^=]*=?$") then
+      reject(handle, "Query parameter '" .. name .. "' has no value: leave it out for the default",
+        '{"parameter": ' .. json_string(name) .. "}")
+      return
+    end
   end
+
+  limit_body(handle, headers, path)
 end
 
 -- The replacement body for a gRPC error that came without x-stopcock-error,
@@ -237,7 +310,8 @@ end
 -- `{"code":N,"message":"..."...}`, and the message is copied as the escaped
 -- literal it already is; when it could not (e.g. a detail type missing from
 -- its descriptor set) grpc-status and grpc-message are still headers.
--- Envoy's own replies, shaped by local_reply_config, match neither.
+-- Envoy's own replies, shaped by local_reply_config, match neither. Also
+-- returns the HTTP status to answer with, when it is not the transcoder's.
 local function fallback_error(json, grpc_status, grpc_message)
   local code, message_json = tonumber(grpc_status), nil
   if code ~= nil then
@@ -251,6 +325,15 @@ local function fallback_error(json, grpc_status, grpc_message)
     message_json = json:sub(quote, e)
   end
   if code == 0 then return nil end
+  -- RESOURCE_EXHAUSTED from gRPC itself: a message over the manager's limit
+  -- (a body under MAX_REQUEST_BODY_BYTES that grew when decoded), in its
+  -- words "Received message larger than max (<size> vs. <limit>)".
+  local size, limit = message_json:match("larger than max %((%d+) vs%. (%d+)%)")
+  if code == 8 and limit ~= nil then
+    return error_json("The request is " .. size .. " bytes once decoded, more than the "
+      .. limit .. " bytes the manager accepts", "PayloadTooLarge",
+      '{"limit_bytes": ' .. limit .. "}"), "413"
+  end
   return '{"message": ' .. message_json .. ', "error_code": '
     .. json_string(GRPC_ERROR_CODES[code] or "Unknown")
     .. ', "details": {"grpc_status": ' .. code .. "}}"
@@ -274,6 +357,18 @@ local function remove_internal_headers(headers)
   end
 end
 
+-- The answer to a body limit_body dropped, whatever was answered upstream.
+local function payload_too_large(handle)
+  local body = handle:body(true) -- the whole answer, so it can be replaced
+  local headers = handle:headers()
+  remove_internal_headers(headers)
+  headers:replace(":status", "413")
+  headers:replace("content-type", "application/json")
+  body:setBytes(error_json("The request body is larger than the limit of "
+    .. MAX_REQUEST_BODY_BYTES .. " bytes", "PayloadTooLarge",
+    '{"limit_bytes": ' .. MAX_REQUEST_BODY_BYTES .. "}"))
+end
+
 function envoy_on_response(handle)
   local stream = handle:streamInfo():dynamicMetadata():get(NAMESPACE)
   if stream == nil or stream.rest == nil then
@@ -284,6 +379,10 @@ function envoy_on_response(handle)
   end
   local headers = handle:headers()
   local status = headers:get(":status")
+  if stream.too_large == "announced" or (stream.too_large == "counted" and tonumber(status) >= 400) then
+    payload_too_large(handle)
+    return
+  end
   local http_status = valid_status(headers:get("x-http-status"))
   local content_type = headers:get("content-type") or ""
 
@@ -316,15 +415,17 @@ function envoy_on_response(handle)
   -- body(true) gives a buffer even for a headers-only (trailers-only) answer,
   -- and setBytes on it then adds the body.
   local body = handle:body(true)
+  local fallback_status = nil
   if error_body == nil then
-    error_body = fallback_error(body:getBytes(0, body:length()), grpc_status, grpc_message)
+    error_body, fallback_status = fallback_error(body:getBytes(0, body:length()), grpc_status,
+      grpc_message)
     if error_body == nil then
       return -- one of Envoy's own replies, already shaped
     end
   end
   headers = handle:headers()
   remove_internal_headers(headers)
-  status = http_status or status
+  status = http_status or fallback_status or status
   headers:replace(":status", status)
   headers:replace("content-type", "application/json")
   if status == "503" then headers:replace("retry-after", RETRY_AFTER_SECONDS) end

@@ -29,6 +29,32 @@ def test_unknown_query_parameter_is_refused(stack: Stack, name: str) -> None:
     assert stack.get(name, "status")["deployment_desired_status"] == "Stopped"
 
 
+def test_empty_value_of_a_parameter_with_fixed_values_is_refused(stack: Stack, name: str) -> None:
+    """`?selector=` would quietly mean the default; Feldera refuses it, and so do we."""
+    stack.create(name)
+    for path, query in (
+        ("/v0/pipelines", "selector="),
+        (f"/v0/pipelines/{name}", "selector"),
+        (f"/v0/pipelines/{name}/start", "initial="),
+    ):
+        method = "POST" if path.endswith("/start") else "GET"
+        r = stack.rest.request(method, f"{path}?{query}")
+        body = assert_error(r, 400, "InvalidRequest", {"parameter": query.rstrip("=")})
+        assert "no value" in body["message"]
+    assert stack.get(name, "status")["deployment_desired_status"] == "Stopped"
+    # Other parameters may be empty: an empty incarnation_uuid is "any".
+    assert (
+        stack.rest.get(f"/v0/pipelines/{name}/checkpoint_status?incarnation_uuid=").status_code
+        != 400
+    )
+
+
+def test_query_method_without_a_content_type(stack: Stack) -> None:
+    """Envoy refuses it before routing, with an empty body of its own: ours has a message."""
+    body = assert_error(stack.rest.request("QUERY", "/v0/pipelines"), 400, "InvalidRequest")
+    assert "Content-Type" in body["message"]
+
+
 def test_malformed_json_body(stack: Stack) -> None:
     r = stack.rest.post(
         "/v0/pipelines", content=b'{"name": "x", ', headers={"content-type": "application/json"}

@@ -242,6 +242,8 @@ def test_served_through_envoy_byte_for_byte(stack: Stack) -> None:
 
 
 def example(schema: JSON, name: str) -> str:
+    if "enum" in schema:
+        return str(schema["enum"][0])
     return {"boolean": "true", "integer": "1"}.get(schema["type"], name)
 
 

@@ -14,8 +14,10 @@ the schemas from the messages with the JSON mapping Envoy's transcoder prints
 (envoy/envoy.yaml: `preserve_proto_field_names`, `always_print_primitive_fields`).
 
 What the proto cannot say lives in the tables below (REST statuses, open
-methods, roles, raw body content types, per-method errors); the tests check
-them against the manager (tests/test_openapi.py). One more input: the query
+methods, roles, raw body content types, per-method errors, the values a
+field or query parameter may take, mostly read from the manager's own
+rules); the tests check them against the manager (tests/test_openapi.py,
+and tests/test_fuzz.py, which fuzzes the REST face from this document). One more input: the query
 parameters the Lua filter lets through (envoy/stopcock.lua), since a request
 field the filter refuses is no parameter of the REST face.
 
@@ -36,7 +38,8 @@ from typing import Any
 
 from google.api import annotations_pb2  # registers the google.api.http option
 from google.protobuf import descriptor_pb2
-from stopcock.manager import auth
+from stopcock import limits
+from stopcock.manager import api_keys, auth, convert, definition, ingress, state_machine
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
 JSON = dict[str, Any]
@@ -68,12 +71,51 @@ def required_role(method: str) -> str | None:
 
 # Errors beyond those every operation can answer (400, 500, 503; 401/403 when
 # a credential is needed; 404 when the path names something).
+# (413 is added to every operation that takes a request body.)
 EXTRA_ERRORS: dict[str, tuple[str, ...]] = {
     "CreatePipeline": ("409",),
     "PutPipeline": ("409",),
     "CreateApiKey": ("409",),
     "StartPipeline": ("405",),
     "StopPipeline": ("405",),
+    "CheckpointPipeline": ("405",),
+}
+
+# What the proto's types cannot say about some values, from the manager's own
+# rules. Names (of pipelines and API keys): path parameters called `name` and
+# these fields.
+NAME_SCHEMA: JSON = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": definition.NAME_MAX_BYTES,  # bytes; the pattern allows ASCII only
+    "pattern": definition.NAME_PATTERN,
+}
+NAME_FIELDS = frozenset(
+    {
+        ".stopcock.v1.PipelineDefinition.name",
+        ".stopcock.v1.Pipeline.name",
+        ".stopcock.v1.CreateApiKeyRequest.name",
+        ".stopcock.v1.CreateApiKeyResponse.name",
+        ".stopcock.v1.ApiKey.name",
+    }
+)
+FIELD_CONSTRAINTS: dict[str, JSON] = {
+    ".stopcock.v1.PipelineDefinition.description": {"maxLength": definition.DESCRIPTION_MAX_CHARS},
+    ".stopcock.v1.Pipeline.description": {"maxLength": definition.DESCRIPTION_MAX_CHARS},
+    ".stopcock.v1.CreateApiKeyRequest.role": {"enum": list(api_keys.ROLES)},
+    ".stopcock.v1.CreateApiKeyResponse.role": {"enum": list(api_keys.ROLES)},
+    ".stopcock.v1.ApiKey.role": {"enum": list(api_keys.ROLES)},
+}
+# Query parameters with a fixed set of values. An empty value is refused too
+# (envoy/stopcock.lua, VALUED_QUERY_PARAMETERS; checked by main below): leave
+# the parameter out for the default.
+QUERY_ENUMS: dict[str, list[str]] = {
+    "selector": list(convert.SELECTORS),
+    "initial": list(state_machine.INITIAL_VALUES),
+    "update_format": list(ingress.UPDATE_FORMATS),
+    # stopcock/manager/ingress.py check_format: JSON only.
+    "format": ["json"],
+    "json_flavor": ["default"],
 }
 
 # google.api.HttpBody fields: raw bodies, by content type. Keyed by
@@ -112,7 +154,17 @@ ERRORS: dict[str, tuple[str, str]] = {
     "404": ("NotFound", "No such pipeline, table or API key"),
     "405": ("MethodNotAllowed", "The action is not supported (UnsupportedPipelineAction)"),
     "409": ("Conflict", "The name is taken (DuplicateName)"),
-    "500": ("InternalError", "Internal error (never a stack trace)"),
+    "413": (
+        "PayloadTooLarge",
+        f"The request body is larger than {limits.MAX_REQUEST_BODY_BYTES} bytes, or than"
+        f" {limits.MAX_MESSAGE_BYTES} bytes once decoded"
+        " (PayloadTooLarge, details {limit_bytes})",
+    ),
+    "500": (
+        "InternalError",
+        "Internal error (never a stack trace); ResponseTooLarge when the answer is larger than"
+        f" {limits.MAX_RESPONSE_BODY_BYTES} bytes (details {{limit_bytes}})",
+    ),
     "503": ("Unavailable", "The manager or the pipeline cannot serve this now: retry"),
 }
 
@@ -157,6 +209,7 @@ class Message:
     proto: descriptor_pb2.DescriptorProto
     file: descriptor_pb2.FileDescriptorProto
     path: tuple[int, ...]  # source location path
+    full_name: str  # ".package.Message"
 
     @property
     def name(self) -> str:
@@ -188,7 +241,7 @@ class Descriptors:
         path: tuple[int, ...],
     ) -> None:
         full = f"{scope}.{message.name}"
-        self.messages[full] = Message(message, file, path)
+        self.messages[full] = Message(message, file, path, full)
         for j, nested in enumerate(message.nested_type):
             self._add(file, full, nested, (*path, 3, j))
         for enum in message.enum_type:
@@ -279,8 +332,12 @@ class Builder:
     def message_schema(self, message: Message, *, response: bool) -> JSON:
         properties: JSON = {}
         required: list[str] = []
+        full = message.full_name
         for index, field in enumerate(message.proto.field):
             prop = self.field_schema(field, response=response)
+            if f"{full}.{field.name}" in NAME_FIELDS:
+                prop = dict(NAME_SCHEMA)
+            prop = {**prop, **FIELD_CONSTRAINTS.get(f"{full}.{field.name}", {})}
             comment = self.d.field_comment(message, index)
             if comment:
                 prop = {**prop, "description": comment}
@@ -347,7 +404,9 @@ class Builder:
         if body:
             op["requestBody"] = self.request_body(request, body, path_fields)
 
-        op["responses"] = self.responses(method, response, rule.response_body, path)
+        op["responses"] = self.responses(
+            method, response, rule.response_body, path, has_body=bool(body)
+        )
         role = required_role(method.name)
         op["security"] = [] if role is None else [{"bearer": [role]}]
         return op
@@ -361,7 +420,15 @@ class Builder:
             parameter["description"] = comment
         if where == "path":
             parameter["required"] = True
-        parameter["schema"] = self.field_schema(field, response=False)
+        schema = self.field_schema(field, response=False)
+        if where == "path":
+            # An empty segment is no path parameter: another route, or none.
+            schema = {**schema, "minLength": 1}
+            if field.name == "name":
+                schema = dict(NAME_SCHEMA)
+        elif field.name in QUERY_ENUMS:
+            schema = {**schema, "enum": QUERY_ENUMS[field.name]}
+        parameter["schema"] = schema
         return parameter
 
     def request_body(self, request: Message, body: str, path_fields: list[str]) -> JSON:
@@ -389,6 +456,8 @@ class Builder:
         response: Message,
         response_body: str,
         path: str,
+        *,
+        has_body: bool,
     ) -> JSON:
         full = f".{response.file.package}.{response.name}"
         if response_body:
@@ -421,6 +490,8 @@ class Builder:
         if "{" in path:
             errors.append("404")
         errors += [*EXTRA_ERRORS.get(method.name, ()), "500", "503"]
+        if has_body:
+            errors.append("413")
         for status in sorted(errors):
             responses[status] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
         return responses
@@ -450,12 +521,27 @@ def http_rules(rule: Any) -> Iterator[tuple[str, str, Any]]:
         yield kind, getattr(each, kind), each
 
 
+def lua_list(name: str, lua: Path = LUA_FILTER) -> frozenset[str]:
+    """The strings of the list `local <name> = {...}` in envoy/stopcock.lua."""
+    match = re.search(rf"local {name} = \{{(.*?)\}}", lua.read_text(), re.S)
+    if match is None:
+        raise OpenApiError(f"{lua}: no {name} table")
+    return frozenset(re.findall(r'"([^"]+)"', match.group(1)))
+
+
 def lua_query_allowlist(lua: Path = LUA_FILTER) -> frozenset[str]:
     """The query parameters envoy/stopcock.lua lets through (ALLOWED_QUERY_PARAMETERS)."""
-    match = re.search(r"local ALLOWED_QUERY_PARAMETERS = \{(.*?)\}", lua.read_text(), re.S)
-    if match is None:
-        raise OpenApiError(f"{lua}: no ALLOWED_QUERY_PARAMETERS table")
-    return frozenset(re.findall(r'"([^"]+)"', match.group(1)))
+    return lua_list("ALLOWED_QUERY_PARAMETERS", lua)
+
+
+def check_query_enums(lua: Path = LUA_FILTER) -> None:
+    """The Lua filter refuses an empty value for exactly the enum-valued parameters."""
+    valued = lua_list("VALUED_QUERY_PARAMETERS", lua)
+    if valued != set(QUERY_ENUMS):
+        raise OpenApiError(
+            f"{lua}: VALUED_QUERY_PARAMETERS {sorted(valued)} differ from QUERY_ENUMS"
+            f" {sorted(QUERY_ENUMS)}"
+        )
 
 
 def error_components() -> JSON:
@@ -467,7 +553,10 @@ def error_components() -> JSON:
         }
         if status == "401":
             response["headers"] = {
-                "WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}
+                "WWW-Authenticate": {
+                    "description": 'The Bearer scheme, e.g. `Bearer realm="stopcock"`.',
+                    "schema": {"type": "string", "pattern": "^Bearer( |$)"},
+                }
             }
         if status == "503":
             response["headers"] = {
@@ -484,9 +573,10 @@ ERROR_SCHEMA: JSON = {
     "type": "object",
     "description": "The body of every error answer (HTTP status 4xx and 5xx).",
     "properties": {
-        "message": {"type": "string", "description": "Human-readable explanation."},
+        "message": {"type": "string", "minLength": 1, "description": "Human-readable explanation."},
         "error_code": {
             "type": "string",
+            "pattern": "^[A-Z][A-Za-z0-9]*$",
             "description": "Stable CamelCase code, e.g. UnknownPipelineName.",
         },
         "details": {
@@ -495,6 +585,7 @@ ERROR_SCHEMA: JSON = {
         },
     },
     "required": ["message", "error_code", "details"],
+    "additionalProperties": False,
 }
 
 
@@ -584,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = descriptor_pb2.FileDescriptorSet.FromString(args.descriptor_set.read_bytes())
     try:
+        check_query_enums()
         document, refused = build(files, lua_query_allowlist())
     except OpenApiError as exc:
         parser.exit(1, f"tools/openapi.py: {exc}\n")

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from stopcock.client.connection import CALL_TIMEOUT, Connection
+from stopcock.client.connection import CALL_TIMEOUT, CHANNEL_OPTIONS, Connection
 from stopcock.client.definition import PipelineDefinition
 from stopcock.client.errors import StopcockError, from_rpc_error
 from stopcock.client.models import (
@@ -60,7 +60,7 @@ class AsyncClient:
     ) -> None:
         self.connection = Connection.resolve(address, token)
         self.call_timeout = call_timeout
-        self._channel = grpc.aio.insecure_channel(self.connection.address)
+        self._channel = grpc.aio.insecure_channel(self.connection.address, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.PipelineServiceStub(self._channel)
 
     @property

@@ -15,6 +15,10 @@ TOKEN_ENV = "STOPCOCK_TOKEN"
 CALL_TIMEOUT = 30.0  # seconds: unary calls answer at once; this only bounds a wedged server
 
 Metadata = tuple[tuple[str, str], ...]
+# gRPC's default receive limit (4 MiB) is far below what the manager sends
+# (a pipeline may hold a 64 MiB program; see stopcock.limits): the client
+# takes whatever its manager answers.
+CHANNEL_OPTIONS = (("grpc.max_receive_message_length", -1),)
 
 
 @dataclass(frozen=True)

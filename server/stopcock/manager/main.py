@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from stopcock import flow_control
+from stopcock import flow_control, limits
 from stopcock.manager.api_keys import ApiKeys
 from stopcock.manager.auth import Authenticator, AuthInterceptor
 from stopcock.manager.auth_settings import AuthConfigError, AuthSettings, require_loopback
@@ -50,7 +50,15 @@ async def serve(settings: Settings, auth: AuthSettings) -> None:
     await lifecycle.open()
     serve_metrics(settings.bind_address, settings.metrics_port, lifecycle.statuses)
 
-    server = grpc.aio.server(interceptors=interceptors, options=flow_control.OPTIONS)
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        # gRPC's default (4 MiB) would refuse programs long before the REST
+        # face's own limit; see stopcock.limits. Sending is not limited.
+        options=[
+            ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),
+            *flow_control.OPTIONS,
+        ],
+    )
     pb_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(lifecycle, api_keys), server)
     # grpc_health exposes its asyncio servicer as `health.aio` (untyped).
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
