@@ -12,8 +12,16 @@ measures in one run:
    fsync of the same bytes on the same disk (bench.suspend).
 4. REST ingress throughput in rows/s, beside json.loads + executemany of the
    same bodies into an in-memory SQLite table (bench.ingress).
+5. Large bodies (bench.bodies): ingress of one NDJSON body of 1 MiB, 64 MiB
+   and 1 GiB (streamed from a generator) in rows/s beside json.loads +
+   executemany of the same rows, with the peak memory of the runtime, the
+   manager and Envoy sampled during the transfer; then `SELECT * FROM t`
+   over the 1 GiB table (~1 GiB of NDJSON) read streaming by a separate
+   reader process: time to first row, rows/s beside a sqlite3 cursor +
+   json.dumps of the same rows, and every process's peak memory.
 
-`--skip SECTION` leaves a section out (get, force-stop, suspend, ingress).
+`--skip SECTION` leaves a section out (get, force-stop, suspend, ingress,
+bodies).
 
 It prints a table (bench.report) and, with `--json PATH`, writes the
 figures as JSON. Targets are reported as met / not met; the exit status is
@@ -42,7 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from bench import force_stop, ingress, procs, suspend
+from bench import bodies, force_stop, ingress, procs, suspend
 from bench.load import BenchError, Comparison, CpuProbe, compare, grpc_subject, wrk_subject
 from bench.report import Figures, Setup, as_json, observe, render
 from tests.support import Stack
@@ -50,7 +58,7 @@ from tests.support import Stack
 GET_PIPELINE = "bench-get"
 STOP_PIPELINE = "bench-stop"
 INGRESS_PIPELINE = "bench-ingress"
-SECTIONS = ("get", "force-stop", "suspend", "ingress")
+SECTIONS = ("get", "force-stop", "suspend", "ingress", "bodies")
 
 
 def _progress(message: str) -> None:
@@ -100,6 +108,8 @@ class Options:
     ingress_batches: int
     ingress_batch_rows: int
     ingress_rounds: int
+    bodies_sizes: list[tuple[int, int]]
+    bodies_name_bytes: int
 
 
 def _measure(stack: Stack, opts: Options, wrk: str) -> Figures:
@@ -152,6 +162,23 @@ def _measure(stack: Stack, opts: Options, wrk: str) -> Figures:
             for clients in opts.ingress_clients
         ]
         figures = replace(figures, ingress=runs)
+    if "bodies" not in opts.skip:
+        hops = bodies.Hops(
+            base_url=f"http://127.0.0.1:{stack.rest_port}",
+            manager=manager,
+            envoy=envoy,
+            create=lambda name, config: stack.create(name, runtime_config=config),
+            start=stack.start,
+            force_stop=stack.force_stop,
+            runtime_pid=lambda name: stack.runtime_pids(name)[0],
+        )
+        result = bodies.run(
+            hops,
+            sizes=opts.bodies_sizes,
+            name_bytes=opts.bodies_name_bytes,
+            progress=_progress,
+        )
+        figures = replace(figures, bodies=result)
     return figures
 
 
@@ -249,6 +276,19 @@ def _parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--ingress-rounds", type=int, default=5, help="ingress: interleaved rounds (5)"
     )
+    parser.add_argument(
+        "--bodies-sizes",
+        default="1:9,64:3,1024:1",
+        metavar="MB:N,...",
+        help="bodies section: single-body sizes in MiB and repeats of each; the query reads "
+        "the largest size's table (1:9,64:3,1024:1)",
+    )
+    parser.add_argument(
+        "--bodies-name-bytes",
+        type=int,
+        default=bodies.NAME_BYTES,
+        help=f"bodies section: bytes of each row's name ({bodies.NAME_BYTES})",
+    )
     args = parser.parse_args(argv)
     counts = [args.duration, args.rounds, args.warmup, args.connections, args.cycles]
     counts += [args.ingress_batches, args.ingress_batch_rows, args.ingress_rounds]
@@ -256,11 +296,14 @@ def _parse(argv: list[str] | None) -> Options:
         parser.error("every count and duration must be at least 1")
     try:
         sizes = suspend.parse_sizes(args.suspend_sizes)
+        body_sizes = suspend.parse_sizes(args.bodies_sizes)
         clients = [int(c) for c in args.ingress_clients.split(",")]
     except ValueError as exc:
         parser.error(str(exc))
     if min(clients) < 1:
         parser.error("--ingress-clients: at least 1 client")
+    if args.bodies_name_bytes < 14:
+        parser.error("--bodies-name-bytes: at least 14 (a name starts with its row's id)")
     return Options(
         duration=args.duration,
         rounds=args.rounds,
@@ -275,6 +318,8 @@ def _parse(argv: list[str] | None) -> Options:
         ingress_batches=args.ingress_batches,
         ingress_batch_rows=args.ingress_batch_rows,
         ingress_rounds=args.ingress_rounds,
+        bodies_sizes=body_sizes,
+        bodies_name_bytes=args.bodies_name_bytes,
     )
 
 

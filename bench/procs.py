@@ -6,6 +6,14 @@ load generator near 1.0 core means the client, not the server, set the pace.
 Each load run samples utime+stime of the manager and of Envoy before and
 after, and divides by the wall time: "cores" used on average.
 
+`rss_mib` and `peak_rss_mib` read a process's resident memory (VmRSS, and
+VmHWM, its lifetime peak) from /proc/PID/status.
+
+`open_file_mib` sums the space of the files a process holds open whose path
+contains some text, deleted ones included: the runtime's database lives in
+unlinked tmpfs files (memory that is not in its RSS) and it spools a long
+ingress body into an unlinked temporary file.
+
 `leftovers` finds any process whose command line names the benchmark's
 temporary directory (Envoy's config, runtime processes' data directories),
 or any child of ours still alive, so that the report can say that nothing
@@ -45,6 +53,48 @@ def machine_busy_seconds() -> float:
     # user nice system idle iowait irq softirq steal (guest time is inside user)
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
     return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def _status_kib(pid: int, field: str) -> int | None:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(field + ":"):
+            return int(line.split()[1])  # "VmRSS:   12345 kB"
+    return None  # a zombie has no memory fields
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of `pid` now (VmRSS), in MiB; 0 if gone."""
+    return (_status_kib(pid, "VmRSS") or 0) / 1024
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident memory of `pid` over its life (VmHWM), in MiB; 0 if gone."""
+    return (_status_kib(pid, "VmHWM") or 0) / 1024
+
+
+def open_file_mib(pid: int, text: str) -> float:
+    """Allocated MiB of the files `pid` holds open whose path contains `text`; 0 if gone.
+
+    Deleted files count; a file open several times (one database, several
+    connections) counts once.
+    """
+    sizes: dict[tuple[int, int], int] = {}
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return 0.0
+    for fd in fds:
+        try:
+            if text in os.readlink(fd):
+                st = os.stat(fd)  # follows the link, deleted or not
+                sizes[(st.st_dev, st.st_ino)] = st.st_blocks * 512
+        except OSError:
+            continue  # closed meanwhile
+    return sum(sizes.values()) / (1 << 20)
 
 
 def alive(pid: int) -> bool:

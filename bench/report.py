@@ -12,11 +12,14 @@ processes left behind.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench import bodies as bodies_bench
 from bench import ingress as ingress_bench
 from bench import suspend as suspend_bench
+from bench.bodies import BodiesResult, QueryBodies, QueryRun, SizeBodies
 from bench.force_stop import Latency, StopCycle
 from bench.ingress import IngressComparison, IngressRun
 from bench.load import Comparison, LoadRun
@@ -50,6 +53,7 @@ class Figures:
     stops: list[StopCycle] | None = None
     suspend: list[SizeResult] | None = None
     ingress: list[IngressComparison] | None = None
+    bodies: BodiesResult | None = None
 
 
 def _met(ok: bool) -> str:
@@ -98,6 +102,8 @@ def render(setup: Setup, figures: Figures, observations: list[str]) -> str:
         lines += ["", *suspend_section(figures.suspend)]
     if figures.ingress:
         lines += ["", *ingress_section(figures.ingress)]
+    if figures.bodies is not None and figures.bodies.sizes:
+        lines += ["", *bodies_section(figures.bodies)]
     lines += ["", "Observations", *(f"  - {o}" for o in observations)]
     return "\n".join(lines)
 
@@ -260,6 +266,140 @@ def ingress_section(comparisons: list[IngressComparison]) -> list[str]:
     return lines
 
 
+def _size_label(mb: int) -> str:
+    return f"{mb // 1024} GiB" if mb % 1024 == 0 else f"{mb} MiB"
+
+
+def _other(machine: float, ours: list[float]) -> float:
+    return max(0.0, machine - sum(ours)) if machine > 0 else 0.0
+
+
+def _bodies_cores(runs: list[IngressRun]) -> str:
+    def med(attr: str) -> float:
+        return SizeBodies.med(runs, attr)
+
+    cores = [med(a) for a in ("client_cores", "manager_cores", "envoy_cores", "runtime_cores")]
+    return " / ".join(f"{c:.2f}" for c in [*cores, _other(med("machine_cores"), cores)])
+
+
+def _rss_target(result: BodiesResult) -> SizeBodies:
+    """The size the memory target applies to: the largest measured (1 GiB by default)."""
+    return max(result.sizes, key=lambda s: s.mb)
+
+
+def _rise(before: dict[str, float], peak: dict[str, float], role: str) -> str:
+    return f"{before.get(role, math.nan):.0f} -> {peak.get(role, math.nan):.0f}"
+
+
+def _rss(size: SizeBodies, role: str) -> str:
+    return _rise(size.memory_before, size.memory_peak, role)
+
+
+def _query_row(label: str, q: QueryRun) -> str:
+    cores = [q.client_cores, q.manager_cores, q.envoy_cores, q.runtime_cores]
+    cells = " / ".join(f"{c:.2f}" for c in [*cores, _other(q.machine_cores, cores)])
+    return (
+        f"  {label:<36}{q.first_row_ms:>9.1f}{q.rows_per_s:>10.0f}"
+        f"{q.bytes / q.seconds / bodies_bench.MB:>8.1f}{q.seconds:>8.1f}   {cells}"
+    )
+
+
+def bodies_section(result: BodiesResult) -> list[str]:
+    lines = [
+        "Bodies: one NDJSON body per request through Envoy, one client, vs json.loads + "
+        "executemany of",
+        f"  the same rows ({{id, name}}, {result.name_bytes}-byte names, {result.row_bytes} "
+        "bytes a row) into an in-memory table, one transaction per body; medians",
+        f"  {'size':<8}{'rows/body':>10}{'runs':>5}{'ingress/s':>11}{'MiB/s':>7}"
+        f"{'baseline/s':>12}{'ratio':>8}{'repeats':>12}",
+    ]
+    for s in result.sizes:
+        rate = s.med(s.subject, "rows_per_s")
+        mib_s = rate * result.row_bytes / bodies_bench.MB
+        lines.append(
+            f"  {_size_label(s.mb):<8}{s.rows:>10}{len(s.subject):>5}{rate:>11.0f}{mib_s:>7.1f}"
+            f"{s.med(s.baseline, 'rows_per_s'):>12.0f}{_x(s.rows_ratio()):>8}"
+            f"{_spread(s.pair_ratios()):>12}"
+        )
+    lines.append(
+        "  CPU cores: ingress: client / manager / Envoy / runtime / other; "
+        "baseline: this process / other"
+    )
+    for s in result.sizes:
+        base = s.med(s.baseline, "client_cores")
+        base_other = _other(s.med(s.baseline, "machine_cores"), [base])
+        lines.append(
+            f"  {_size_label(s.mb):<8}{_bodies_cores(s.subject):<34}{base:.2f} / {base_other:.2f}"
+        )
+    for s in result.sizes:
+        sent = median([t for t in s.sent_s if not math.isnan(t)])
+        applied = median([t for t in s.apply_s if not math.isnan(t)])
+        if s.mb < bodies_bench.WARM_UP_MB or math.isnan(applied):
+            continue  # an apply of a few ms is below the 50 ms sampling
+        total = s.med(s.subject, "seconds")
+        what = f"  {_size_label(s.mb)}: the apply (database files growing -> answer) took "
+        what += f"{applied:.1f} of {total:.1f} s"
+        if not math.isnan(sent):
+            what += f"; the last byte left the client at {sent:.1f} s (generated while sent)"
+        lines.append(what)
+    verdicts = [
+        f"{_size_label(s.mb)} {_vs(s.rows_ratio(), bodies_bench.TARGET_RATIO)} "
+        f"{_met(s.rows_ratio() >= bodies_bench.TARGET_RATIO)}"
+        for s in result.sizes
+    ]
+    lines += [
+        f"  target: ingress >= {bodies_bench.TARGET_RATIO:.2f}x the baseline at every size: "
+        + "; ".join(verdicts),
+        "  memory during the timed ingress runs, MiB: before the first -> highest 50 ms sample; "
+        "RSS of",
+        "  runtime, manager, Envoy; VmHWM: the runtime's lifetime peak (a fresh pipeline per "
+        "size); database:",
+        "  the runtime's tmpfs files (the table, and the WAL a transaction grows; not in its "
+        "RSS); spool: on disk",
+        f"  {'size':<8}{'runtime':>12}{'VmHWM':>7}{'manager':>12}{'Envoy':>12}"
+        f"{'database':>14}{'spool':>7}{'samples':>9}",
+    ]
+    for s in result.sizes:
+        lines.append(
+            f"  {_size_label(s.mb):<8}{_rss(s, 'runtime'):>12}{s.runtime_hwm_mib:>7.0f}"
+            f"{_rss(s, 'manager'):>12}{_rss(s, 'Envoy'):>12}{_rss(s, 'database'):>14}"
+            f"{s.memory_peak.get('spool', math.nan):>7.0f}{s.samples:>9}"
+        )
+    big = _rss_target(result)
+    peak = max(big.runtime_hwm_mib, big.memory_peak.get("runtime", 0.0))
+    lines.append(
+        f"  target: runtime peak RSS <= {bodies_bench.RSS_TARGET_MIB:.0f} MiB during the "
+        f"{_size_label(big.mb)} ingress: {peak:.0f} MiB (VmHWM), "
+        f"{_met(peak <= bodies_bench.RSS_TARGET_MIB)}"
+    )
+    if result.query is not None:
+        lines += ["", *_query_section(result.query)]
+    return lines
+
+
+def _query_section(q: QueryBodies) -> list[str]:
+    peaks = ", ".join(
+        f"{role} {_rise(q.memory_before, q.memory_peak, role)}" for role in bodies_bench.ROLES
+    )
+    client = q.memory_peak.get("client", math.nan)
+    worst = max(q.memory_peak.values())
+    return [
+        f"Query: {q.sql} over the largest table ({q.table_rows} rows, "
+        f"{q.subject.bytes / 1e6:.0f} MB of NDJSON), read streaming",
+        f"  {'':<36}{'1st row ms':>9}{'rows/s':>10}{'MiB/s':>8}{'s':>8}   CPU cores: "
+        "client / manager / Envoy / runtime / other",
+        _query_row("REST query (bench.reader process)", q.subject),
+        _query_row("sqlite3 cursor + json.dumps (baseline)", q.baseline),
+        f"  {'ratio query / baseline':<36}"
+        f"{_x(ratio(q.subject.first_row_ms, q.baseline.first_row_ms)):>9}{_x(q.rows_ratio()):>10}",
+        f"  peak RSS, MiB (before -> highest 50 ms sample): {peaks}; the reader {client:.0f}; "
+        f"runtime VmHWM {q.runtime_hwm_mib:.0f}",
+        f"  bounded memory (no target given; the ingress goal, {bodies_bench.RSS_TARGET_MIB:.0f} "
+        f"MiB, for every process): {worst:.0f} MiB at most, "
+        f"{_met(worst <= bodies_bench.RSS_TARGET_MIB)}",
+    ]
+
+
 def _cells(latency: Latency) -> list[str]:
     return [f"{latency.p50:.1f}", f"{latency.p99:.1f}", f"{latency.max:.1f}"]
 
@@ -312,6 +452,8 @@ def observe(setup: Setup, figures: Figures, leftovers: list[str]) -> list[str]:
         notes.append(f"observing Stopped over REST added {gap:.1f} ms (median) to the stop")
     notes += _suspend_notes(figures.suspend or [])
     notes += _ingress_notes(figures.ingress or [], setup.cpus)
+    if figures.bodies is not None:
+        notes += _bodies_notes(figures.bodies, setup.cpus)
     if leftovers:
         notes.append("processes left behind: " + "; ".join(leftovers))
     else:
@@ -412,6 +554,87 @@ def _ingress_notes(comparisons: list[IngressComparison], cpus: int) -> list[str]
                 "the median is the figure to use"
             )
     return notes
+
+
+def _bodies_notes(result: BodiesResult, cpus: int) -> list[str]:
+    notes = []
+    for s in result.sizes:
+        where = f"bodies {_size_label(s.mb)} ingress"
+        roles = ("client_cores", "manager_cores", "envoy_cores", "runtime_cores")
+        cores = {a: s.med(s.subject, a) for a in roles}
+        machine = s.med(s.subject, "machine_cores")
+        busiest = max(cores, key=lambda a: cores[a])
+        pace = [
+            f"the busiest process is the {busiest.removesuffix('_cores')} at "
+            f"{cores[busiest]:.2f} cores"
+        ]
+        if machine >= 0.9 * cpus:
+            pace.append(f"{machine:.2f} of {cpus} CPUs busy (the machine is saturated)")
+        other = _other(machine, list(cores.values()))
+        if other >= 0.2:
+            pace.append(f"other processes used {other:.2f} cores")
+        notes.append(f"{where}: " + "; ".join(pace))
+        pairs = s.pair_ratios()
+        if len(pairs) > 1 and max(pairs) - min(pairs) > 0.15:
+            notes.append(
+                f"{where}: repeats' ratios spread {min(pairs):.2f}-{max(pairs):.2f}: noisy "
+                "machine, the median is the figure to use"
+            )
+    for s in result.sizes:
+        base, runtime = s.med(s.baseline, "client_cores"), s.med(s.subject, "runtime_cores")
+        if min(base, runtime) < 0.8:
+            notes.append(
+                f"bodies {_size_label(s.mb)}: the baseline got {base:.2f} cores, the runtime "
+                f"{runtime:.2f} (other work took the rest): the rows/s ratio is as much the "
+                "machine's load as the path's; CPU per row (below) is the steadier comparison"
+            )
+    big = _rss_target(result)
+    for role in ("manager", "Envoy"):  # the runtime's own working set is in the target
+        rise = big.memory_peak.get(role, 0.0) - big.memory_before.get(role, 0.0)
+        if rise >= 64:
+            notes.append(
+                f"bodies {_size_label(big.mb)}: the {role}'s RSS rose by {rise:.0f} MiB during "
+                "the ingress: body bytes in flight, held on the way (the runtime checks the "
+                "body more slowly than it arrives)"
+            )
+    database = big.memory_peak.get("database", 0.0)
+    if database > 1.5 * big.body_bytes / bodies_bench.MB:
+        notes.append(
+            f"bodies {_size_label(big.mb)}: the runtime's database files in tmpfs peaked at "
+            f"{database:.0f} MiB with bodies of {big.body_bytes / bodies_bench.MB:.0f} MiB: "
+            "the table plus the WAL of a body's one transaction (both in memory, outside "
+            "the RSS figures)"
+        )
+    for s in result.sizes:
+        path = [_us_per_row(s.subject, a) for a in _PATH]
+        notes.append(
+            f"bodies {_size_label(s.mb)} ingress: CPU us per row, client / manager / Envoy / "
+            f"runtime: {' / '.join(f'{c:.1f}' for c in path)}, together {sum(path):.1f}; "
+            f"baseline {_us_per_row(s.baseline, 'client_cores'):.1f} (when the CPUs are the "
+            "limit, their quotient is the ratio to expect)"
+        )
+    q = result.query
+    if q is not None:
+        r = q.subject
+        other = _other(
+            r.machine_cores, [r.client_cores, r.manager_cores, r.envoy_cores, r.runtime_cores]
+        )
+        path = [_us_per_row([r], a) for a in _PATH]
+        notes.append(
+            f"bodies query: CPU us per row, reader / manager / Envoy / runtime: "
+            f"{' / '.join(f'{c:.1f}' for c in path)}, together {sum(path):.1f}; baseline "
+            f"{_us_per_row([q.baseline], 'client_cores'):.1f}"
+            + (f"; other processes used {other:.2f} cores" if other >= 0.2 else "")
+        )
+    return notes
+
+
+_PATH = ("client_cores", "manager_cores", "envoy_cores", "runtime_cores")
+
+
+def _us_per_row(runs: Sequence[IngressRun | QueryRun], attr: str) -> float:
+    """Median over runs of the CPU (us) that `attr`'s process spent per row."""
+    return median([float(getattr(r, attr)) / r.rows_per_s * 1e6 for r in runs if r.rows_per_s])
 
 
 def _us_per_request(runs: list[LoadRun], attrs: tuple[str, ...]) -> float:
@@ -521,6 +744,36 @@ def as_json(setup: Setup, figures: Figures, observations: list[str]) -> dict[str
         ]
         got = figures.ingress[0].rows_ratio()
         targets["ingress_rows_ratio_ge_0_5"] = got >= ingress_bench.TARGET_RATIO
+    if figures.bodies is not None and figures.bodies.sizes:
+        doc["bodies"], more = _bodies_json(figures.bodies)
+        targets.update(more)
     doc["targets"] = targets
     doc["observations"] = observations
     return doc
+
+
+def _bodies_json(result: BodiesResult) -> tuple[dict[str, Any], dict[str, bool]]:
+    targets = {
+        f"bodies_ingress_{s.mb}mib_ratio_ge_0_5": s.rows_ratio() >= bodies_bench.TARGET_RATIO
+        for s in result.sizes
+    }
+    big = _rss_target(result)
+    peak = max(big.runtime_hwm_mib, big.memory_peak.get("runtime", 0.0))
+    targets[f"bodies_runtime_peak_rss_{big.mb}mib_le_256mib"] = peak <= bodies_bench.RSS_TARGET_MIB
+    doc: dict[str, Any] = {
+        "name_bytes": result.name_bytes,
+        "row_bytes": result.row_bytes,
+        "sizes": [
+            {
+                **{k: v for k, v in asdict(s).items() if k not in ("baseline", "subject")},
+                "rows_ratio": s.rows_ratio(),
+                "repeat_ratios": s.pair_ratios(),
+                "baseline_runs": [asdict(r) for r in s.baseline],
+                "subject_runs": [asdict(r) for r in s.subject],
+            }
+            for s in result.sizes
+        ],
+    }
+    if result.query is not None:
+        doc["query"] = {**asdict(result.query), "rows_ratio": result.query.rows_ratio()}
+    return doc, targets
