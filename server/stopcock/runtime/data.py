@@ -34,6 +34,20 @@ class DataError(Exception):
         self.details = details
 
 
+def out_of_room(error: str) -> DataError:
+    """The pipeline's memory (tmpfs) or the spool's disk is full: nothing was ingested.
+
+    Not the client's data at fault, so not a 400; not a bug, so not a 500.
+    """
+    return DataError(
+        507,
+        "InsufficientStorage",
+        f"The pipeline has no room for these rows ({error}); nothing was ingested. "
+        "Free memory (/dev/shm) or disk, or send less at a time",
+        {"error": error},
+    )
+
+
 def _bad(table: str, index: int | None, error: str) -> DataError:
     where = "" if index is None else f" (update {index})"
     return DataError(
@@ -197,6 +211,12 @@ def to_rows(
     return inserts, deletes
 
 
+def _rollback(db: sqlite3.Connection) -> None:
+    # SQLite ends some failed transactions itself (a full database does).
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 def apply(
     db: sqlite3.Connection,
     shape: TableShape,
@@ -216,13 +236,15 @@ def apply(
             db.executemany(shape.delete_sql, rows)
             count += len(rows)
     except sqlite3.Error as exc:
-        db.execute("ROLLBACK")
+        _rollback(db)
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise out_of_room(str(exc)) from exc
         message = str(exc)
         if "is not supported" in message:  # a dict or list bound as a value
             message = f"a column holds a nested value (objects and arrays are not supported): {exc}"
         raise _bad(shape.table, None, message) from exc
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
     db.execute("COMMIT")
     return count

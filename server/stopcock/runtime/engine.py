@@ -435,6 +435,8 @@ class Engine:
             return await self._apply(
                 lambda: data.apply(db, shape, inserts.batches(), deletes.batches())
             )
+        except OSError as exc:  # the spool's disk is full, or its file is gone
+            raise data.out_of_room(str(exc)) from exc
         finally:
             inserts.close()
             deletes.close()
