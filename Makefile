@@ -66,6 +66,8 @@ lint: tools
 	$(BUF) lint
 	$(VENV)/bin/ruff check server tests bench tools
 	$(VENV)/bin/ruff format --check server tests bench tools
+	# The layer contracts in pyproject.toml ([tool.importlinter]).
+	$(VENV)/bin/lint-imports
 
 typecheck: venv
 	$(VENV)/bin/mypy

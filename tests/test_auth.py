@@ -134,7 +134,7 @@ def test_roles(secured: Stack, tokens: Tokens, keys: dict[str, str]) -> None:
             pb.StartPipelineRequest(name="authz"), metadata=tuple(read.items())
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    # A JWT without a role may do nothing (see stopcock.manager.auth).
+    # A JWT without a role may do nothing (see stopcock.manager.auth.authenticator).
     roleless = bearer(tokens.rs256(stopcock_role=None))
     assert_error(
         rest_get(secured, roleless),

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from stopcock import sidecar
-from stopcock.manager.auth_settings import AuthSettings, require_loopback
+from stopcock.manager.auth.settings import AuthSettings, require_loopback
 from stopcock.manager.config import Settings
 
 from tests.support import Stack, free_port

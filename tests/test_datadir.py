@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from stopcock.manager.datadir import DataDirError, prepare
-from stopcock.manager.store import SqliteStore
+from stopcock.manager.store.sqlite import SqliteStore
 
 from tests.support import WAIT, Stack, free_port, running_stack
 from tests.test_checkpoints import checkpoint, rows

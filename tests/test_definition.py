@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from stopcock.manager import errors
-from stopcock.manager.definition import normalize_runtime_config, validate_name
+from stopcock.manager.domain import errors
+from stopcock.manager.domain.definition import normalize_runtime_config, validate_name
 
 
 @pytest.mark.parametrize("name", ["a", "a1", "A-b_c9", "x" * 63])

@@ -45,9 +45,10 @@ from typing import Any
 import pytest
 import schemathesis
 from schemathesis.core.failures import AcceptedNegativeData, ServerError
-from stopcock.manager import api_keys
-from stopcock.manager.model import now_us
-from stopcock.manager.store import ApiKeyRecord, SqliteStore
+from stopcock.manager.auth import api_keys
+from stopcock.manager.domain.model import now_us
+from stopcock.manager.store import ApiKeyRecord
+from stopcock.manager.store.sqlite import SqliteStore
 
 from tests.support import Stack
 from tests.tokens import Tokens

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
-from stopcock.manager import auth
+from stopcock.manager.auth import authenticator as auth
 from stopcock.v1 import pipeline_service_pb2 as pb
 
 from tests.support import PROGRAM, Stack, wait_until
@@ -30,7 +30,7 @@ from tests.support import PROGRAM, Stack, wait_until
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENT = REPO / "generated" / "openapi.json"
 DESCRIPTOR = REPO / "generated" / "stopcock_descriptor.pb"
-SERVICER = REPO / "server" / "stopcock" / "manager" / "servicer.py"
+SERVICER = REPO / "server" / "stopcock" / "manager" / "api" / "servicer.py"
 VERBS = ("get", "put", "post", "delete", "patch")
 JSON = dict[str, Any]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
-from stopcock.manager.servicer import PipelineServicer
+from stopcock.manager.api.servicer import PipelineServicer
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from stopcock.manager import errors, state_machine
-from stopcock.manager.model import PipelineRecord, evolve, new_record
+from stopcock.manager.domain import errors, state_machine
+from stopcock.manager.domain.model import PipelineRecord, evolve, new_record
 
 SEED_STOPPING_BODY = {
     "message": "Deployment resources status (current: 'Stopping', desired: 'Stopped') cannot "

@@ -1,7 +1,7 @@
 """The transition rules under random sequences of requests and runtime events.
 
 A hypothesis state machine drives one pipeline record through API requests
-(the pure rules of stopcock.manager.state_machine) interleaved with what the
+(the pure rules of stopcock.manager.domain.state_machine) interleaved with what the
 actor does (provisioning steps, runtime reports, deaths, kills), applied with
 model.evolve exactly as the actor applies them, and checks the contract's
 invariants after every step.
@@ -14,8 +14,8 @@ from typing import Any
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from stopcock.manager import errors, state_machine
-from stopcock.manager.model import (
+from stopcock.manager.domain import errors, state_machine
+from stopcock.manager.domain.model import (
     PROVISIONED,
     PROVISIONING,
     STOPPED,

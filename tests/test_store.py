@@ -6,14 +6,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from stopcock.manager.model import evolve, new_record
-from stopcock.manager.store import (
-    SCHEMA_VERSION,
-    ApiKeyRecord,
-    AsyncStore,
-    SchemaTooNew,
-    SqliteStore,
-)
+from stopcock.manager.domain.model import evolve, new_record
+from stopcock.manager.store import ApiKeyRecord, DuplicateKey, SchemaTooNew
+from stopcock.manager.store.sqlite import SCHEMA_VERSION, AsyncStore, SqliteStore
 
 
 def sample(name: str = "p") -> object:
@@ -81,6 +76,6 @@ def test_api_key_lookup_by_hash_sees_other_processes_writes(tmp_path: Path) -> N
     ).fetchall()
     db.close()
     assert any("USING INDEX" in row[3] for row in plan), plan
-    with pytest.raises(sqlite3.IntegrityError):  # names are unique
+    with pytest.raises(DuplicateKey):  # names are unique
         manager.put_api_key(ApiKeyRecord("id-2", "ops", "read", "cd" * 32, 2))
     manager.close()

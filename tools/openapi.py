@@ -39,7 +39,10 @@ from typing import Any
 from google.api import annotations_pb2  # registers the google.api.http option
 from google.protobuf import descriptor_pb2
 from stopcock import limits
-from stopcock.manager import api_keys, auth, convert, definition, ingress, state_machine
+from stopcock.manager.api import convert, ingress
+from stopcock.manager.auth import api_keys
+from stopcock.manager.auth import authenticator as auth
+from stopcock.manager.domain import definition, state_machine
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
 JSON = dict[str, Any]
@@ -51,7 +54,7 @@ SERVICE = "stopcock.v1.PipelineService"
 HTTP_BODY = ".google.api.HttpBody"
 
 # REST success statuses other than 200 (the manager sends them as
-# `x-http-status`; see server/stopcock/manager/servicer.py).
+# `x-http-status`; see server/stopcock/manager/api/servicer.py).
 SUCCESS_STATUS: dict[str, dict[str, str]] = {
     "CreatePipeline": {"201": "Created"},
     "PutPipeline": {"201": "Created", "200": "Replaced"},
@@ -113,7 +116,7 @@ QUERY_ENUMS: dict[str, list[str]] = {
     "selector": list(convert.SELECTORS),
     "initial": list(state_machine.INITIAL_VALUES),
     "update_format": list(ingress.UPDATE_FORMATS),
-    # stopcock/manager/ingress.py check_format: JSON only.
+    # stopcock/manager/api/ingress.py check_format: JSON only.
     "format": ["json"],
     "json_flavor": ["default"],
 }

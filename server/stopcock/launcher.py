@@ -17,7 +17,7 @@ import threading
 import time
 from types import FrameType
 
-from stopcock.manager.auth_settings import AuthConfigError, AuthSettings, require_loopback
+from stopcock.manager.auth.settings import AuthConfigError, AuthSettings, require_loopback
 from stopcock.manager.config import ConfigError, Settings
 from stopcock.manager.datadir import prepare, private_umask
 from stopcock.sidecar import EnvoySidecar

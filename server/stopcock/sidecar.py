@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import IO
 
 from google.protobuf import descriptor_pb2
-from stopcock.manager.auth_settings import AuthConfigError, AuthSettings, require_loopback
+from stopcock.manager.auth.settings import AuthConfigError, AuthSettings, require_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "envoy" / "envoy.yaml"

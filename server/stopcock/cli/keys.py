@@ -26,11 +26,11 @@ def _data_dir() -> Path:
 
 def _create_key_offline(name: str, role: str) -> str:
     """Writes the key's record into the database itself: no server needed."""
-    import sqlite3
-
-    from stopcock.manager import api_keys, errors
+    from stopcock.manager.auth import api_keys
     from stopcock.manager.datadir import DataDirError, prepare, private_umask
-    from stopcock.manager.store import SqliteStore
+    from stopcock.manager.domain import errors
+    from stopcock.manager.store import DuplicateKey, StoreError
+    from stopcock.manager.store.sqlite import SqliteStore
 
     # It may create the data directory and the database: private, as the
     # manager makes them (stopcock.manager.datadir).
@@ -47,11 +47,11 @@ def _create_key_offline(name: str, role: str) -> str:
         raise StopcockError(exc.message, exc.error_code, exc.http_status, exc.details) from None
     except DataDirError as exc:
         raise StopcockError(str(exc), "DataDirError") from None
-    except sqlite3.IntegrityError:
+    except DuplicateKey:
         raise StopcockError(
             f"an API key named '{name}' already exists", "DuplicateName", 409
         ) from None
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, StoreError) as exc:
         raise StopcockError(f"cannot write to {_data_dir()}: {exc}", "DataDirError") from None
     return key
 

@@ -17,17 +17,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from stopcock import flow_control, limits
-from stopcock.manager.api_keys import ApiKeys
-from stopcock.manager.auth import Authenticator, AuthInterceptor
-from stopcock.manager.auth_settings import AuthConfigError, AuthSettings, require_loopback
+from stopcock.manager.api.auth_interceptor import AuthInterceptor
+from stopcock.manager.api.servicer import PipelineServicer
+from stopcock.manager.auth.api_keys import ApiKeys
+from stopcock.manager.auth.authenticator import Authenticator
+from stopcock.manager.auth.jwt import JwtVerifier
+from stopcock.manager.auth.settings import AuthConfigError, AuthSettings, require_loopback
 from stopcock.manager.config import ConfigError, Settings
+from stopcock.manager.control.lifecycle import Lifecycle
+from stopcock.manager.control.runner import LocalProcessRunner
 from stopcock.manager.datadir import prepare, private_umask
-from stopcock.manager.jwt_verifier import JwtVerifier
-from stopcock.manager.lifecycle import Lifecycle
 from stopcock.manager.observability import RequestInterceptor, configure_logging, serve_metrics
-from stopcock.manager.runner import LocalProcessRunner
-from stopcock.manager.servicer import PipelineServicer
-from stopcock.manager.store import AsyncStore
+from stopcock.manager.store.sqlite import AsyncStore
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 

@@ -17,14 +17,13 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import string
 import uuid
 
-from stopcock.manager import errors
-from stopcock.manager.definition import validate_name
-from stopcock.manager.model import now_us
-from stopcock.manager.store import ApiKeyRecord, Store
+from stopcock.manager.domain import errors
+from stopcock.manager.domain.definition import validate_name
+from stopcock.manager.domain.model import now_us
+from stopcock.manager.store import ApiKeyRecord, DuplicateKey, Store
 
 PREFIX = "apikey:"
 KEY_LENGTH = 128
@@ -105,7 +104,7 @@ class ApiKeys:
         async with self._lock:
             try:
                 await self._store.put_api_key(record)
-            except sqlite3.IntegrityError:
+            except DuplicateKey:
                 raise errors.duplicate_name(name, "API key") from None
             self._keys = [*self._keys, record]
         return record, key

@@ -28,8 +28,10 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from stopcock.manager import model
-from stopcock.manager.model import (
+from stopcock.manager.control.runner import LocalProcessRunner, RuntimeProcess
+from stopcock.manager.control.runtime_client import Report, RuntimeClient
+from stopcock.manager.domain import model
+from stopcock.manager.domain.model import (
     CLEARED,
     CLEARING,
     IN_USE,
@@ -55,11 +57,9 @@ from stopcock.manager.observability import (
     pipeline_var,
     request_var,
 )
-from stopcock.manager.runner import LocalProcessRunner, RuntimeProcess
-from stopcock.manager.runtime_client import Report, RuntimeClient
 
 if TYPE_CHECKING:
-    from stopcock.manager.lifecycle import Lifecycle
+    from stopcock.manager.control.lifecycle import Lifecycle
 
 log = logging.getLogger("stopcock.actor")
 

@@ -16,7 +16,7 @@ import grpc
 from stopcock import flow_control
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
-from stopcock.manager import errors
+from stopcock.manager.domain import errors
 
 Report = pb.WatchStatusResponse
 T = TypeVar("T")

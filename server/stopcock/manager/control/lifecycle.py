@@ -21,10 +21,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from stopcock.manager import errors, state_machine
-from stopcock.manager.actor import PipelineActor
-from stopcock.manager.definition import Definition, validate_name
-from stopcock.manager.model import (
+from stopcock.manager.control.actor import PipelineActor
+from stopcock.manager.control.runner import LocalProcessRunner
+from stopcock.manager.control.runtime_client import RuntimeClient
+from stopcock.manager.domain import errors, state_machine
+from stopcock.manager.domain.definition import Definition, validate_name
+from stopcock.manager.domain.model import (
     CLEARING,
     PENDING,
     PROVISIONED,
@@ -36,8 +38,6 @@ from stopcock.manager.model import (
     now_us,
 )
 from stopcock.manager.observability import TRANSITIONS
-from stopcock.manager.runner import LocalProcessRunner
-from stopcock.manager.runtime_client import RuntimeClient
 from stopcock.manager.store import Store
 from stopcock.program import compile_program
 

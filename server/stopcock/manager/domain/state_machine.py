@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stopcock.manager import errors
-from stopcock.manager.model import (
+from stopcock.manager.domain import errors
+from stopcock.manager.domain.model import (
     CLEARED,
     CLEARING,
     PAUSED,

@@ -1,4 +1,4 @@
-"""Durable storage of pipeline records: the `Store` seam and its SQLite form.
+"""The SQLite form of the `Store` (stopcock.manager.store), the embedded default.
 
 The manager acknowledges a change only after `put` returns, so every write is
 one transaction in WAL mode with `synchronous=FULL` (the commit is fsynced:
@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
-from stopcock.manager.model import PipelineRecord
+from stopcock.manager.domain.model import PipelineRecord
+from stopcock.manager.store.protocol import ApiKeyRecord, DuplicateKey, SchemaTooNew, StoreError
 
 MIGRATIONS: list[str] = [
     # 0 -> 1: the pipelines table. JSON columns hold objects; `_since`
@@ -102,32 +104,6 @@ _INSERT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ApiKeyRecord:
-    id: str
-    name: str
-    role: str
-    key_hash: str
-    created_at: int
-
-
-class Store(Protocol):
-    """What the lifecycle and the authenticator need from durable storage."""
-
-    async def load_all(self) -> list[PipelineRecord]: ...
-    async def put(self, rec: PipelineRecord) -> None: ...
-    async def delete(self, pipeline_id: str) -> None: ...
-    async def load_api_keys(self) -> list[ApiKeyRecord]: ...
-    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
-    async def put_api_key(self, key: ApiKeyRecord) -> None: ...
-    async def delete_api_key(self, name: str) -> bool: ...
-    async def close(self) -> None: ...
-
-
-class SchemaTooNew(RuntimeError):
-    pass
-
-
 def _to_row(rec: PipelineRecord) -> list[Any]:
     row: list[Any] = []
     for name in _FIELDS:
@@ -150,9 +126,26 @@ def _from_row(row: sqlite3.Row) -> PipelineRecord:
     return PipelineRecord(**values)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _translated(method: F) -> F:
+    """Lets no sqlite3 exception out: StoreError carries its text (see protocol)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"the SQLite store failed: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
 class SqliteStore:
     """The embedded default. Blocking; wrap it in `AsyncStore`."""
 
+    @_translated
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -184,22 +177,27 @@ class SqliteStore:
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
+    @_translated
     def load_all(self) -> list[PipelineRecord]:
         rows = self._db.execute("SELECT * FROM pipelines ORDER BY name").fetchall()
         return [_from_row(r) for r in rows]
 
+    @_translated
     def put(self, rec: PipelineRecord) -> None:
         self._db.execute(_INSERT, _to_row(rec))
 
+    @_translated
     def delete(self, pipeline_id: str) -> None:
         self._db.execute("DELETE FROM pipelines WHERE id = ?", (pipeline_id,))
 
+    @_translated
     def load_api_keys(self) -> list[ApiKeyRecord]:
         rows = self._db.execute(
             "SELECT id, name, role, key_hash, created_at FROM api_keys ORDER BY name"
         ).fetchall()
         return [ApiKeyRecord(*row) for row in rows]
 
+    @_translated
     def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         """The key with this hash, as committed now (by any process).
 
@@ -213,16 +211,23 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else ApiKeyRecord(*row)
 
+    @_translated
     def put_api_key(self, key: ApiKeyRecord) -> None:
-        """Inserts a key; raises sqlite3.IntegrityError if the name is taken."""
-        self._db.execute(
-            "INSERT INTO api_keys (id, name, role, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-            (key.id, key.name, key.role, key.key_hash, key.created_at),
-        )
+        """Inserts a key; DuplicateKey if its name is taken."""
+        try:
+            self._db.execute(
+                "INSERT INTO api_keys (id, name, role, key_hash, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key.id, key.name, key.role, key.key_hash, key.created_at),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateKey(f"an API key named '{key.name}' already exists") from exc
 
+    @_translated
     def delete_api_key(self, name: str) -> bool:
         return self._db.execute("DELETE FROM api_keys WHERE name = ?", (name,)).rowcount > 0
 
+    @_translated
     def close(self) -> None:
         self._db.close()
 

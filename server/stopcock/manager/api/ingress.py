@@ -9,8 +9,8 @@ from __future__ import annotations
 import uuid
 
 from stopcock.internal.v1 import runtime_service_pb2 as runtime_pb
-from stopcock.manager import errors
-from stopcock.manager.model import PipelineRecord
+from stopcock.manager.domain import errors
+from stopcock.manager.domain.model import PipelineRecord
 from stopcock.v1 import pipeline_service_pb2 as pb
 
 UPDATE_FORMATS = ("raw", "insert_delete")

@@ -1,8 +1,9 @@
-"""Authentication and authorization, in one place: a gRPC server interceptor.
+"""Authentication and authorization rules, in one place.
 
 Every call, native gRPC or REST through Envoy (which forwards the
-`Authorization` header as metadata), passes here, so both faces behave the
-same. The rules:
+`Authorization` header as metadata), is checked here by the API's
+interceptor (stopcock.manager.api.auth_interceptor), so both faces behave
+the same. The rules:
 
   * open: health checking, reflection, and CheckHealth (`GET /healthz`);
   * read: the calls that only read (below);
@@ -25,14 +26,10 @@ No credential is ever logged or echoed: refusals say why, never what.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
 
-import grpc
-from stopcock.manager import errors
-from stopcock.manager.api_keys import PREFIX, ApiKeys
-from stopcock.manager.jwt_verifier import JwtVerifier, TokenRejected
-from stopcock.manager.servicer import abort_args
+from stopcock.manager.auth.api_keys import PREFIX, ApiKeys
+from stopcock.manager.auth.jwt import JwtVerifier, TokenRejected
+from stopcock.manager.domain import errors
 
 log = logging.getLogger("stopcock.auth")
 
@@ -53,13 +50,6 @@ READ_METHODS = frozenset(
     )
 )
 ROLES = ("read", "write")
-
-if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-    _Interceptor = grpc.aio.ServerInterceptor
 
 
 def required_role(method: str) -> str | None:
@@ -123,58 +113,3 @@ class Authenticator:
         if actual in ("write", required):
             return
         raise insufficient_permissions(required, actual)
-
-
-def _refusing_handler(handler: Handler, err: errors.ApiError) -> Handler:
-    code, details, trailing = abort_args(err)
-    if err.http_status == 401:
-        trailing = (*trailing, ("www-authenticate", 'Bearer realm="stopcock"'))
-
-    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, details, trailing)
-
-    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, details, trailing)
-        yield  # unreachable; makes this an async generator like the handler
-
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            refuse_stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            refuse,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-
-
-class AuthInterceptor(_Interceptor):
-    def __init__(self, authenticator: Authenticator) -> None:
-        self._auth = authenticator
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler  # unknown method: gRPC answers UNIMPLEMENTED
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        authorization = metadata.get("authorization")
-        try:
-            await self._auth.check(
-                handler_call_details.method,
-                authorization if isinstance(authorization, str) else None,
-            )
-        except errors.ApiError as err:
-            return _refusing_handler(handler, err)
-        return handler

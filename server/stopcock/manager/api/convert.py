@@ -12,9 +12,9 @@ from collections import OrderedDict
 from typing import Any
 
 from google.protobuf import struct_pb2
-from stopcock.manager import errors
-from stopcock.manager.definition import Definition, validate_definition
-from stopcock.manager.model import PLATFORM_VERSION, PipelineRecord, rfc3339
+from stopcock.manager.domain import errors
+from stopcock.manager.domain.definition import Definition, validate_definition
+from stopcock.manager.domain.model import PLATFORM_VERSION, PipelineRecord, rfc3339
 from stopcock.v1 import pipeline_service_pb2 as pb
 
 SELECTORS = ("all", "status")

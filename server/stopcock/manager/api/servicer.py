@@ -27,11 +27,12 @@ from google.api import httpbody_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from stopcock.manager import convert, errors, ingress
-from stopcock.manager.api_keys import ApiKeys
-from stopcock.manager.lifecycle import Lifecycle
-from stopcock.manager.logs import read_log
-from stopcock.manager.model import PLATFORM_VERSION
+from stopcock.manager.api import convert, ingress
+from stopcock.manager.auth.api_keys import ApiKeys
+from stopcock.manager.control.lifecycle import Lifecycle
+from stopcock.manager.control.logs import read_log
+from stopcock.manager.domain import errors
+from stopcock.manager.domain.model import PLATFORM_VERSION
 from stopcock.manager.store import ApiKeyRecord
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
@@ -109,7 +110,7 @@ def _guard(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     return wrapper
 
 
-OPENAPI = Path(__file__).resolve().parents[3] / "generated" / "openapi.json"
+OPENAPI = Path(__file__).resolve().parents[4] / "generated" / "openapi.json"
 
 
 @functools.cache

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from stopcock.manager import errors
-from stopcock.manager.model import JsonObject
+from stopcock.manager.domain import errors
+from stopcock.manager.domain.model import JsonObject
 
 NAME_PATTERN = r"^([A-Za-z0-9][-A-Za-z0-9_]*)?[A-Za-z0-9]$"
 NAME_PATTERN_DESCRIPTION = (
