@@ -108,12 +108,12 @@ def test_a_pipeline_without_checkpoints_starts_empty_and_keeps_two(stack: Stack,
     # The runtime reports its checkpoints; the manager records them as soon as
     # the report arrives, which may be just after checkpoint_status answered.
     details = wait_until(
-        lambda: [
-            c
-            for c in stack.get(name)["storage_status_details"]["checkpoints"]
-            if c["sequence_number"] >= 1
-        ],
-        "the last two checkpoints to be listed",
+        lambda: (
+            (listed := stack.get(name)["storage_status_details"]["checkpoints"])
+            and listed[-1]["sequence_number"] == 2
+            and listed
+        ),
+        "the last checkpoint to be listed",
     )
     assert [c["sequence_number"] for c in details] == [1, 2]
     assert [c["processed_records"] for c in details] == [2, 3]

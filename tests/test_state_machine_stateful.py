@@ -3,8 +3,9 @@
 A hypothesis state machine drives one pipeline record through API requests
 (the pure rules of stopcock.manager.domain.state_machine) interleaved with what the
 actor does (provisioning steps, runtime reports, deaths, kills), applied with
-model.evolve exactly as the actor applies them, and checks the contract's
-invariants after every step.
+model.evolve exactly as the actor applies them — resource transitions from
+the actor's own table (stopcock.manager.domain.transitions), every write
+checked against it — and checks the contract's invariants after every step.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from stopcock.manager.domain import errors, state_machine
+from stopcock.manager.domain import errors, state_machine, transitions
 from stopcock.manager.domain.model import (
     PROVISIONED,
     PROVISIONING,
@@ -26,13 +27,6 @@ from stopcock.manager.domain.model import (
     evolve,
     new_record,
 )
-
-STOPPING_CHANGES: dict[str, Any] = {
-    "resources_status": STOPPING,
-    "resources_desired": STOPPED,
-    "runtime_desired": None,
-    "runtime_status": None,
-}
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -57,8 +51,14 @@ class Lifecycle(RuleBasedStateMachine):
     def apply(self, changes: dict[str, Any] | None) -> None:
         if changes:
             self.clock += 1
-            self.rec = evolve(self.rec, at=self.clock, **changes)
+            new = evolve(self.rec, at=self.clock, **changes)
+            transitions.check(self.rec, new)  # as every write of the manager is
+            self.rec = new
             self.versions.append(self.rec.refresh_version)
+
+    def move(self, to: str, **extra: Any) -> None:
+        """A resource transition, from the one table the actor uses."""
+        self.apply(transitions.changes(self.rec, to, **extra))
 
     # -- requests --------------------------------------------------------
 
@@ -106,32 +106,27 @@ class Lifecycle(RuleBasedStateMachine):
     @rule()
     def provision_step(self) -> None:
         if self.rec.resources_status == STOPPED:
-            self.apply({"resources_status": PROVISIONING, "storage_status": "InUse"})
+            self.move(PROVISIONING, deployment_id="d")
         elif self.rec.resources_status == PROVISIONING:
-            self.apply({"resources_status": PROVISIONED, "runtime_status": "Initializing"})
+            self.move(PROVISIONED, deployment_location="127.0.0.1:1")
         elif self.rec.resources_status == PROVISIONED and self.rec.runtime_desired:
             wanted = self.rec.runtime_desired
             self.apply({"runtime_status": wanted})
             if wanted == "Suspended":
-                self.apply(STOPPING_CHANGES)  # the suspend completed
+                self.move(STOPPING)  # the suspend completed
 
     @precondition(lambda self: self.rec.resources_status in (PROVISIONING, PROVISIONED))
     @rule()
     def runtime_dies(self) -> None:
-        self.apply(
-            {
-                **STOPPING_CHANGES,
-                "deployment_error": {"message": "x", "error_code": "E", "details": None},
-            }
-        )
+        self.move(STOPPING, deployment_error={"message": "x", "error_code": "E", "details": None})
 
     @precondition(lambda self: self.rec.resources_desired == STOPPED)
     @rule()
     def stop_step(self) -> None:
         if self.rec.resources_status in (PROVISIONING, PROVISIONED):
-            self.apply(STOPPING_CHANGES)
+            self.move(STOPPING)
         elif self.rec.resources_status == STOPPING:
-            self.apply({"resources_status": STOPPED, "deployment_initial": None})
+            self.move(STOPPED)
         elif self.rec.storage_status == "Clearing":
             self.apply({"storage_status": "Cleared"})
 

@@ -12,10 +12,10 @@ otherwise.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from stopcock.contract import error_codec
 
 if TYPE_CHECKING:
     from stopcock.client.models import Pipeline
@@ -98,21 +98,13 @@ def from_rpc_error(exc: grpc.RpcError, address: str) -> StopcockError:
     """The StopcockError a failed call stands for (see the module doc)."""
     code = exc.code()
     # (key, value) pairs in both grpc and grpc.aio, whatever grpc-stubs says.
-    pairs: Any = exc.trailing_metadata() or ()
-    trailers: dict[str, Any] = dict(pairs)
-    body = trailers.get("x-stopcock-error")
-    if isinstance(body, str):
-        try:
-            parsed = json.loads(body)
-            return StopcockError(
-                str(parsed["message"]),
-                str(parsed["error_code"]),
-                int(str(trailers.get("x-http-status", _HTTP_STATUS.get(code, 500)))),
-                parsed.get("details"),
-                code.name,
-            )
-        except (ValueError, KeyError, TypeError):
-            pass  # not the shape we know: fall back to the gRPC status below
+    pairs: Any = exc.trailing_metadata()
+    body = error_codec.decode(pairs, _HTTP_STATUS.get(code, 500))
+    if body is not None:
+        return StopcockError(
+            body.message, body.error_code, body.http_status, body.details, code.name
+        )
+    # Not the shape we know: fall back to the gRPC status below.
     details = exc.details() or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
         reason = details.rsplit(": ", 1)[-1]

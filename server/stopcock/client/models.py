@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
+from stopcock.contract.statuses import Resources, Runtime
 from stopcock.v1 import pipeline_service_pb2 as pb
 
-# Statuses (the proto keeps them as strings; see its comments for every value).
-STOPPED = "Stopped"
-RUNNING = "Running"
-PAUSED = "Paused"
+# Statuses (the proto keeps them as strings; stopcock.contract names them all).
+STOPPED = Resources.STOPPED.value
+RUNNING = Runtime.RUNNING.value
+PAUSED = Runtime.PAUSED.value
 
 
 def plain(value: Any) -> Any:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from stopcock.contract.statuses import RUNTIME_DESIRABLE, Runtime
 from stopcock.program import load_program
 from stopcock.runtime import data
 from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
@@ -58,12 +59,12 @@ from stopcock.runtime.spool import Spool
 log = logging.getLogger("stopcock.runtime")
 T = TypeVar("T")
 
-INITIALIZING = "Initializing"
-RUNNING = "Running"
-PAUSED = "Paused"
-SUSPENDED = "Suspended"
-FAILED = "Failed"
-DESIRABLE = (RUNNING, PAUSED, SUSPENDED)
+INITIALIZING = Runtime.INITIALIZING.value
+RUNNING = Runtime.RUNNING.value
+PAUSED = Runtime.PAUSED.value
+SUSPENDED = Runtime.SUSPENDED.value
+FAILED = Runtime.FAILED.value
+DESIRABLE = tuple(status.value for status in RUNTIME_DESIRABLE)
 SUSPEND_BACKOFF_MAX = 5.0
 
 

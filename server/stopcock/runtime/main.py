@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 from stopcock import flow_control
+from stopcock.contract.runtime_spec import RuntimeSpec
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.runtime.checkpoints import CheckpointStore
 from stopcock.runtime.engine import Engine
@@ -73,23 +74,23 @@ def write_atomically(path: Path, data: str) -> None:
 
 
 async def serve(run_dir: Path, ready_fd: int) -> None:
-    spec = json.loads((run_dir / "spec.json").read_text())
+    spec = RuntimeSpec.read(run_dir)
     faults = Faults.from_env()
     if faults.startup_delay_secs:
         await asyncio.sleep(faults.startup_delay_secs)
 
-    config = spec["runtime_config"]
+    config = spec.runtime_config
     storage = None
     if config.get("storage") is not None:
-        storage = CheckpointStore(Path(spec["storage_dir"]), faults)
+        storage = CheckpointStore(Path(spec.storage_dir), faults)
     ft = config.get("fault_tolerance") or {}
     interval = None
     if ft.get("model", "none") != "none":
         interval = float(ft.get("checkpoint_interval_secs", 60))
     engine = Engine(
-        deployment_id=spec["deployment_id"],
-        program_code=spec["program_code"],
-        initial=spec["initial"],
+        deployment_id=spec.deployment_id,
+        program_code=spec.program_code,
+        initial=spec.initial,
         storage=storage,
         checkpoint_interval=interval,
         query_timeout=float(config.get("query_timeout_secs", DEFAULT_QUERY_TIMEOUT)),
@@ -99,7 +100,7 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
     # from gRPC clients that send bigger messages.
     limit = 256 << 20
     server = grpc.aio.server(
-        interceptors=[TokenCheck(spec["runtime_token"])],
+        interceptors=[TokenCheck(spec.runtime_token)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -115,11 +116,11 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
     await server.start()
     write_atomically(
         run_dir / "runtime.json",
-        json.dumps({"pid": os.getpid(), "port": port, "deployment_id": spec["deployment_id"]}),
+        json.dumps({"pid": os.getpid(), "port": port, "deployment_id": spec.deployment_id}),
     )
     os.write(ready_fd, f"{port}\n".encode())
     os.close(ready_fd)
-    log.info("runtime for deployment %s listening on 127.0.0.1:%d", spec["deployment_id"], port)
+    log.info("runtime for deployment %s listening on 127.0.0.1:%d", spec.deployment_id, port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
+from stopcock.contract import error_codec
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.runtime.data import DataError
@@ -47,15 +48,10 @@ _CODES = {
 async def _refuse(
     context: Context, http_status: int, code: str, message: str, details: dict[str, Any]
 ) -> NoReturn:
-    body = json.dumps(
-        {"message": message, "error_code": code, "details": details},
-        ensure_ascii=True,
-        separators=(", ", ": "),
-    )
     await context.abort(
         _CODES.get(http_status, grpc.StatusCode.INTERNAL),
         message,
-        (("x-http-status", str(http_status)), ("x-stopcock-error", body)),
+        error_codec.encode(error_codec.ErrorBody(http_status, code, message, details)),
     )
 
 

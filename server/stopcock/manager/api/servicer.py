@@ -27,6 +27,7 @@ from google.api import httpbody_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from stopcock.contract import error_codec
 from stopcock.manager.api import convert, ingress
 from stopcock.manager.auth.api_keys import ApiKeys
 from stopcock.manager.control.lifecycle import Lifecycle
@@ -61,13 +62,12 @@ def abort_args(err: errors.ApiError) -> tuple[grpc.StatusCode, str, tuple[Any, .
         code=getattr(code_pb2, err.grpc_code), message=err.message, details=[detail]
     )
     converted = rpc_status.to_status(status)
-    body = json.dumps(err.body(), ensure_ascii=True, separators=(", ", ": "))
-    trailing = (
-        *converted.trailing_metadata,
-        ("x-http-status", str(err.http_status)),
-        ("x-stopcock-error", body),
+    body = error_codec.ErrorBody(err.http_status, err.error_code, err.message, err.details)
+    return (
+        converted.code,
+        converted.details,
+        (*converted.trailing_metadata, *error_codec.encode(body)),
     )
-    return converted.code, converted.details, trailing
 
 
 # Envoy's limit on an upstream response's headers and trailers (envoy.yaml:
@@ -131,7 +131,7 @@ def _ndjson(chunk: bytes) -> pb.QueryPipelineResponse:
 
 
 async def _http_status(context: Context, status: int) -> None:
-    await context.send_initial_metadata((("x-http-status", str(status)),))
+    await context.send_initial_metadata(((error_codec.STATUS_TRAILER, str(status)),))
 
 
 def _api_key(record: ApiKeyRecord) -> pb.ApiKey:

@@ -28,14 +28,14 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from stopcock.contract.runtime_spec import RuntimeSpec
 from stopcock.manager.control.runner import LocalProcessRunner, RuntimeProcess
 from stopcock.manager.control.runtime_client import Report, RuntimeClient
-from stopcock.manager.domain import model
+from stopcock.manager.domain import model, transitions
 from stopcock.manager.domain.model import (
     CLEARED,
     CLEARING,
-    IN_USE,
-    INITIALIZING,
+    FAILED,
     PROGRAM_ERRORS,
     PROVISIONED,
     PROVISIONING,
@@ -63,7 +63,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stopcock.actor")
 
-FAILED = "Failed"  # runtime status for an unrecoverable runtime error
 MAX_BACKOFF = 5.0
 
 
@@ -132,13 +131,7 @@ class PipelineActor:
     async def _enter_stopping(
         self, rec: PipelineRecord, error: dict[str, Any] | None
     ) -> PipelineRecord:
-        changes: dict[str, Any] = {
-            "resources_status": STOPPING,
-            "resources_desired": STOPPED,
-            "runtime_desired": None,
-            "runtime_status": None,
-            "runtime_status_details": None,
-        }
+        changes = transitions.changes(rec, STOPPING)
         if error is not None:
             log.warning("pipeline %s stops with an error: %s", rec.name, error["message"])
             changes["deployment_error"] = error
@@ -220,18 +213,7 @@ class PipelineActor:
                 SUSPEND_DURATION.observe(max(0.0, model.now_us() / 1e6 - started))
                 SUSPEND_SIZE.observe(size)
                 self._suspend = None
-            await self._persist(
-                rec,
-                resources_status=STOPPED,
-                deployment_id=None,
-                deployment_location=None,
-                deployment_initial=None,
-                runtime_pid=None,
-                runtime_pid_start=None,
-                runtime_status=None,
-                runtime_status_details=None,
-                runtime_desired=None,
-            )
+            await self._persist(rec, **transitions.changes(rec, STOPPED))
             return False
         if rec.storage_status == CLEARING:
             await asyncio.to_thread(self._runner.clear_storage, rec.id)
@@ -254,11 +236,7 @@ class PipelineActor:
                 )
             return  # still compiling: the compiler pokes us when done
         await self._persist(
-            rec,
-            resources_status=PROVISIONING,
-            deployment_id=str(uuid.uuid4()),
-            deployment_error=None,
-            storage_status=IN_USE,
+            rec, **transitions.changes(rec, PROVISIONING, deployment_id=str(uuid.uuid4()))
         )
 
     async def _provisioning(self, rec: PipelineRecord) -> None:
@@ -299,9 +277,7 @@ class PipelineActor:
             port = port_future.result()
             await self._persist(
                 rec,
-                resources_status=PROVISIONED,
-                deployment_location=f"127.0.0.1:{port}",
-                runtime_status=INITIALIZING,
+                **transitions.changes(rec, PROVISIONED, deployment_location=f"127.0.0.1:{port}"),
             )
             return
         if self.proc.exited.is_set():
@@ -314,16 +290,17 @@ class PipelineActor:
                 ),
             )
 
-    def _spec(self, rec: PipelineRecord) -> dict[str, Any]:
-        return {
-            "pipeline_id": rec.id,
-            "pipeline_name": rec.name,
-            "deployment_id": rec.deployment_id,
-            "program_code": rec.program_code,
-            "runtime_config": rec.runtime_config,
-            "initial": rec.runtime_desired,
-            "storage_dir": str(self._runner.storage_dir(rec.id)),
-        }
+    def _spec(self, rec: PipelineRecord) -> RuntimeSpec:
+        assert rec.deployment_id is not None and rec.runtime_desired is not None
+        return RuntimeSpec(
+            pipeline_id=rec.id,
+            pipeline_name=rec.name,
+            deployment_id=rec.deployment_id,
+            program_code=rec.program_code,
+            runtime_config=dict(rec.runtime_config),
+            initial=rec.runtime_desired,
+            storage_dir=str(self._runner.storage_dir(rec.id)),
+        )
 
     async def _provisioned(self, rec: PipelineRecord) -> None:
         proc = self.proc

@@ -24,7 +24,7 @@ from typing import Any
 from stopcock.manager.control.actor import PipelineActor
 from stopcock.manager.control.runner import LocalProcessRunner
 from stopcock.manager.control.runtime_client import RuntimeClient
-from stopcock.manager.domain import errors, state_machine
+from stopcock.manager.domain import errors, state_machine, transitions
 from stopcock.manager.domain.definition import Definition, validate_name
 from stopcock.manager.domain.model import (
     CLEARING,
@@ -138,6 +138,8 @@ class Lifecycle:
         return self._locks.setdefault(pipeline_id, asyncio.Lock())
 
     async def _commit(self, old: PipelineRecord | None, new: PipelineRecord) -> None:
+        if old is not None:
+            transitions.check(old, new)  # a bug, not a request: fail before persisting
         await self._store.put(new)
         if old is not None and old.name != new.name:
             self._id_by_name.pop(old.name, None)

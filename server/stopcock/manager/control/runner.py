@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,18 +32,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from stopcock.contract.runtime_spec import RuntimeSpec
 
 log = logging.getLogger("stopcock.runner")
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Writes a file only its owner can read (it holds a secret), atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def process_start_time(pid: int) -> int | None:
@@ -100,14 +93,14 @@ class LocalProcessRunner:
         return self.pipeline_dir(pipeline_id) / "storage"
 
     async def spawn(
-        self, pipeline_id: str, spec: dict[str, Any], on_event: Callable[[], None]
+        self, pipeline_id: str, spec: RuntimeSpec, on_event: Callable[[], None]
     ) -> RuntimeProcess:
         run_dir = self.run_dir(pipeline_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.storage_dir(pipeline_id).mkdir(parents=True, exist_ok=True)
         (run_dir / "runtime.json").unlink(missing_ok=True)
         token = secrets.token_urlsafe(32)
-        _write_private(run_dir / "spec.json", json.dumps({**spec, "runtime_token": token}))
+        dataclasses.replace(spec, runtime_token=token).write(run_dir)
         read_fd, write_fd = os.pipe()
         os.set_inheritable(write_fd, True)
         log_fd = os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -202,10 +195,9 @@ class LocalProcessRunner:
     def runtime_token(self, pipeline_id: str) -> str:
         """The secret of the pipeline's runtime, from the spec it was spawned with."""
         try:
-            spec = json.loads((self.run_dir(pipeline_id) / "spec.json").read_text())
+            return RuntimeSpec.read(self.run_dir(pipeline_id)).runtime_token
         except (OSError, ValueError):
             return ""
-        return str(spec.get("runtime_token", ""))
 
     def adopt(
         self,

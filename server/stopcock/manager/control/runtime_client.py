@@ -8,12 +8,12 @@ carries the deployment's secret: the runtime serves nobody else.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import grpc
 from stopcock import flow_control
+from stopcock.contract import error_codec
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.manager.domain import errors
@@ -53,17 +53,11 @@ class RuntimeClient:
 
     def _translate(self, exc: grpc.aio.AioRpcError, request: str) -> errors.ApiError:
         # grpc.aio yields (key, value) tuples here, whatever grpc-stubs says.
-        pairs: Any = exc.trailing_metadata() or ()
-        trailers: dict[str, Any] = dict(pairs)
-        body = trailers.get("x-stopcock-error")
-        if isinstance(body, str):
-            parsed = json.loads(body)
+        pairs: Any = exc.trailing_metadata()
+        body = error_codec.decode(pairs)
+        if body is not None:
             return errors.ApiError(
-                int(str(trailers.get("x-http-status", "500"))),
-                parsed["error_code"],
-                parsed["message"],
-                parsed["details"],
-                exc.code().name,
+                body.http_status, body.error_code, body.message, body.details, exc.code().name
             )
         return errors.unreachable(self._name, request, f"{exc.code().name}: {exc.details()}")
 

@@ -15,33 +15,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from stopcock.contract import statuses
+from stopcock.contract.statuses import Program, Resources, Runtime, Storage
 from stopcock.program import empty_program_error
 
 JsonObject = dict[str, Any]
 
-# Resources (deployment_resources_status / _desired_status).
-STOPPED = "Stopped"
-PROVISIONING = "Provisioning"
-PROVISIONED = "Provisioned"
-STOPPING = "Stopping"
-
-# Runtime statuses (deployment_runtime_status / _desired_status).
-UNAVAILABLE = "Unavailable"
-INITIALIZING = "Initializing"
-PAUSED = "Paused"
-RUNNING = "Running"
-SUSPENDED = "Suspended"
-
-# Storage.
-CLEARED = "Cleared"
-IN_USE = "InUse"
-CLEARING = "Clearing"
-
-# Program.
-PENDING = "Pending"
-SUCCESS = "Success"
-SQL_ERROR = "SqlError"
-PROGRAM_ERRORS = frozenset({"SqlError", "RustError", "SystemError"})
+# The contract's status names (stopcock.contract.statuses), as plain strings.
+STOPPED = Resources.STOPPED.value
+PROVISIONING = Resources.PROVISIONING.value
+PROVISIONED = Resources.PROVISIONED.value
+STOPPING = Resources.STOPPING.value
+UNAVAILABLE = Runtime.UNAVAILABLE.value
+INITIALIZING = Runtime.INITIALIZING.value
+PAUSED = Runtime.PAUSED.value
+RUNNING = Runtime.RUNNING.value
+SUSPENDED = Runtime.SUSPENDED.value
+FAILED = Runtime.FAILED.value
+CLEARED = Storage.CLEARED.value
+IN_USE = Storage.IN_USE.value
+CLEARING = Storage.CLEARING.value
+PENDING = Program.PENDING.value
+SUCCESS = Program.SUCCESS.value
+SQL_ERROR = Program.SQL_ERROR.value
+PROGRAM_ERRORS = frozenset(status.value for status in statuses.PROGRAM_ERRORS)
 
 PLATFORM_VERSION = "stopcock-0.1.0"
 

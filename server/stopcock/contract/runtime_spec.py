@@ -1,0 +1,49 @@
+"""What a runtime process is told when it is spawned: its spec file.
+
+The manager writes it (owner-only: it holds the deployment's secret) into
+the runtime's run directory before spawning it; the runtime reads it at
+start; a restarted manager reads the secret back to command a runtime it
+re-adopts. JSON, so an operator can read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SPEC_FILE = "spec.json"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSpec:
+    pipeline_id: str
+    pipeline_name: str
+    deployment_id: str
+    program_code: str
+    runtime_config: dict[str, Any]
+    initial: str  # the runtime's first desired status: Running, Paused or Suspended
+    storage_dir: str
+    runtime_token: str = ""  # every call from the manager carries it
+
+    def write(self, run_dir: Path) -> None:
+        """Writes the spec atomically, readable by its owner only."""
+        path = run_dir / SPEC_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as f:
+            json.dump(dataclasses.asdict(self), f)
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RuntimeSpec:
+        """The spec in `run_dir`; OSError or ValueError if it is missing or bad."""
+        raw = json.loads((run_dir / SPEC_FILE).read_text())
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in names})
+        except TypeError as exc:
+            raise ValueError(f"bad runtime spec: {exc}") from exc
