@@ -25,10 +25,11 @@ import json
 import logging
 import random
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from stopcock.contract.runtime_spec import RuntimeSpec
+from stopcock.manager.control.records import Records
 from stopcock.manager.control.runner import LocalProcessRunner, RuntimeProcess
 from stopcock.manager.control.runtime_client import Report, RuntimeClient
 from stopcock.manager.domain import model, transitions
@@ -58,18 +59,15 @@ from stopcock.manager.observability import (
     request_var,
 )
 
-if TYPE_CHECKING:
-    from stopcock.manager.control.lifecycle import Lifecycle
-
 log = logging.getLogger("stopcock.actor")
 
 MAX_BACKOFF = 5.0
 
 
 class PipelineActor:
-    def __init__(self, pipeline_id: str, lifecycle: Lifecycle, runner: LocalProcessRunner) -> None:
+    def __init__(self, pipeline_id: str, records: Records, runner: LocalProcessRunner) -> None:
         self.pipeline_id = pipeline_id
-        self._lc = lifecycle
+        self._records = records
         self._runner = runner
         self._wake = asyncio.Event()
         self._wake.set()
@@ -91,7 +89,7 @@ class PipelineActor:
         """Passes until the pipeline is idle (fully stopped, nothing running)."""
         loop = asyncio.get_running_loop()
         backoff = 0.05
-        rec = self._lc.by_id(self.pipeline_id)
+        rec = self._records.by_id(self.pipeline_id)
         # For log lines. The task's context was copied from whatever woke the
         # actor first; that request's id would mislabel every later pass.
         pipeline_var.set(rec.name if rec is not None else self.pipeline_id)
@@ -124,7 +122,7 @@ class PipelineActor:
     # -- helpers -------------------------------------------------------
 
     async def _persist(self, rec: PipelineRecord, **changes: Any) -> PipelineRecord:
-        new = await self._lc.write(rec, **changes)
+        new = await self._records.write(rec, **changes)
         self.poke()  # more may follow: look again
         return new
 
@@ -161,7 +159,7 @@ class PipelineActor:
     # -- the reconciliation pass ---------------------------------------
 
     async def _reconcile(self) -> bool:
-        rec = self._lc.by_id(self.pipeline_id)
+        rec = self._records.by_id(self.pipeline_id)
         if rec is None:
             await self._drop_process(kill=True)
             return True
@@ -390,7 +388,7 @@ class PipelineActor:
 
     async def _watch(self, proc: RuntimeProcess, port: int) -> None:
         """Follows the runtime's status stream; reconnects while it lives."""
-        rec = self._lc.by_id(self.pipeline_id)
+        rec = self._records.by_id(self.pipeline_id)
         self._client = client = RuntimeClient(
             port, rec.name if rec else self.pipeline_id, proc.token
         )

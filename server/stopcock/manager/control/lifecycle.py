@@ -1,13 +1,9 @@
-"""The lifecycle core: the API's operations on pipelines, and their actors.
+"""The lifecycle's commands: the API's operations on pipelines.
 
-Records live in the store and, for reads, in a write-through cache here: the
-manager is the database's only writer, so the cache is exact, and a record
-enters it only after its transaction committed (persist before visible,
-persist before acknowledge). Writes to one pipeline are serialized by its
-lock; create, rename and delete also take the names lock.
-
-API operations validate with `state_machine`, persist, then poke the
-pipeline's actor; they never wait for the work itself.
+Each validates with `state_machine`, persists through `records` (one
+transaction, before the caller is answered), then pokes the pipeline's
+actor through the `supervisor`; none waits for the work itself. Compiling a
+program is background work started here.
 """
 
 from __future__ import annotations
@@ -16,15 +12,15 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from stopcock.manager.control.actor import PipelineActor
+from stopcock.manager.control.records import Records
 from stopcock.manager.control.runner import LocalProcessRunner
 from stopcock.manager.control.runtime_client import RuntimeClient
-from stopcock.manager.domain import errors, state_machine, transitions
+from stopcock.manager.control.supervisor import Supervisor
+from stopcock.manager.domain import errors, state_machine
 from stopcock.manager.domain.definition import Definition, validate_name
 from stopcock.manager.domain.model import (
     CLEARING,
@@ -37,13 +33,10 @@ from stopcock.manager.domain.model import (
     new_record,
     now_us,
 )
-from stopcock.manager.observability import TRANSITIONS
 from stopcock.manager.store import Store
 from stopcock.program import compile_program
 
 log = logging.getLogger("stopcock.lifecycle")
-
-HISTORY = 256  # recent versions kept per pipeline for watchers that resume
 
 DEFINITION_FIELDS = (
     "name",
@@ -59,25 +52,14 @@ DEFINITION_FIELDS = (
 
 class Lifecycle:
     def __init__(self, store: Store, runner: LocalProcessRunner) -> None:
-        self._store = store
+        self.records = Records(store)
         self._runner = runner
-        self._by_id: dict[str, PipelineRecord] = {}
-        self._id_by_name: dict[str, str] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._names_lock = asyncio.Lock()
-        self._actors: dict[str, tuple[PipelineActor, asyncio.Task[None]]] = {}
+        self._supervisor = Supervisor(self.records, runner)
         self._background: set[asyncio.Task[Any]] = set()
-        self._closing = False
-        # Recent versions of each pipeline, for WatchPipeline (see `watch`).
-        self._history: dict[str, deque[PipelineRecord]] = {}
-        self._changed = asyncio.Condition()
 
     async def open(self) -> None:
         """Loads every pipeline and resumes the work that was under way."""
-        for rec in await self._store.load_all():
-            self._by_id[rec.id] = rec
-            self._id_by_name[rec.name] = rec.id
-        for rec in self._by_id.values():
+        for rec in await self.records.load():
             if rec.program_status == PENDING:
                 self._compile(rec)
             if not rec.fully_stopped or rec.storage_status == CLEARING:
@@ -85,38 +67,40 @@ class Lifecycle:
 
     async def close(self) -> None:
         """Stops the actors; runtime processes keep running (they are re-adopted)."""
-        self._closing = True
-        tasks = [task for _, task in self._actors.values()] + list(self._background)
+        await self._supervisor.close()
+        tasks = list(self._background)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    def poke(self, pipeline_id: str) -> None:
+        self._supervisor.poke(pipeline_id)
+
     # -- reads ---------------------------------------------------------
 
     def by_id(self, pipeline_id: str) -> PipelineRecord | None:
-        return self._by_id.get(pipeline_id)
+        return self.records.by_id(pipeline_id)
 
     def get(self, name: str) -> PipelineRecord:
-        pipeline_id = self._id_by_name.get(name)
-        if pipeline_id is None:
-            raise errors.unknown_pipeline(name)
-        return self._by_id[pipeline_id]
+        return self.records.get(name)
 
     def list(self) -> list[PipelineRecord]:
-        return sorted(self._by_id.values(), key=lambda r: r.name)
+        return self.records.list()
 
     def statuses(self) -> tuple[str, ...]:
-        """Every pipeline's deployment status (safe from another thread: one C-level copy)."""
-        return tuple(rec.deployment_status for rec in tuple(self._by_id.values()))
+        return self.records.statuses()
+
+    def watch(self, name: str, after_version: int) -> AsyncIterator[tuple[PipelineRecord, bool]]:
+        return self.records.watch(name, after_version)
 
     def log_path(self, name: str) -> Path:
         return self._runner.run_dir(self.get(name).id) / "runtime.log"
 
     def runtime_alive(self, pipeline_id: str) -> bool:
         """Whether the pipeline's runtime process may still write to its log."""
-        rec = self._by_id.get(pipeline_id)
+        rec = self.records.by_id(pipeline_id)
         return rec is not None and rec.resources_status != "Stopped"
 
     def runtime_for(self, name: str, request: str) -> tuple[PipelineRecord, RuntimeClient]:
@@ -126,86 +110,25 @@ class Lifecycle:
             raise errors.not_deployed(
                 rec.name, rec.deployment_status, rec.deployment_desired_status
             )
-        entry = self._actors.get(rec.id)
-        client = entry[0].client() if entry is not None else None
+        client = self._supervisor.client(rec.id)
         if client is None:
             raise errors.unreachable(rec.name, request, "the runtime is not reachable right now")
         return rec, client
 
-    # -- writes --------------------------------------------------------
-
-    def _lock(self, pipeline_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(pipeline_id, asyncio.Lock())
-
-    async def _commit(self, old: PipelineRecord | None, new: PipelineRecord) -> None:
-        if old is not None:
-            transitions.check(old, new)  # a bug, not a request: fail before persisting
-        await self._store.put(new)
-        if old is not None and old.name != new.name:
-            self._id_by_name.pop(old.name, None)
-        self._by_id[new.id] = new
-        self._id_by_name[new.name] = new.id
-        if old is not None and old.deployment_status != new.deployment_status:
-            TRANSITIONS.labels(old.deployment_status, new.deployment_status).inc()
-        self._history.setdefault(new.id, deque(maxlen=HISTORY)).append(new)
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def watch(
-        self, name: str, after_version: int
-    ) -> AsyncIterator[tuple[PipelineRecord, bool]]:
-        """Every persisted version of a pipeline after `after_version`, as it is written.
-
-        Yields (record, resumed): `resumed` is False when versions were
-        skipped (the request predates the history window, or this watcher
-        fell that far behind). Ends when the pipeline is deleted.
-        """
-        pipeline_id = self.get(name).id
-        last = after_version
-        while True:
-            current = self._by_id.get(pipeline_id)
-            if current is None:
-                return
-            if current.refresh_version > last:
-                history = self._history.get(pipeline_id) or deque([current])
-                newer = [r for r in history if r.refresh_version > last]
-                contiguous = last > 0 and bool(newer) and newer[0].refresh_version == last + 1
-                if not contiguous:
-                    newer = [current]  # start (or restart) from the current state
-                for i, rec in enumerate(newer):
-                    yield rec, contiguous or i > 0
-                last = newer[-1].refresh_version
-                continue
-
-            def changed(seen: int = last) -> bool:
-                rec = self._by_id.get(pipeline_id)
-                return rec is None or rec.refresh_version > seen
-
-            async with self._changed:
-                await self._changed.wait_for(changed)
-
-    async def write(self, rec: PipelineRecord, **changes: Any) -> PipelineRecord:
-        """Persists `changes` to the current version of `rec` (used by actors)."""
-        async with self._lock(rec.id):
-            current = self._by_id.get(rec.id)
-            if current is None:
-                raise LookupError(f"pipeline {rec.id} was deleted")
-            new = evolve(current, **changes)
-            await self._commit(current, new)
-            return new
+    # -- commands ------------------------------------------------------
 
     async def _apply(
         self, name: str, rule: Callable[[PipelineRecord], dict[str, Any] | None]
     ) -> PipelineRecord:
         """Looks up `name`, applies a state-machine rule, persists, pokes."""
         rec = self.get(name)
-        async with self._lock(rec.id):
+        async with self.records.lock(rec.id):
             rec = self.get(name)
             changes = rule(rec)
             if changes is None:
                 return rec
             new = evolve(rec, **changes)
-            await self._commit(rec, new)
+            await self.records.commit(rec, new)
         self.poke(new.id)
         return new
 
@@ -228,8 +151,8 @@ class Lifecycle:
         return await self._apply(name, state_machine.on_clear)
 
     async def create(self, d: Definition) -> PipelineRecord:
-        async with self._names_lock:
-            if d.name in self._id_by_name:
+        async with self.records.names_lock:
+            if self.records.id_of(d.name) is not None:
                 raise errors.duplicate_name(d.name)
             rec = new_record(
                 pipeline_id=str(uuid.uuid4()),
@@ -243,15 +166,15 @@ class Lifecycle:
                 tags=d.tags,
                 at=now_us(),
             )
-            await self._commit(None, rec)
+            await self.records.commit(None, rec)
         self._compile(rec)
         return rec
 
     async def put(self, name: str, d: Definition) -> tuple[PipelineRecord, bool]:
         """Creates or replaces; returns the record and whether it was created."""
         validate_name(name)
-        async with self._names_lock:
-            pipeline_id = self._id_by_name.get(name)
+        async with self.records.names_lock:
+            pipeline_id = self.records.id_of(name)
             if pipeline_id is None:
                 if d.name != name:
                     raise errors.precondition(
@@ -263,13 +186,14 @@ class Lifecycle:
                 created = False
         if created or pipeline_id is None:
             return await self.create(d), True
-        async with self._names_lock, self._lock(pipeline_id):
-            rec = self._by_id[pipeline_id]
+        async with self.records.names_lock, self.records.lock(pipeline_id):
+            rec = self.records.by_id(pipeline_id)
+            assert rec is not None
             changed = [f for f in DEFINITION_FIELDS if getattr(d, f) != getattr(rec, f)]
             state_machine.check_edit(rec, changed)
             if not changed:
                 return rec, False
-            if "name" in changed and d.name in self._id_by_name:
+            if "name" in changed and self.records.id_of(d.name) is not None:
                 raise errors.duplicate_name(d.name)
             changes: dict[str, Any] = {f: getattr(d, f) for f in changed}
             program_changed = any(f in state_machine.PROGRAM_FIELDS for f in changed)
@@ -282,24 +206,18 @@ class Lifecycle:
                     program_info=None,
                 )
             new = evolve(rec, **changes)
-            await self._commit(rec, new)
+            await self.records.commit(rec, new)
         if program_changed:
             self._compile(new)
         return new, False
 
     async def delete(self, name: str) -> None:
-        async with self._names_lock:
+        async with self.records.names_lock:
             rec = self.get(name)
-            async with self._lock(rec.id):
+            async with self.records.lock(rec.id):
                 rec = self.get(name)
                 state_machine.check_delete(rec)
-                await self._store.delete(rec.id)
-                del self._by_id[rec.id]
-                del self._id_by_name[rec.name]
-                self._history.pop(rec.id, None)
-        async with self._changed:
-            self._changed.notify_all()  # watchers of it end
-        self._locks.pop(rec.id, None)
+                await self.records.remove(rec)
         await asyncio.to_thread(self._runner.remove_pipeline, rec.id)
         self.poke(rec.id)  # a live actor notices the deletion and exits
 
@@ -316,8 +234,8 @@ class Lifecycle:
 
     async def _compile_task(self, pipeline_id: str, program_version: int, code: str) -> None:
         result = await asyncio.to_thread(compile_program, code)
-        async with self._lock(pipeline_id):
-            rec = self._by_id.get(pipeline_id)
+        async with self.records.lock(pipeline_id):
+            rec = self.records.by_id(pipeline_id)
             if rec is None or rec.program_version != program_version:
                 return  # deleted or edited meanwhile: that edit compiles anew
             new = evolve(
@@ -326,7 +244,7 @@ class Lifecycle:
                 program_info=result.program_info,
                 program_error=result.program_error,
             )
-            await self._commit(rec, new)
+            await self.records.commit(rec, new)
         log.info(
             "pipeline %s: program version %d compiled: %s",
             new.name,
@@ -334,30 +252,3 @@ class Lifecycle:
             new.program_status,
         )
         self.poke(pipeline_id)
-
-    def poke(self, pipeline_id: str) -> None:
-        """Wakes the pipeline's actor, starting one if it is not running."""
-        if self._closing:
-            return
-        entry = self._actors.get(pipeline_id)
-        if entry is not None and not entry[1].done():
-            entry[0].poke()
-            return
-        actor = PipelineActor(pipeline_id, self, self._runner)
-        task = asyncio.create_task(actor.run(), name=f"actor-{pipeline_id}")
-        self._actors[pipeline_id] = (actor, task)
-        task.add_done_callback(lambda t: self._actor_done(pipeline_id, actor, t))
-
-    def _actor_done(self, pipeline_id: str, actor: PipelineActor, task: asyncio.Task[None]) -> None:
-        entry = self._actors.get(pipeline_id)
-        if entry is not None and entry[0] is actor:
-            del self._actors[pipeline_id]
-        if task.cancelled() or self._closing:
-            return
-        if task.exception() is not None:
-            # The supervisor: an actor that crashed is restarted (its state is
-            # all in the record, so nothing is lost).
-            log.error(
-                "actor of pipeline %s crashed; restarting", pipeline_id, exc_info=task.exception()
-            )
-            asyncio.get_running_loop().call_later(0.5, self.poke, pipeline_id)
