@@ -39,59 +39,71 @@ from prometheus_client.registry import Collector
 pipeline_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("pipeline", default=None)
 request_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request", default=None)
 
-REGISTRY = CollectorRegistry(auto_describe=True)
-RPC_REQUESTS = Counter(
-    "stopcock_rpc_requests", "RPCs handled", ["method", "code"], registry=REGISTRY
-)
+# Registered in no registry here: each manager's registry (manager_registry)
+# collects them.
+RPC_REQUESTS = Counter("stopcock_rpc_requests", "RPCs handled", ["method", "code"], registry=None)
 RPC_DURATION = Histogram(
     "stopcock_rpc_duration_seconds",
     "RPC latency",
     ["method"],
-    registry=REGISTRY,
+    registry=None,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 TRANSITIONS = Counter(
     "stopcock_pipeline_transitions",
     "Deployment status changes",
     ["from", "to"],
-    registry=REGISTRY,
+    registry=None,
 )
 _SIZE_BUCKETS = tuple(float(1 << n) for n in range(12, 36, 2))  # 4 KiB .. 32 GiB
 _TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 CHECKPOINT_DURATION = Histogram(
     "stopcock_checkpoint_duration_seconds",
     "Checkpoint duration (copy, fsync, publish)",
-    registry=REGISTRY,
+    registry=None,
     buckets=_TIME_BUCKETS,
 )
 CHECKPOINT_SIZE = Histogram(
     "stopcock_checkpoint_size_bytes",
     "Checkpoint size",
-    registry=REGISTRY,
+    registry=None,
     buckets=_SIZE_BUCKETS,
 )
 SUSPEND_DURATION = Histogram(
     "stopcock_suspend_duration_seconds",
     "Suspend: stop?force=false accepted -> Stopped",
-    registry=REGISTRY,
+    registry=None,
     buckets=_TIME_BUCKETS,
 )
 SUSPEND_SIZE = Histogram(
     "stopcock_suspend_size_bytes",
     "Size of a suspend's final checkpoint",
-    registry=REGISTRY,
+    registry=None,
     buckets=_SIZE_BUCKETS,
 )
 RUNTIME_EXITS = Counter(
     "stopcock_runtime_exits",
     "Runtime processes that ended without being asked",
     ["reason"],
-    registry=REGISTRY,
+    registry=None,
 )
 READOPTIONS = Counter(
     "stopcock_runtime_readoptions",
     "Runtime processes re-adopted after a manager restart",
-    registry=REGISTRY,
+    registry=None,
+)
+
+
+_PROCESS_COLLECTORS = (
+    RPC_REQUESTS,
+    RPC_DURATION,
+    TRANSITIONS,
+    CHECKPOINT_DURATION,
+    CHECKPOINT_SIZE,
+    SUSPEND_DURATION,
+    SUSPEND_SIZE,
+    RUNTIME_EXITS,
+    READOPTIONS,
 )
 
 
@@ -113,9 +125,21 @@ class PipelinesByStatus(Collector):
         yield family
 
 
-def serve_metrics(address: str, port: int, statuses: Callable[[], Iterable[str]]) -> None:
-    REGISTRY.register(PipelinesByStatus(statuses))
-    start_http_server(port, addr=address, registry=REGISTRY)
+def manager_registry(statuses: Callable[[], Iterable[str]]) -> CollectorRegistry:
+    """One manager's registry: the process's counters, and its own pipelines gauge.
+
+    Per manager, so that two managers in one process (tests) each expose
+    their own pipelines without a duplicate registration.
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    for collector in _PROCESS_COLLECTORS:
+        registry.register(collector)
+    registry.register(PipelinesByStatus(statuses))
+    return registry
+
+
+def serve_metrics(address: str, port: int, registry: CollectorRegistry) -> None:
+    start_http_server(port, addr=address, registry=registry)
 
 
 # -- request context and RPC metrics -------------------------------------------
