@@ -31,6 +31,12 @@ def test_ingress_formats_and_query(stack: Stack, name: str) -> None:
     r = stack.rest.get(f"/v0/pipelines/{name}/completion_status", params={"token": token})
     assert r.json() == {"status": "complete", "step": None}
     stack.force_stop(name)
+    # The deployment that gave the token is gone: the token is refused.
+    stack.start(name)
+    r = stack.rest.get(f"/v0/pipelines/{name}/completion_status", params={"token": token})
+    body = assert_error(r, 400, "InvalidCompletionToken")
+    assert body["details"]["current_deployment_id"] == stack.get(name)["deployment_id"]
+    stack.force_stop(name)
 
 
 def test_a_bad_row_rejects_the_whole_request(stack: Stack, name: str) -> None:

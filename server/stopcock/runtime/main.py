@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 from stopcock import flow_control
+from stopcock.contract import defaults
 from stopcock.contract.runtime_spec import RuntimeSpec
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.runtime.checkpoints import CheckpointStore
@@ -37,7 +38,6 @@ from stopcock.runtime.spool import spool_dir
 log = logging.getLogger("stopcock.runtime")
 
 
-DEFAULT_QUERY_TIMEOUT = 60.0  # seconds, when runtime_config has no query_timeout_secs
 LOG_ROTATE_BYTES = 4 << 20  # runtime.log rotates past this; one old file is kept
 LOG_CHECK_INTERVAL = 2.0  # seconds between size checks (a timer, not a wait for an event)
 
@@ -86,14 +86,14 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
     ft = config.get("fault_tolerance") or {}
     interval = None
     if ft.get("model", "none") != "none":
-        interval = float(ft.get("checkpoint_interval_secs", 60))
+        interval = float(ft.get("checkpoint_interval_secs", defaults.CHECKPOINT_INTERVAL_SECS))
     engine = Engine(
         deployment_id=spec.deployment_id,
         program_code=spec.program_code,
         initial=spec.initial,
         storage=storage,
         checkpoint_interval=interval,
-        query_timeout=float(config.get("query_timeout_secs", DEFAULT_QUERY_TIMEOUT)),
+        query_timeout=float(config.get("query_timeout_secs", defaults.QUERY_TIMEOUT_SECS)),
         spool_dir=spool_dir(run_dir),
     )
     # Ingest bodies arrive in chunks of ~1 MiB; leave room for larger ones

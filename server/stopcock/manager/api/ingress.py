@@ -50,6 +50,12 @@ def new_token(rec: PipelineRecord) -> str:
 
 
 def check_token(rec: PipelineRecord, token: str) -> None:
+    """Refuses a token IngestRows did not give for the pipeline's current deployment.
+
+    A token names the deployment that took its rows. One of an earlier
+    deployment cannot be answered for: that runtime is gone, and whether
+    its rows survived depends on the checkpoints taken since.
+    """
     deployment, _, unique = token.partition(".")
     try:
         uuid.UUID(deployment)
@@ -60,6 +66,13 @@ def check_token(rec: PipelineRecord, token: str) -> None:
             f"'{token}' is not a completion token of pipeline '{rec.name}'",
             {"token": token},
         ) from None
+    if deployment != rec.deployment_id:
+        raise errors.bad_request(
+            "InvalidCompletionToken",
+            f"'{token}' was given by another deployment of pipeline '{rec.name}' (it has "
+            "stopped or restarted since): ask for a token of the current deployment",
+            {"token": token, "current_deployment_id": rec.deployment_id},
+        )
 
 
 def check_query(name: str, pipeline_name: str, fmt: str, sql: str) -> None:

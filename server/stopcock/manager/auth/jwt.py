@@ -40,7 +40,6 @@ class TokenRejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
-    subject: str
     role: str | None
 
 
@@ -141,6 +140,4 @@ class JwtVerifier:
         except jwt.PyJWTError as exc:
             raise TokenRejected("the token is invalid") from exc
         role = claims.get(self._role_claim)
-        return VerifiedToken(
-            subject=str(claims.get("sub", "")), role=role if isinstance(role, str) else None
-        )
+        return VerifiedToken(role=role if isinstance(role, str) else None)

@@ -28,6 +28,7 @@ import uuid
 from typing import Any
 
 import grpc
+from stopcock.contract import defaults
 from stopcock.contract.runtime_spec import RuntimeSpec
 from stopcock.manager.control.records import Records
 from stopcock.manager.control.runner import LocalProcessRunner, RuntimeProcess
@@ -239,7 +240,9 @@ class PipelineActor:
 
     async def _provisioning(self, rec: PipelineRecord) -> None:
         loop = asyncio.get_running_loop()
-        timeout = int(rec.runtime_config.get("provisioning_timeout_secs", 20))
+        timeout = int(
+            rec.runtime_config.get("provisioning_timeout_secs", defaults.PROVISIONING_TIMEOUT_SECS)
+        )
         # The deadline counts from the persisted `_since`, so it survives a
         # manager restart.
         remaining = rec.resources_status_since / 1e6 + timeout - model.now_us() / 1e6

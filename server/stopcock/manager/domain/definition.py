@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from stopcock.contract import defaults
 from stopcock.manager.domain import errors
 from stopcock.manager.domain.model import JsonObject
 
@@ -22,11 +23,10 @@ NAME_MAX_BYTES = 63
 DESCRIPTION_MAX_CHARS = 300
 _NAME_RE = re.compile(NAME_PATTERN)
 
-PROFILES = ("dev", "unoptimized", "optimized", "optimized_symbols")
 FT_MODELS = ("none", "at_least_once", "exactly_once")
-DEFAULT_CHECKPOINT_INTERVAL = 60
-DEFAULT_PROVISIONING_TIMEOUT = 20
-DEFAULT_QUERY_TIMEOUT = 60  # seconds a query may run (runtime_config.query_timeout_secs)
+DEFAULT_CHECKPOINT_INTERVAL = defaults.CHECKPOINT_INTERVAL_SECS
+DEFAULT_PROVISIONING_TIMEOUT = defaults.PROVISIONING_TIMEOUT_SECS
+DEFAULT_QUERY_TIMEOUT = defaults.QUERY_TIMEOUT_SECS
 
 
 @dataclass(frozen=True, slots=True)
