@@ -1,5 +1,9 @@
 """The Envoy sidecar: renders Stopcock's Envoy config and runs Envoy.
 
+Length (~350 lines): rendering, the descriptor preparation Envoy needs and
+the process handling belong together (the container build uses the first two
+without the third, through the same command line).
+
 Envoy serves the REST face (`/v0/...`, transcoded onto the manager's gRPC
 API) and passes native gRPC through; envoy/envoy.yaml and envoy/stopcock.lua
 explain how. This module turns the template into a config for given ports,

@@ -1,26 +1,19 @@
-"""Rows in and out of the pipeline's database (runs on the database thread).
+"""Rows into the pipeline's database: parsing, checking, applying.
 
 Ingest parses the JSON updates, checks every one against the table's
-columns, and applies them in one transaction: a bad update rejects the whole
-request and changes nothing. Queries run under an authorizer that allows
-reads only, so a statement that writes is refused by SQLite itself.
+columns, and applies them in one transaction (on the database thread): a bad
+update rejects the whole request and changes nothing. Rows out (queries) are
+in stopcock.runtime.queries.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 import operator
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-
-READ_ONLY_ACTIONS = frozenset(
-    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
-)
-QUERY_CHUNK_ROWS = 1000
 
 
 class DataError(Exception):
@@ -256,97 +249,3 @@ def ingest(db: sqlite3.Connection, table: str, update_format: str, array: bool, 
     shape = table_shape(db, table)
     inserts, deletes = to_rows(shape, update_format, parse_updates(data, array, table))
     return apply(db, shape, [inserts], [deletes])
-
-
-def _read_only(action: int, *_: str | None) -> int:
-    return sqlite3.SQLITE_OK if action in READ_ONLY_ACTIONS else sqlite3.SQLITE_DENY
-
-
-def _bytes_as_base64(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-# One encoder for every row: json.dumps with options builds a new one per call.
-_ROW_ENCODER = json.JSONEncoder(allow_nan=False, default=_bytes_as_base64)
-
-
-def _row_line(names: list[str], row: tuple[Any, ...]) -> str:
-    try:
-        return _ROW_ENCODER.encode(dict(zip(names, row, strict=True)))
-    except ValueError:  # NaN or infinity, which JSON lacks: null instead
-        return _ROW_ENCODER.encode(dict(zip(names, map(_jsonable, row), strict=True)))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, float) and not math.isfinite(value):  # JSON has no NaN/inf
-        return None
-    return value
-
-
-def _invalid_query(exc: Exception) -> DataError:
-    message = str(exc)
-    if message == "not authorized":
-        message = "not authorized: a query may only read (SELECT)"
-    return DataError(400, "InvalidQuery", f"Invalid query: {message}", {"error": message})
-
-
-def read_only(reader: sqlite3.Connection) -> None:
-    """Lets `reader` run reading statements only (SQLite refuses the others at prepare)."""
-    reader.set_authorizer(_read_only)
-
-
-class Interrupted(Exception):
-    """The query was interrupted (`ReaderQuery.stop`); `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class ReaderQuery:
-    """One query on a reader connection, read chunk by chunk (each call on any thread).
-
-    Its snapshot is fixed by its first step and held until `close`: rows
-    committed later are not seen, and no writer waits for it (WAL).
-    """
-
-    def __init__(self, reader: sqlite3.Connection, sql: str) -> None:
-        self.reader = reader
-        self._sql = sql
-        self._cursor: sqlite3.Cursor | None = None
-        self._names: list[str] = []
-        self.stop_reason: str | None = None
-
-    def stop(self, reason: str) -> None:
-        """Interrupts the query from any thread; its current or next step raises Interrupted."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        self.reader.interrupt()
-
-    def next_chunk(self) -> bytes | None:
-        """Up to QUERY_CHUNK_ROWS rows as NDJSON; None once every row was read."""
-        if self.stop_reason is not None:
-            raise Interrupted(self.stop_reason)
-        try:
-            if self._cursor is None:
-                self._cursor = self.reader.execute(self._sql)
-                self._names = [d[0] for d in self._cursor.description or ()]
-            rows = self._cursor.fetchmany(QUERY_CHUNK_ROWS)
-            if not rows:
-                return None
-            names = self._names
-            return ("\n".join([_row_line(names, row) for row in rows]) + "\n").encode()
-        except (sqlite3.Error, sqlite3.Warning, ValueError) as exc:
-            if self.stop_reason is not None:
-                raise Interrupted(self.stop_reason) from exc
-            raise _invalid_query(exc) from exc
-
-    def close(self) -> None:
-        """Ends the read transaction (call when no step runs)."""
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None

@@ -2,6 +2,11 @@
 
 One `Engine` per runtime process.
 
+Length (~480 lines): one class owns the runtime's state and the threads that
+touch it (status, suspend, checkpoints, ingest); what stands alone lives
+beside it (queries, memdb, checkpoints, data, splitter, spool). Splitting
+the class further would spread its locking rules over several files.
+
 Threads. Every use of the database (ingest, query, a checkpoint's copy) runs
 on one dedicated thread, in submission order. That is what makes a
 checkpoint a consistent cut: its copy (`CheckpointStore.stage`) runs between
@@ -42,7 +47,7 @@ import random
 import sqlite3
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,7 +57,8 @@ from stopcock.program import load_program
 from stopcock.runtime import data
 from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
 from stopcock.runtime.checkpoints import now_rfc3339 as now
-from stopcock.runtime.memdb import READERS, MemoryDatabase
+from stopcock.runtime.memdb import MemoryDatabase
+from stopcock.runtime.queries import NotServing, Queries
 from stopcock.runtime.splitter import UpdateSplitter
 from stopcock.runtime.spool import Spool
 
@@ -86,16 +92,6 @@ class NotTakingInput(Exception):
     """Ingest, query or checkpoint asked of a runtime in the wrong state."""
 
 
-def query_timeout_error(limit: float) -> data.DataError:
-    return data.DataError(
-        400,
-        "QueryTimeout",
-        f"The query ran for longer than the pipeline's query_timeout_secs ({limit:g} s) "
-        "and was stopped; narrow it, or raise runtime_config.query_timeout_secs",
-        {"query_timeout_secs": limit},
-    )
-
-
 class Engine:
     def __init__(
         self,
@@ -126,13 +122,10 @@ class Engine:
         self.checkpoint_success: int | None = None
         self.checkpoint_failure: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.query_timeout = query_timeout
+        self.queries = Queries(query_timeout)
         self._spool_dir = spool_dir or Path(".")
-        self._readers: asyncio.Queue[Any] = asyncio.Queue()
-        self._query_threads = ThreadPoolExecutor(READERS, thread_name_prefix="query")
         # Checks streamed ingest chunks; the database thread only applies them.
         self._parse_thread = ThreadPoolExecutor(1, thread_name_prefix="parse")
-        self._queries: set[data.ReaderQuery] = set()
         self._input_closed = asyncio.Event()
         self._applying = 0  # ingests submitted to the database thread, not yet done
 
@@ -187,9 +180,7 @@ class Engine:
         try:
             memdb, info = await self._on_db(self._open_database)
             self._memdb, self._db = memdb, memdb.db
-            for reader in memdb.readers:
-                data.read_only(reader)
-                self._readers.put_nowait(reader)
+            self.queries.open(memdb.readers)
             checkpoints = self._storage.list() if self._storage is not None else []
         except (sqlite3.Error, CheckpointError, OSError) as exc:
             await self._publish(
@@ -246,8 +237,7 @@ class Engine:
     def _begin_suspend(self) -> None:
         self._suspending = True  # from here on, no input is taken
         self._input_closed.set()  # bodies still arriving are cut off
-        for query in list(self._queries):
-            query.stop("suspend")
+        self.queries.stop_all()
         self._spawn(self._suspend())
 
     def _suspend_waits_on(self) -> list[str]:
@@ -312,8 +302,7 @@ class Engine:
         memdb, self._memdb, self._db = self._memdb, None, None
         if memdb is None:
             return
-        for _ in memdb.readers:
-            await self._readers.get()
+        await self.queries.take_back(len(memdb.readers))
         await self._on_db(memdb.close)
 
     # -- checkpoints -----------------------------------------------------
@@ -481,65 +470,17 @@ class Engine:
         return arrival.result()
 
     async def query(self, sql: str) -> AsyncGenerator[bytes, None]:
-        """The rows of a read-only query, as NDJSON chunks, read as they are sent.
-
-        Ends with the query timeout (QueryTimeout), at a suspend
-        (NotTakingInput), or when the consumer stops iterating (the client
-        went away): the query is interrupted in SQLite at once.
-        """
+        """The rows of a read-only query on a snapshot (see stopcock.runtime.queries)."""
         if self._db is None or self._status.status not in (RUNNING, PAUSED):
             raise NotTakingInput(f"the pipeline is {self._status.status}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.query_timeout
+        rows = self.queries.run(sql)
         try:
-            async with asyncio.timeout_at(deadline):
-                reader = await self._readers.get()
-        except TimeoutError:
-            raise query_timeout_error(self.query_timeout) from None
-        query = data.ReaderQuery(reader, sql)
-        if self._suspending:
-            query.stop("suspend")
-        self._queries.add(query)
-        timer = loop.call_at(deadline, query.stop, "timeout")
-        step: Future[bytes | None] | None = None
-        outcome = "the client went away"
-        try:
-            while True:
-                step = self._query_threads.submit(query.next_chunk)
-                try:
-                    chunk = await asyncio.wrap_future(step)
-                except data.Interrupted as exc:
-                    outcome = exc.reason
-                    if exc.reason == "timeout":
-                        raise query_timeout_error(self.query_timeout) from None
-                    raise NotTakingInput("the pipeline is suspending") from None
-                except data.DataError:
-                    outcome = "refused"
-                    raise
-                if chunk is None:
-                    outcome = "done"
-                    return
+            async for chunk in rows:
                 yield chunk
+        except NotServing:
+            raise NotTakingInput("the pipeline is suspending") from None
         finally:
-            timer.cancel()
-            self._queries.discard(query)
-            self._hand_back(query, step)
-            if outcome not in ("done", "refused"):
-                log.info("query stopped: %s", outcome)
-
-    def _hand_back(self, query: data.ReaderQuery, step: Future[bytes | None] | None) -> None:
-        """Returns the query's reader to the pool once no step of it runs."""
-        loop = asyncio.get_running_loop()
-
-        def release(_: object = None) -> None:
-            query.close()
-            loop.call_soon_threadsafe(self._readers.put_nowait, query.reader)
-
-        if step is None or step.done():
-            release()
-        else:
-            query.stop("cancelled")
-            step.add_done_callback(release)
+            await rows.aclose()  # at once: it hands its reader back
 
 
 def status_json(status: Status) -> str:

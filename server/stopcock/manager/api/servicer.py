@@ -1,5 +1,8 @@
 """The PipelineService servicer: proto <-> domain, and errors on the wire.
 
+Length (~410 lines): one thin handler per RPC of the service (twenty-odd),
+each a few lines over the lifecycle; the conversions are in api.convert.
+
 Every handler runs inside `_guard`, which turns an `ApiError` into a
 trailers-only gRPC abort carrying:
   * the gRPC status code and message, and a `google.rpc.Status` with an

@@ -1,5 +1,9 @@
 """One actor per pipeline: reconciles the desired state with what runs.
 
+Length (~430 lines): the whole reconcile loop of one pipeline, read top to
+bottom as the resource automaton runs (provisioning, provisioned, stopping);
+its rules are elsewhere (domain.transitions, domain.state_machine).
+
 The actor is an asyncio task with a one-bit mailbox (`poke`): a message only
 means "look again", so any number of pokes coalesce into one pass. Each pass
 re-reads the pipeline's record, compares it with what it observes (the
