@@ -16,11 +16,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from stopcock.contract.program import empty_program_error
+
 JsonObject = dict[str, Any]
-
-
-def empty_program_error() -> JsonObject:
-    return {"sql_compilation": None, "rust_compilation": None, "system_error": None}
 
 
 _ALLOWED = {

@@ -1,6 +1,6 @@
 """The composition root: every part of a manager built and wired, in one place.
 
-`build_server(settings, auth, deps)` returns a started gRPC server and the
+`build_server(settings, deps)` returns a started gRPC server and the
 port it bound, over what `deps` provides (an open store, a runner, a loaded
 JWT verifier when authentication is on). Nothing here is global, so a test
 may build several managers in one process; `main` builds the production

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stopcock.contract import statuses
+from stopcock.contract.program import empty_program_error
 from stopcock.contract.statuses import Program, Resources, Runtime, Storage
-from stopcock.program import empty_program_error
 
 JsonObject = dict[str, Any]
 
