@@ -26,7 +26,7 @@ from tests.test_checkpoints import checkpoint, rows
 CALLS: dict[str, Callable[[rpb_grpc.RuntimeServiceStub, Any], Any]] = {
     "WatchStatus": lambda s, md: next(iter(s.WatchStatus(rpb.WatchStatusRequest(), metadata=md))),
     "SetDesiredStatus": lambda s, md: s.SetDesiredStatus(
-        rpb.SetDesiredStatusRequest(desired_status="Paused"), metadata=md
+        rpb.SetDesiredStatusRequest(desired_state=rpb.RUNTIME_STATE_PAUSED), metadata=md
     ),
     "Ingest": lambda s, md: s.Ingest(
         iter([rpb.IngestRequest(table="t", update_format="raw", data=b'{"id": 99}\n')]),

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import sqlite3
@@ -481,7 +480,3 @@ class Engine:
             raise NotTakingInput("the pipeline is suspending") from None
         finally:
             await rows.aclose()  # at once: it hands its reader back
-
-
-def status_json(status: Status) -> str:
-    return json.dumps(status.error) if status.error else ""

@@ -11,11 +11,11 @@ deployment's secret, before any handler runs.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
+from stopcock import runtime_wire
 from stopcock.contract import error_codec
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
@@ -25,7 +25,6 @@ from stopcock.runtime.engine import (
     Engine,
     NotTakingInput,
     Status,
-    status_json,
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -69,12 +68,12 @@ def _report(engine: Engine, status: Status) -> pb.WatchStatusResponse:
     return pb.WatchStatusResponse(
         deployment_id=engine.deployment_id,
         incarnation_uuid=engine.incarnation_uuid,
-        status=status.status,
-        desired_status=status.desired_status,
-        error_json=status_json(status),
         sequence=status.sequence,
-        details_json=json.dumps(status.details) if status.details else "",
-        checkpoints_json=json.dumps(status.checkpoints),
+        state=runtime_wire.state(status.status),
+        desired_state=runtime_wire.state(status.desired_status),
+        error=runtime_wire.struct(status.error),
+        details=runtime_wire.struct(status.details),
+        checkpoints=runtime_wire.checkpoints(status.checkpoints),
     )
 
 
@@ -95,7 +94,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         self, request: pb.SetDesiredStatusRequest, context: Context
     ) -> pb.SetDesiredStatusResponse:
         try:
-            await self._engine.set_desired(request.desired_status)
+            await self._engine.set_desired(runtime_wire.state_name(request.desired_state))
         except DesiredStatusRefused as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return pb.SetDesiredStatusResponse()
@@ -156,7 +155,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         failure = engine.checkpoint_failure
         return pb.GetCheckpointStatusResponse(
             success=engine.checkpoint_success,
-            failure_json=json.dumps(failure) if failure else "",
+            failure=pb.CheckpointFailure(**failure) if failure else None,
             incarnation_uuid=engine.incarnation_uuid,
         )
 

@@ -14,8 +14,12 @@ spec file, never in argv), checked in constant time; any other caller is
 refused UNAUTHENTICATED.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -26,6 +30,42 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RuntimeState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RuntimeStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RuntimeState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RUNTIME_STATE_UNSPECIFIED: _RuntimeState.ValueType  # 0
+    """Never sent."""
+    RUNTIME_STATE_INITIALIZING: _RuntimeState.ValueType  # 1
+    """Restoring the latest checkpoint (or loading the program)."""
+    RUNTIME_STATE_PAUSED: _RuntimeState.ValueType  # 2
+    """Takes no input but forced ingress."""
+    RUNTIME_STATE_RUNNING: _RuntimeState.ValueType  # 3
+    """Takes input."""
+    RUNTIME_STATE_SUSPENDED: _RuntimeState.ValueType  # 4
+    """Wrote its final checkpoint: only stopping remains."""
+    RUNTIME_STATE_FAILED: _RuntimeState.ValueType  # 5
+    """Cannot go on; the report's error says why."""
+
+class RuntimeState(_RuntimeState, metaclass=_RuntimeStateEnumTypeWrapper):
+    """A runtime's state (stopcock.contract.statuses.Runtime names them)."""
+
+RUNTIME_STATE_UNSPECIFIED: RuntimeState.ValueType  # 0
+"""Never sent."""
+RUNTIME_STATE_INITIALIZING: RuntimeState.ValueType  # 1
+"""Restoring the latest checkpoint (or loading the program)."""
+RUNTIME_STATE_PAUSED: RuntimeState.ValueType  # 2
+"""Takes no input but forced ingress."""
+RUNTIME_STATE_RUNNING: RuntimeState.ValueType  # 3
+"""Takes input."""
+RUNTIME_STATE_SUSPENDED: RuntimeState.ValueType  # 4
+"""Wrote its final checkpoint: only stopping remains."""
+RUNTIME_STATE_FAILED: RuntimeState.ValueType  # 5
+"""Cannot go on; the report's error says why."""
+Global___RuntimeState: _TypeAlias = RuntimeState  # noqa: Y015
 
 @_typing.final
 class WatchStatusRequest(_message.Message):
@@ -45,6 +85,48 @@ class WatchStatusRequest(_message.Message):
 Global___WatchStatusRequest: _TypeAlias = WatchStatusRequest  # noqa: Y015
 
 @_typing.final
+class Checkpoint(_message.Message):
+    """One checkpoint in storage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UUID_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    PROCESSED_RECORDS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    uuid: _builtins.str
+    """Its UUID."""
+    size: _builtins.int
+    """Bytes on disk."""
+    processed_records: _builtins.int
+    """Rows ingested, all told, when it was taken."""
+    sequence_number: _builtins.int
+    """From 0 in each incarnation."""
+    created_at: _builtins.str
+    """RFC 3339, UTC."""
+    duration_ms: _builtins.float
+    """Copy, fsync, rename and manifest, in milliseconds."""
+    def __init__(
+        self,
+        *,
+        uuid: _builtins.str = ...,
+        size: _builtins.int = ...,
+        processed_records: _builtins.int = ...,
+        sequence_number: _builtins.int = ...,
+        created_at: _builtins.str = ...,
+        duration_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "duration_ms", b"duration_ms", "processed_records", b"processed_records", "sequence_number", b"sequence_number", "size", b"size", "uuid", b"uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
+
+@_typing.final
 class WatchStatusResponse(_message.Message):
     """One status report."""
 
@@ -52,49 +134,49 @@ class WatchStatusResponse(_message.Message):
 
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
     INCARNATION_UUID_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
-    DESIRED_STATUS_FIELD_NUMBER: _builtins.int
-    ERROR_JSON_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
-    DETAILS_JSON_FIELD_NUMBER: _builtins.int
-    CHECKPOINTS_JSON_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DESIRED_STATE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    CHECKPOINTS_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     """The deployment this process serves (given at spawn)."""
     incarnation_uuid: _builtins.str
     """A fresh UUID per process start."""
-    status: _builtins.str
-    """Initializing, Paused, Running, Suspended or Failed."""
-    desired_status: _builtins.str
-    """The desired status the runtime is working towards."""
-    error_json: _builtins.str
-    """When status is Failed: the error body {message, error_code, details}
-    as JSON; empty otherwise.
-    """
     sequence: _builtins.int
     """Increases with every report of this incarnation."""
-    details_json: _builtins.str
-    """Progress detail (JSON object), e.g. of a suspend that is retrying; empty
-    when there is none.
-    """
-    checkpoints_json: _builtins.str
-    """The checkpoints in storage, oldest first (JSON array of {uuid, size,
-    processed_records, sequence_number, created_at}).
-    """
+    state: Global___RuntimeState.ValueType
+    """What the runtime is."""
+    desired_state: Global___RuntimeState.ValueType
+    """What the runtime works towards."""
+    @_builtins.property
+    def error(self) -> _struct_pb2.Struct:
+        """When FAILED: the error body {message, error_code, details}."""
+
+    @_builtins.property
+    def details(self) -> _struct_pb2.Struct:
+        """Progress detail, e.g. what a suspend waits on; unset when there is none."""
+
+    @_builtins.property
+    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Checkpoint]:
+        """The checkpoints in storage, oldest first."""
+
     def __init__(
         self,
         *,
         deployment_id: _builtins.str = ...,
         incarnation_uuid: _builtins.str = ...,
-        status: _builtins.str = ...,
-        desired_status: _builtins.str = ...,
-        error_json: _builtins.str = ...,
         sequence: _builtins.int = ...,
-        details_json: _builtins.str = ...,
-        checkpoints_json: _builtins.str = ...,
+        state: Global___RuntimeState.ValueType = ...,
+        desired_state: Global___RuntimeState.ValueType = ...,
+        error: _struct_pb2.Struct | None = ...,
+        details: _struct_pb2.Struct | None = ...,
+        checkpoints: _abc.Iterable[Global___Checkpoint] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints_json", b"checkpoints_json", "deployment_id", b"deployment_id", "desired_status", b"desired_status", "details_json", b"details_json", "error_json", b"error_json", "incarnation_uuid", b"incarnation_uuid", "sequence", b"sequence", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints", "deployment_id", b"deployment_id", "desired_state", b"desired_state", "details", b"details", "error", b"error", "incarnation_uuid", b"incarnation_uuid", "sequence", b"sequence", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -106,17 +188,17 @@ class SetDesiredStatusRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    DESIRED_STATUS_FIELD_NUMBER: _builtins.int
-    desired_status: _builtins.str
-    """"Running", "Paused" or "Suspended"."""
+    DESIRED_STATE_FIELD_NUMBER: _builtins.int
+    desired_state: Global___RuntimeState.ValueType
+    """RUNNING, PAUSED or SUSPENDED."""
     def __init__(
         self,
         *,
-        desired_status: _builtins.str = ...,
+        desired_state: Global___RuntimeState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_status", b"desired_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -304,32 +386,62 @@ class GetCheckpointStatusRequest(_message.Message):
 Global___GetCheckpointStatusRequest: _TypeAlias = GetCheckpointStatusRequest  # noqa: Y015
 
 @_typing.final
+class CheckpointFailure(_message.Message):
+    """A checkpoint that failed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    FAILED_AT_FIELD_NUMBER: _builtins.int
+    sequence_number: _builtins.int
+    """Its sequence number."""
+    error: _builtins.str
+    """Why."""
+    failed_at: _builtins.str
+    """RFC 3339, UTC."""
+    def __init__(
+        self,
+        *,
+        sequence_number: _builtins.int = ...,
+        error: _builtins.str = ...,
+        failed_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "failed_at", b"failed_at", "sequence_number", b"sequence_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckpointFailure: _TypeAlias = CheckpointFailure  # noqa: Y015
+
+@_typing.final
 class GetCheckpointStatusResponse(_message.Message):
     """Response of GetCheckpointStatus."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SUCCESS_FIELD_NUMBER: _builtins.int
-    FAILURE_JSON_FIELD_NUMBER: _builtins.int
     INCARNATION_UUID_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     success: _builtins.int
     """Sequence number of the latest successful checkpoint, if any."""
-    failure_json: _builtins.str
-    """The latest failure as JSON {sequence_number, error, failed_at}; empty
-    when there is none.
-    """
     incarnation_uuid: _builtins.str
     """This process's incarnation."""
+    @_builtins.property
+    def failure(self) -> Global___CheckpointFailure:
+        """The latest failure, if any."""
+
     def __init__(
         self,
         *,
         success: _builtins.int | None = ...,
-        failure_json: _builtins.str = ...,
         incarnation_uuid: _builtins.str = ...,
+        failure: Global___CheckpointFailure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_success", b"_success", "success", b"success"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_success", b"_success", "failure", b"failure", "success", b"success"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_success", b"_success", "failure_json", b"failure_json", "incarnation_uuid", b"incarnation_uuid", "success", b"success"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_success", b"_success", "failure", b"failure", "incarnation_uuid", b"incarnation_uuid", "success", b"success"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__success: _TypeAlias = _typing.Literal["success"]  # noqa: Y015
     _WhichOneofArgType__success: _TypeAlias = _typing.Literal["_success", b"_success"]  # noqa: Y015

@@ -80,7 +80,7 @@ class RuntimeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetDesiredStatus(self, request, context):
-        """Sets the runtime's desired status: "Running", "Paused" or "Suspended".
+        """Sets the runtime's desired state: RUNNING, PAUSED or SUSPENDED.
         Idempotent; the outcome is observed through WatchStatus.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

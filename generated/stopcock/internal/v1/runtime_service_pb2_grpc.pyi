@@ -49,7 +49,7 @@ class RuntimeServiceStub:
     change. The stream ends only when the process exits.
     """
     SetDesiredStatus: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.SetDesiredStatusRequest, _runtime_service_pb2.SetDesiredStatusResponse]
-    """Sets the runtime's desired status: "Running", "Paused" or "Suspended".
+    """Sets the runtime's desired state: RUNNING, PAUSED or SUSPENDED.
     Idempotent; the outcome is observed through WatchStatus.
     """
     Ingest: _grpc.StreamUnaryMultiCallable[_runtime_service_pb2.IngestRequest, _runtime_service_pb2.IngestResponse]
@@ -80,7 +80,7 @@ class RuntimeServiceAsyncStub(RuntimeServiceStub):
     change. The stream ends only when the process exits.
     """
     SetDesiredStatus: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.SetDesiredStatusRequest, _runtime_service_pb2.SetDesiredStatusResponse]  # type: ignore[assignment]
-    """Sets the runtime's desired status: "Running", "Paused" or "Suspended".
+    """Sets the runtime's desired state: RUNNING, PAUSED or SUSPENDED.
     Idempotent; the outcome is observed through WatchStatus.
     """
     Ingest: _aio.StreamUnaryMultiCallable[_runtime_service_pb2.IngestRequest, _runtime_service_pb2.IngestResponse]  # type: ignore[assignment]
@@ -120,7 +120,7 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runtime_service_pb2.SetDesiredStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runtime_service_pb2.SetDesiredStatusResponse, _abc.Awaitable[_runtime_service_pb2.SetDesiredStatusResponse]]:
-        """Sets the runtime's desired status: "Running", "Paused" or "Suspended".
+        """Sets the runtime's desired state: RUNNING, PAUSED or SUSPENDED.
         Idempotent; the outcome is observed through WatchStatus.
         """
 

@@ -275,7 +275,15 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
                 {"expected": request.incarnation_uuid, "actual": reply.incarnation_uuid},
             )
         success = reply.success if reply.HasField("success") else None
-        failure = json.loads(reply.failure_json) if reply.failure_json else None
+        failure = (
+            {
+                "sequence_number": reply.failure.sequence_number,
+                "error": reply.failure.error,
+                "failed_at": reply.failure.failed_at,
+            }
+            if reply.HasField("failure")
+            else None
+        )
         return pb.GetCheckpointStatusResponse(
             success=convert.value(success), failure=convert.value(failure)
         )

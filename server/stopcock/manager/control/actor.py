@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import uuid
 from typing import Any
 
 import grpc
+from stopcock import runtime_wire
 from stopcock.contract import defaults
 from stopcock.contract.runtime_spec import RuntimeSpec
 from stopcock.manager.control.records import Records
@@ -332,8 +332,9 @@ class PipelineActor:
                         rec, runtime_status=UNAVAILABLE, runtime_status_details=details
                     )
             return
-        if report.status == FAILED:
-            error = json.loads(report.error_json) if report.error_json else None
+        status = runtime_wire.state_name(report.state)
+        if status == FAILED:
+            error = runtime_wire.plain(report.error) if report.HasField("error") else None
             await self._enter_stopping(
                 rec,
                 error
@@ -345,14 +346,15 @@ class PipelineActor:
         changed = {k: v for k, v in observed.items() if getattr(rec, k) != v}
         if changed:
             rec = await self._persist(rec, **changed)
-        if report.status == SUSPENDED and rec.runtime_desired == SUSPENDED:
+        if status == SUSPENDED and rec.runtime_desired == SUSPENDED:
             checkpoints = (rec.storage_status_details or {}).get("checkpoints") or [{}]
             started = (rec.runtime_desired_since or model.now_us()) / 1e6
             self._suspend = (started, int(checkpoints[-1].get("size", 0)))
             await self._enter_stopping(rec, None)  # the suspend is complete
             return
         wanted = rec.runtime_desired
-        if wanted and wanted not in (report.desired_status, self._pushed_desired):
+        reported_desired = runtime_wire.state_name(report.desired_state)
+        if wanted and wanted not in (reported_desired, self._pushed_desired):
             await self._push_desired(rec, wanted)
 
     def _observe_checkpoints(self, details: dict[str, Any] | None) -> None:
@@ -430,10 +432,12 @@ def _unreachable_details(rec: PipelineRecord) -> dict[str, Any]:
 def _observed(report: Report) -> dict[str, Any]:
     """The record fields a status report determines."""
     observed: dict[str, Any] = {
-        "runtime_status": report.status,
-        "runtime_status_details": json.loads(report.details_json) if report.details_json else None,
+        "runtime_status": runtime_wire.state_name(report.state),
+        "runtime_status_details": (
+            runtime_wire.plain(report.details) if report.HasField("details") else None
+        ),
     }
-    if report.checkpoints_json:
-        checkpoints = json.loads(report.checkpoints_json)
+    if report.checkpoints:
+        checkpoints = runtime_wire.checkpoint_dicts(report.checkpoints)
         observed["storage_status_details"] = {"checkpoints": checkpoints}
     return observed

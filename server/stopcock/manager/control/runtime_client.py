@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import grpc
-from stopcock import flow_control
+from stopcock import flow_control, runtime_wire
 from stopcock.contract import error_codec
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
@@ -75,7 +75,7 @@ class RuntimeClient:
 
     async def set_desired(self, desired: str) -> None:
         await self._stub.SetDesiredStatus(
-            pb.SetDesiredStatusRequest(desired_status=desired),
+            pb.SetDesiredStatusRequest(desired_state=runtime_wire.state(desired)),
             timeout=CALL_TIMEOUT,
             metadata=self._metadata,
         )
