@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from tests.support import process_alive, running_stack, wait_until
 
@@ -65,3 +67,27 @@ def test_acknowledged_start_is_carried_out_after_a_crash(tmp_path: Path) -> None
         stack.start_manager()
         stack.wait_status("p", "Running")
         assert stack.runtime_pids() == [stack.runtime_info("p")["pid"]], "one runtime, no orphan"
+
+
+def test_a_runtime_of_another_protocol_is_stopped_not_adopted(tmp_path: Path) -> None:
+    """As after an upgrade while pipelines ran: their runtimes speak the old protocol."""
+    with running_stack(tmp_path) as stack:
+        stack.create("old")
+        stack.start("old")
+        pid = stack.runtime_info("old")["pid"]
+        spec_path = stack.data_dir / "pipelines" / stack_id(stack, "old") / "run" / "spec.json"
+        stack.kill_manager()
+        spec = json.loads(spec_path.read_text())
+        del spec["protocol"]  # what an older Stopcock wrote
+        spec_path.write_text(json.dumps(spec))
+        stack.start_manager()
+        p = stack.wait_status("old", "Stopped")
+        assert p["deployment_error"]["error_code"] == "RuntimeExitedUnexpectedly"
+        wait_until(lambda: not process_alive(pid), "the old runtime to be stopped")
+        stack.start("old")  # and it starts anew, with this manager's runtime
+        assert stack.runtime_info("old")["pid"] != pid
+
+
+def stack_id(stack: Any, name: str) -> str:
+    pipeline_id: str = stack.get(name)["id"]
+    return pipeline_id

@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 SPEC_FILE = "spec.json"
+# The internal RuntimeService's version. A manager re-adopts only runtimes
+# that speak its own (an older Stopcock's runtime, still running across an
+# upgrade, is stopped instead: its pipeline restarts from its checkpoint).
+# 1: string statuses and JSON in strings; 2: typed messages.
+PROTOCOL = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +33,7 @@ class RuntimeSpec:
     initial: str  # the runtime's first desired status: Running, Paused or Suspended
     storage_dir: str
     runtime_token: str = ""  # every call from the manager carries it
+    protocol: int = 1  # a spec without it was written for protocol 1
 
     def write(self, run_dir: Path) -> None:
         """Writes the spec atomically, readable by its owner only."""

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stopcock.contract.runtime_spec import RuntimeSpec
+from stopcock.contract.runtime_spec import PROTOCOL, RuntimeSpec
 
 log = logging.getLogger("stopcock.runner")
 
@@ -100,7 +100,7 @@ class LocalProcessRunner:
         self.storage_dir(pipeline_id).mkdir(parents=True, exist_ok=True)
         (run_dir / "runtime.json").unlink(missing_ok=True)
         token = secrets.token_urlsafe(32)
-        dataclasses.replace(spec, runtime_token=token).write(run_dir)
+        dataclasses.replace(spec, runtime_token=token, protocol=PROTOCOL).write(run_dir)
         read_fd, write_fd = os.pipe()
         os.set_inheritable(write_fd, True)
         log_fd = os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -192,12 +192,12 @@ class LocalProcessRunner:
             _, status = os.waitpid(proc.pid, os.WNOHANG)
             proc.exit_status = status
 
-    def runtime_token(self, pipeline_id: str) -> str:
-        """The secret of the pipeline's runtime, from the spec it was spawned with."""
+    def _spawned_spec(self, pipeline_id: str) -> RuntimeSpec | None:
+        """The spec the pipeline's runtime was spawned with, if it can be read."""
         try:
-            return RuntimeSpec.read(self.run_dir(pipeline_id)).runtime_token
+            return RuntimeSpec.read(self.run_dir(pipeline_id))
         except (OSError, ValueError):
-            return ""
+            return None
 
     def adopt(
         self,
@@ -210,8 +210,21 @@ class LocalProcessRunner:
         """Watches a runtime spawned by an earlier manager, if it still lives."""
         if process_start_time(pid) != start_time:
             return None
-        token = self.runtime_token(pipeline_id)
-        proc = RuntimeProcess(pid=pid, start_time=start_time, token=token)
+        spec = self._spawned_spec(pipeline_id)
+        if spec is None or spec.protocol != PROTOCOL:
+            # Spawned by another Stopcock (an upgrade while it ran): it cannot
+            # be commanded, so it is stopped; its pipeline is then recorded
+            # as having lost its runtime, and restarts from its checkpoint.
+            log.warning(
+                "runtime pid %d speaks internal protocol %s, this manager %d: stopping it",
+                pid,
+                spec.protocol if spec is not None else "unknown",
+                PROTOCOL,
+            )
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            return None
+        proc = RuntimeProcess(pid=pid, start_time=start_time, token=spec.runtime_token)
         if port is not None:
             proc.port = asyncio.get_running_loop().create_future()
             proc.port.set_result(port)
