@@ -20,6 +20,8 @@ import yaml
 from tests.support import PROGRAM, WAIT, Stack, free_port
 from tests.tokens import Tokens
 
+pytestmark = pytest.mark.e2e
+
 LINE = re.compile(
     r"^\d\d:\d\d:\d\d\.\d{3}  (?P<status>\w+(?: → \w+)?) \(desired (?P<desired>[\w →]+)\)"
 )

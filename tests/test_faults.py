@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support import process_alive, running_stack, wait_until
 from tests.test_rest_pipelines import assert_error
 from tests.test_state_machine import SEED_STOPPING_BODY
+
+pytestmark = pytest.mark.e2e
 
 
 def test_start_while_stopping_answers_the_seed_body(tmp_path: Path) -> None:

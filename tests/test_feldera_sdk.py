@@ -43,7 +43,7 @@ from tests.support import PROGRAM, Stack, running_stack, wait_until
 from tests.test_state_machine import SEED_STOPPING_BODY
 from tests.tokens import Tokens
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 AUTH_OFF, AUTH_ON = "auth-off", "auth-on"
 MODES = [AUTH_OFF, AUTH_ON]

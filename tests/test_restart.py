@@ -6,7 +6,11 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.support import process_alive, running_stack, wait_until
+
+pytestmark = pytest.mark.e2e
 
 
 def test_restart_readopts_live_runtimes_and_notices_dead_ones(tmp_path: Path) -> None:
