@@ -17,6 +17,8 @@ from tests.support import PROGRAM, WAIT, Stack, running_stack
 from tests.test_rest_pipelines import assert_error
 from tests.tokens import Tokens
 
+pytestmark = pytest.mark.e2e
+
 Headers = dict[str, str]
 
 

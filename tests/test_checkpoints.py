@@ -14,8 +14,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import Stack, running_stack, wait_until
 from tests.test_rest_pipelines import assert_error
+
+pytestmark = pytest.mark.e2e
 
 
 def rows(start: int, count: int) -> list[dict[str, Any]]:

@@ -20,6 +20,8 @@ import yaml
 from tests.support import PROGRAM, WAIT, Stack, free_port
 from tests.tokens import Tokens
 
+pytestmark = pytest.mark.e2e
+
 LINE = re.compile(
     r"^\d\d:\d\d:\d\d\.\d{3}  (?P<status>\w+(?: → \w+)?) \(desired (?P<desired>[\w →]+)\)"
 )
@@ -176,7 +178,9 @@ def test_failed_suspend_exits_3_with_the_error(
 
 
 def test_wait_timeout_exits_4(tmp_path: Path) -> None:
-    with manager_only(tmp_path, {"STOPCOCK_TEST_FAULTS": "kill_delay_secs=30"}) as stack:
+    kill_hold = tmp_path / "kill.hold"  # never removed: the pipeline stays in Stopping
+    kill_hold.touch()
+    with manager_only(tmp_path, {"STOPCOCK_TEST_FAULTS": f"kill_hold_file={kill_hold}"}) as stack:
         env = cli_env(stack)
         ok(env, "apply", "-f", "-", stdin=json.dumps({"name": "held", "program_code": PROGRAM}))
         ok(env, "start", "held", "--wait")

@@ -21,6 +21,8 @@ from stopcock.client import (
 
 from tests.support import PROGRAM, WAIT, Stack, free_port
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def client(stack: Stack) -> Iterator[Client]:

@@ -162,6 +162,7 @@ def env_of_dockerfile() -> dict[str, str]:
 # -- compose.yaml ---------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_envoy_runs_the_official_image_on_a_config_rendered_from_the_template() -> None:
     all_services = services()
     envoy = all_services["envoy"]
@@ -206,6 +207,7 @@ def test_envoy_runs_the_official_image_on_a_config_rendered_from_the_template() 
             assert "envoy/" not in json.dumps(entry) and ".lua" not in json.dumps(entry)
 
 
+@pytest.mark.e2e
 def test_the_compose_render_command_makes_a_config_envoy_accepts(tmp_path: Path) -> None:
     """Runs the renderer as compose.yaml does, a temporary dir standing in for the volume."""
     _, render, argv = render_service(services())
@@ -350,6 +352,7 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
+@pytest.mark.e2e
 def test_dockerignore_sends_what_the_image_copies_and_nothing_else() -> None:
     patterns = [
         line.strip()
@@ -389,6 +392,7 @@ def healthcheck_argv() -> list[str]:
     return [sys.executable, *argv[1:]]
 
 
+@pytest.mark.e2e
 def test_the_image_healthcheck_reports_the_manager_health(stack: Stack) -> None:
     """The Dockerfile's HEALTHCHECK command, run here against a real manager."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("STOPCOCK_")}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support import Stack
 from tests.test_rest_pipelines import assert_error
+
+pytestmark = pytest.mark.e2e
 
 
 def test_ingress_formats_and_query(stack: Stack, name: str) -> None:

@@ -40,6 +40,7 @@ def assert_private(root: Path) -> dict[str, int]:
     return found
 
 
+@pytest.mark.e2e
 def test_state_is_private(tmp_path: Path) -> None:
     with running_stack(tmp_path) as stack:
         stack.create("p")  # storage is on by default
@@ -75,6 +76,7 @@ def test_state_is_private(tmp_path: Path) -> None:
         assert len(checkpoints) >= 3, checkpoints  # the directory, a file, the manifest
 
 
+@pytest.mark.e2e
 def test_older_state_is_made_private_at_start(tmp_path: Path) -> None:
     data = tmp_path / "data"
     old_umask = os.umask(0o022)  # what an older Stopcock ran with
@@ -104,6 +106,7 @@ def test_older_state_is_made_private_at_start(tmp_path: Path) -> None:
     assert "readable by other users" in (tmp_path / "manager.log").read_text()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("mode", [0o777, 0o775, 0o757, 0o1777])
 def test_a_data_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
     data = tmp_path / "shared"
@@ -147,6 +150,7 @@ def test_prepare_creates_private_directories(tmp_path: Path) -> None:
         prepare(tmp_path / "file")
 
 
+@pytest.mark.e2e
 def test_launcher_keeps_envoys_files_private(tmp_path: Path) -> None:
     data = tmp_path / "data"
     grpc_port, rest_port = free_port(), free_port()

@@ -32,6 +32,7 @@ def render(tmp_path: Path, **overrides: Any) -> str:
     return sidecar.render_envoy_config(**{**args, **overrides})
 
 
+@pytest.mark.e2e
 def test_rendered_template_passes_envoy_validation(tmp_path: Path) -> None:
     config = tmp_path / "envoy.yaml"
     config.write_text(render(tmp_path))
@@ -39,6 +40,7 @@ def test_rendered_template_passes_envoy_validation(tmp_path: Path) -> None:
     assert "OK" in sidecar.validate(config)
 
 
+@pytest.mark.e2e
 def test_a_host_name_upstream_validates(tmp_path: Path) -> None:
     # Container deployments name the manager by its service name.
     config = tmp_path / "envoy.yaml"
@@ -62,6 +64,7 @@ def test_unusable_values_fail_rendering(tmp_path: Path, overrides: dict[str, Any
         render(tmp_path, **overrides)
 
 
+@pytest.mark.e2e
 def test_validate_reports_what_envoy_refused(tmp_path: Path) -> None:
     config = tmp_path / "envoy.yaml"
     config.write_text(render(tmp_path).replace("codec_type: AUTO", "codec_type: NOPE"))
@@ -89,6 +92,7 @@ def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path)
     assert kept == {"QueryPipeline": "body", "GetPipelineLogs": "body", "GetOpenApi": "body"}
 
 
+@pytest.mark.e2e
 def test_cli_writes_a_self_contained_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,6 +115,7 @@ def test_cli_writes_a_self_contained_config(
     sidecar.validate(out)
 
 
+@pytest.mark.e2e
 def test_sidecar_answers_json_without_a_manager(tmp_path: Path) -> None:
     envoy = sidecar.EnvoySidecar(workdir=tmp_path, rest_port=free_port(), grpc_port=free_port())
     envoy.start()
@@ -143,6 +148,7 @@ def test_sidecar_answers_json_without_a_manager(tmp_path: Path) -> None:
     assert not envoy.running()
 
 
+@pytest.mark.e2e
 def test_wait_ready_fails_when_the_port_is_taken(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support import process_alive, running_stack, wait_until
 from tests.test_rest_pipelines import assert_error
 from tests.test_state_machine import SEED_STOPPING_BODY
 
+pytestmark = pytest.mark.e2e
+
 
 def test_start_while_stopping_answers_the_seed_body(tmp_path: Path) -> None:
-    # The fault holds the kill back, so the pipeline stays in Stopping.
-    with running_stack(tmp_path, {"STOPCOCK_TEST_FAULTS": "kill_delay_secs=5"}) as stack:
+    # The fault holds the kill back while the file exists: the pipeline stays in Stopping.
+    kill_hold = tmp_path / "kill.hold"
+    kill_hold.touch()
+    with running_stack(tmp_path, {"STOPCOCK_TEST_FAULTS": f"kill_hold_file={kill_hold}"}) as stack:
         stack.create("p")
         stack.start("p")
         assert stack.post("p", "stop", force="true").status_code == 202
@@ -22,12 +28,16 @@ def test_start_while_stopping_answers_the_seed_body(tmp_path: Path) -> None:
         # A force stop cannot be cancelled, but it can be repeated.
         assert stack.post("p", "stop", force="true").status_code == 202
         assert_error(stack.post("p", "pause"), 400, "InvalidTransition")
+        kill_hold.unlink()
         stack.wait_status("p", "Stopped")
         stack.start("p")
 
 
 def test_provisioning_timeout_and_force_stop_while_provisioning(tmp_path: Path) -> None:
-    env = {"STOPCOCK_RUNTIME_TEST_FAULTS": "startup_delay_secs=120"}
+    # Runtimes never get to listen: the hold file stays until they are killed.
+    startup_hold = tmp_path / "startup.hold"
+    startup_hold.touch()
+    env = {"STOPCOCK_RUNTIME_TEST_FAULTS": f"startup_hold_file={startup_hold}"}
     with running_stack(tmp_path, env) as stack:
         stack.create("slow", runtime_config={"provisioning_timeout_secs": 1})
         assert stack.post("slow", "start").status_code == 202
@@ -49,9 +59,12 @@ def test_provisioning_timeout_and_force_stop_while_provisioning(tmp_path: Path) 
 
 
 def test_an_error_can_only_be_dismissed_once_fully_stopped(tmp_path: Path) -> None:
+    startup_hold, kill_hold = tmp_path / "startup.hold", tmp_path / "kill.hold"
+    startup_hold.touch()  # never removed: the runtime is killed before it listens
+    kill_hold.touch()
     env = {
-        "STOPCOCK_RUNTIME_TEST_FAULTS": "startup_delay_secs=120",
-        "STOPCOCK_TEST_FAULTS": "kill_delay_secs=5",
+        "STOPCOCK_RUNTIME_TEST_FAULTS": f"startup_hold_file={startup_hold}",
+        "STOPCOCK_TEST_FAULTS": f"kill_hold_file={kill_hold}",
     }
     with running_stack(tmp_path, env) as stack:
         stack.create("p", runtime_config={"provisioning_timeout_secs": 1})
@@ -61,6 +74,7 @@ def test_an_error_can_only_be_dismissed_once_fully_stopped(tmp_path: Path) -> No
         assert_error(
             stack.post("p", "dismiss_error"), 400, "DismissErrorRestrictedToFullyStopped", None
         )
+        kill_hold.unlink()
         stack.wait_status("p", "Stopped")
         assert stack.post("p", "dismiss_error").status_code == 200
         assert stack.get("p", "status")["deployment_error"] is None

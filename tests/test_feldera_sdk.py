@@ -43,7 +43,7 @@ from tests.support import PROGRAM, Stack, running_stack, wait_until
 from tests.test_state_machine import SEED_STOPPING_BODY
 from tests.tokens import Tokens
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 AUTH_OFF, AUTH_ON = "auth-off", "auth-on"
 MODES = [AUTH_OFF, AUTH_ON]
@@ -109,14 +109,23 @@ def sdk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         yield s
 
 
+KILL_HOLD = "kill.hold"
+
+
+def kill_hold(held: Sdk) -> Path:
+    """The file whose existence holds back every kill of the `held_sdk` stack."""
+    return held.stack.root.parent / KILL_HOLD
+
+
 @pytest.fixture(scope="module", params=MODES)
 def held_sdk(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Sdk]:
-    """A stack whose manager holds every kill back 5 s, so a force stop stays in Stopping."""
+    """A stack whose manager holds every kill back while `kill_hold(held_sdk)` exists."""
     mode: str = request.param
-    env = {"STOPCOCK_TEST_FAULTS": "kill_delay_secs=5"}
-    with sdk_stack(tmp_path_factory.mktemp(f"held-{mode}"), mode, env) as s:
+    root = tmp_path_factory.mktemp(f"held-{mode}")
+    env = {"STOPCOCK_TEST_FAULTS": f"kill_hold_file={root / KILL_HOLD}"}
+    with sdk_stack(root, mode, env) as s:
         yield s
 
 
@@ -542,8 +551,10 @@ def test_errors_carry_the_contracts_code_and_status(sdk: Sdk, name: str) -> None
 
 
 def test_start_while_stopping_is_an_illegal_action(held_sdk: Sdk, name: str) -> None:
+    hold = kill_hold(held_sdk)
     p = create(held_sdk, name)
     p.start(timeout_s=WAIT_S)
+    hold.touch()  # the pipeline stays in Stopping until the file goes
     p.stop(force=True, wait=False)
     wait_until(lambda: p.status() == PipelineStatus.STOPPING, "the pipeline to be Stopping")
     err = api_error(lambda: p.start(timeout_s=WAIT_S), 400, "IllegalPipelineAction")
@@ -551,6 +562,7 @@ def test_start_while_stopping_is_an_illegal_action(held_sdk: Sdk, name: str) -> 
     assert str(SEED_STOPPING_BODY["message"]) in str(err.message)
     assert err.details == SEED_STOPPING_BODY["details"]
     api_error(lambda: p.pause(timeout_s=WAIT_S), 400, "InvalidTransition")
+    hold.unlink()
     p.stop(force=True, timeout_s=WAIT_S)  # repeating a force stop is fine; it waits it out
     assert p.status() == PipelineStatus.STOPPED
     p.start(timeout_s=WAIT_S)

@@ -53,6 +53,8 @@ from stopcock.manager.store.sqlite import SqliteStore
 from tests.support import Stack
 from tests.tokens import Tokens
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENT = REPO / "generated" / "openapi.json"
 DOCUMENT_JSON: dict[str, Any] = json.loads(DOCUMENT.read_bytes())

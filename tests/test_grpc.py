@@ -19,6 +19,8 @@ from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 
 from tests.support import PROGRAM, Stack, wait_until
 
+pytestmark = pytest.mark.e2e
+
 
 def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
     status = rpc_status.from_call(err)  # type: ignore[arg-type]

@@ -25,6 +25,8 @@ import pytest
 from tests.support import PROGRAM, WAIT, Stack, running_stack
 from tests.tokens import Tokens
 
+pytestmark = pytest.mark.e2e
+
 Header = tuple[bytes, bytes]
 
 # Legal HTTP/1.1 (or accepted by Envoy anyway), illegal as gRPC metadata: the

@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import Stack, running_stack, wait_until
 from tests.test_checkpoints import checkpoint, rows
 from tests.test_rest_pipelines import assert_error
+
+pytestmark = pytest.mark.e2e
 
 MIB = 1 << 20
 

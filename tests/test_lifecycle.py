@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from tests.support import Stack, process_alive, wait_until
 from tests.test_rest_pipelines import assert_error
+
+pytestmark = pytest.mark.e2e
 
 
 def test_start_running_then_pause_resume_and_force_stop(stack: Stack, name: str) -> None:

@@ -125,6 +125,7 @@ def test_the_limits_agree_with_envoy() -> None:
     assert limits.MAX_MESSAGE_BYTES > limits.MAX_REQUEST_BODY_BYTES
 
 
+@pytest.mark.e2e
 def test_a_64_mib_program_goes_in_and_comes_back_intact(big: Stack) -> None:
     body = json.dumps({"name": "big", "program_code": PROGRAM_64}).encode()
     assert 64 * MIB < len(body) < limits.MAX_REQUEST_BODY_BYTES
@@ -145,6 +146,7 @@ def test_a_64_mib_program_goes_in_and_comes_back_intact(big: Stack) -> None:
         assert digest(client.get("big").program_code or "") == digest(PROGRAM_64)
 
 
+@pytest.mark.e2e
 def test_a_body_over_the_limit_is_413_once_read_to_its_end(big: Stack) -> None:
     limit = limits.MAX_REQUEST_BODY_BYTES
     prefix = b'{"name": "too-big", "program_code": "'
@@ -162,6 +164,7 @@ def test_a_body_over_the_limit_is_413_once_read_to_its_end(big: Stack) -> None:
     assert big.rest.get("/v0/pipelines/too-big").status_code == 404
 
 
+@pytest.mark.e2e
 def test_a_body_that_grows_past_the_manager_limit_when_decoded_is_413(big: Stack) -> None:
     """Numbers in a Struct take 11 bytes of protobuf for 2 of JSON."""
     zeros = limits.MAX_MESSAGE_BYTES // 10
@@ -178,6 +181,7 @@ def test_a_body_that_grows_past_the_manager_limit_when_decoded_is_413(big: Stack
     assert big.rest.get("/v0/pipelines/grows").status_code == 404
 
 
+@pytest.mark.e2e
 def test_an_answer_over_the_limit_is_500_response_too_large(big: Stack) -> None:
     """A list answer is held whole to unwrap it: over the limit, it is refused.
 
@@ -200,6 +204,7 @@ def test_an_answer_over_the_limit_is_500_response_too_large(big: Stack) -> None:
     assert r.status_code == 200 and "wide" in [p["name"] for p in r.json()]
 
 
+@pytest.mark.e2e
 def test_with_authentication_on(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The size is judged before the credential; a large program needs one as usual."""
     tokens = Tokens(tmp_path_factory.mktemp("limits-keys"))

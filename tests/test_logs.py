@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from stopcock.v1 import pipeline_service_pb2 as pb
 
 from tests.support import Stack
 from tests.test_rest_pipelines import assert_error
+
+pytestmark = pytest.mark.e2e
 
 
 def test_logs_of_a_runtime(stack: Stack, name: str) -> None:

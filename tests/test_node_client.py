@@ -19,6 +19,8 @@ import pytest
 
 from tests.support import REPO, Stack
 
+pytestmark = pytest.mark.e2e
+
 CLIENT = REPO / "clients" / "node"
 PROGRAM = CLIENT / "lifecycle.js"
 CHECKS = [

@@ -7,10 +7,13 @@ import os
 import signal
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import Stack, wait_until
 from tests.test_checkpoints import rows
+
+pytestmark = pytest.mark.e2e
 
 
 def scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 from stopcock.manager.auth import authenticator as auth
@@ -203,6 +204,7 @@ def test_security_matches_the_manager_auth_rules() -> None:
     assert by_id(document)["GetOpenApi"][1] == "/v0/openapi.json"
 
 
+@pytest.mark.e2e
 def test_generator_reproduces_the_committed_document(tmp_path: Path) -> None:
     outputs = [tmp_path / "a.json", tmp_path / "b.json"]
     for out in outputs:
@@ -214,6 +216,7 @@ def test_generator_reproduces_the_committed_document(tmp_path: Path) -> None:
     assert outputs[0].read_bytes() == outputs[1].read_bytes() == DOCUMENT.read_bytes()
 
 
+@pytest.mark.e2e
 def test_generator_refuses_a_descriptor_without_comments(tmp_path: Path) -> None:
     files = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR.read_bytes())
     for file in files.file:
@@ -234,6 +237,7 @@ def test_generator_refuses_a_descriptor_without_comments(tmp_path: Path) -> None
 # -- the document against the running stack -------------------------------
 
 
+@pytest.mark.e2e
 def test_served_through_envoy_byte_for_byte(stack: Stack) -> None:
     r = stack.rest.get("/v0/openapi.json")
     assert r.status_code == 200
@@ -247,6 +251,7 @@ def example(schema: JSON, name: str) -> str:
     return {"boolean": "true", "integer": "1"}.get(schema["type"], name)
 
 
+@pytest.mark.e2e
 def test_query_parameters_are_exactly_what_the_rest_face_accepts(stack: Stack) -> None:
     """Each documented query parameter gets past Envoy; each other request field does not.
 
@@ -343,6 +348,7 @@ class Checker:
         return value
 
 
+@pytest.mark.e2e
 def test_every_operation_answers_as_documented(stack: Stack, name: str) -> None:
     """Drives one pipeline (and an API key) through every operation."""
     checker = Checker(load())

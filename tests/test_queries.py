@@ -24,6 +24,8 @@ from tests.support import Stack, wait_until
 from tests.test_checkpoints import checkpoint, rows
 from tests.test_rest_pipelines import assert_error
 
+pytestmark = pytest.mark.e2e
+
 RUNAWAY = (
     "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT COUNT(*) AS n FROM r"
 )

@@ -6,7 +6,11 @@ import re
 import uuid
 from typing import Any
 
+import pytest
+
 from tests.support import PROGRAM, Stack, wait_until
+
+pytestmark = pytest.mark.e2e
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 STATUS_OMITS = {

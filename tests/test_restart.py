@@ -8,7 +8,11 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import process_alive, running_stack, wait_until
+
+pytestmark = pytest.mark.e2e
 
 
 def test_restart_readopts_live_runtimes_and_notices_dead_ones(tmp_path: Path) -> None:
@@ -43,14 +47,16 @@ def test_restart_readopts_live_runtimes_and_notices_dead_ones(tmp_path: Path) ->
 
 
 def test_acknowledged_stop_is_carried_out_after_a_crash(tmp_path: Path) -> None:
-    with running_stack(tmp_path, {"STOPCOCK_TEST_FAULTS": "kill_delay_secs=600"}) as stack:
+    kill_hold = tmp_path / "kill.hold"
+    kill_hold.touch()
+    with running_stack(tmp_path, {"STOPCOCK_TEST_FAULTS": f"kill_hold_file={kill_hold}"}) as stack:
         stack.create("p")
         stack.start("p")
         pid = stack.runtime_info("p")["pid"]
         assert stack.post("p", "stop", force="true").status_code == 202
         stack.wait_status("p", "Stopping")
-        stack.kill_manager()
-        del stack.env["STOPCOCK_TEST_FAULTS"]
+        stack.kill_manager()  # while the kill is held back
+        kill_hold.unlink()  # the next manager's kill goes through
         stack.start_manager()
         p = stack.wait_status("p", "Stopped")
         assert p["deployment_error"] is None
@@ -58,13 +64,16 @@ def test_acknowledged_stop_is_carried_out_after_a_crash(tmp_path: Path) -> None:
 
 
 def test_acknowledged_start_is_carried_out_after_a_crash(tmp_path: Path) -> None:
-    env = {"STOPCOCK_RUNTIME_TEST_FAULTS": "startup_delay_secs=2"}
+    startup_hold = tmp_path / "startup.hold"
+    startup_hold.touch()
+    env = {"STOPCOCK_RUNTIME_TEST_FAULTS": f"startup_hold_file={startup_hold}"}
     with running_stack(tmp_path, env) as stack:
         stack.create("p")
         assert stack.post("p", "start").status_code == 202
         stack.wait_status("p", "Provisioning")
-        stack.kill_manager()
+        stack.kill_manager()  # while the runtime has not listened yet
         stack.start_manager()
+        startup_hold.unlink()  # only now may a runtime listen
         stack.wait_status("p", "Running")
         assert stack.runtime_pids() == [stack.runtime_info("p")["pid"]], "one runtime, no orphan"
 

@@ -23,6 +23,8 @@ from stopcock.internal.v1 import runtime_service_pb2_grpc as rpb_grpc
 from tests.support import Stack
 from tests.test_checkpoints import checkpoint, rows
 
+pytestmark = pytest.mark.e2e
+
 CALLS: dict[str, Callable[[rpb_grpc.RuntimeServiceStub, Any], Any]] = {
     "WatchStatus": lambda s, md: next(iter(s.WatchStatus(rpb.WatchStatusRequest(), metadata=md))),
     "SetDesiredStatus": lambda s, md: s.SetDesiredStatus(

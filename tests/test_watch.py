@@ -7,10 +7,13 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 from stopcock.v1 import pipeline_service_pb2 as pb
 
 from tests.support import Stack
 from tests.test_rest_pipelines import assert_error
+
+pytestmark = pytest.mark.e2e
 
 
 def test_watch_delivers_every_transition_of_a_start_stop_cycle(stack: Stack, name: str) -> None:

@@ -76,8 +76,7 @@ def write_atomically(path: Path, data: str) -> None:
 async def serve(run_dir: Path, ready_fd: int) -> None:
     spec = RuntimeSpec.read(run_dir)
     faults = Faults.from_env()
-    if faults.startup_delay_secs:
-        await asyncio.sleep(faults.startup_delay_secs)
+    await faults.hold_startup()
 
     config = spec.runtime_config
     storage = None

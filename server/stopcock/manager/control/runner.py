@@ -12,9 +12,10 @@ A pid is only trusted together with the kernel's start time of the process
 (`/proc/PID/stat` field 22), so a recycled pid is never mistaken for our
 runtime.
 
-Test-only fault injection: STOPCOCK_TEST_FAULTS=kill_delay_secs=N delays
-every kill by N seconds, which holds a pipeline in Stopping long enough for
-a test to act on it. Never set it in production.
+Test-only fault injection: STOPCOCK_TEST_FAULTS=kill_hold_file=PATH holds
+every kill back while PATH exists, which keeps a pipeline in Stopping for as
+long as a test needs; the kill follows within ~20 ms of the file's removal.
+Never set it in production.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from pathlib import Path
 from stopcock.contract.runtime_spec import PROTOCOL, RuntimeSpec
 
 log = logging.getLogger("stopcock.runner")
+FAULTS_ENV = "STOPCOCK_TEST_FAULTS"
+_KILL_HOLD_POLL_SECS = 0.02  # test-only: how often a held kill looks at its hold file again
 
 
 def process_start_time(pid: int) -> int | None:
@@ -79,9 +82,15 @@ class LocalProcessRunner:
     def __init__(self, data_dir: Path, python: str = sys.executable) -> None:
         self._data_dir = data_dir
         self._python = python
-        faults = os.environ.get("STOPCOCK_TEST_FAULTS", "")
+        faults = os.environ.get(FAULTS_ENV, "")
         pairs = dict(item.split("=", 1) for item in faults.split(",") if "=" in item)
-        self._kill_delay = float(pairs.get("kill_delay_secs", "0"))
+        # A misspelt (or retired) fault would silently test nothing: refuse it.
+        if unknown := sorted(set(pairs) - {"kill_hold_file"}):
+            raise ValueError(f"{FAULTS_ENV}: unknown test faults {unknown}")
+        hold = pairs.get("kill_hold_file")
+        self._kill_hold_file = Path(hold) if hold else None
+        if self._kill_hold_file is not None:
+            log.warning("TEST FAULTS ACTIVE: kill_hold_file=%s", self._kill_hold_file)
 
     def pipeline_dir(self, pipeline_id: str) -> Path:
         return self._data_dir / "pipelines" / pipeline_id
@@ -251,11 +260,23 @@ class LocalProcessRunner:
         if proc.kill_requested or proc.exited.is_set():
             return
         proc.kill_requested = True
-        if self._kill_delay:
-            log.warning(
-                "test fault: delaying the kill of pid %d by %s s", proc.pid, self._kill_delay
-            )
-            asyncio.get_running_loop().call_later(self._kill_delay, self._killpg, proc)
+        hold = self._kill_hold_file
+        if hold is not None and hold.exists():
+            log.warning("test fault: holding the kill of pid %d while %s exists", proc.pid, hold)
+            self._kill_once_released(proc, hold)
+        else:
+            self._killpg(proc)
+
+    def _kill_once_released(self, proc: RuntimeProcess, hold: Path) -> None:
+        """Test-only: kills `proc` as soon as `hold` is gone.
+
+        A bounded poll on the event loop (one stat every 20 ms, nothing ever
+        waits): enough for a test switch, where a file watch would need inotify,
+        which the standard library lacks.
+        """
+        if hold.exists():
+            loop = asyncio.get_running_loop()
+            loop.call_later(_KILL_HOLD_POLL_SECS, self._kill_once_released, proc, hold)
         else:
             self._killpg(proc)
 
