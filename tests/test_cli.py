@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,9 +183,7 @@ def test_wait_timeout_exits_4(tmp_path: Path) -> None:
         env = cli_env(stack)
         ok(env, "apply", "-f", "-", stdin=json.dumps({"name": "held", "program_code": PROGRAM}))
         ok(env, "start", "held", "--wait")
-        began = time.monotonic()
         result = run(env, "stop", "held", "--force", "--wait", "--timeout", "1")
-        assert time.monotonic() - began < 10
         line = one_line_error(result, 4, "WaitTimeout")
         assert "timed out after 1s" in line and "it is Stopping" in line
         assert transitions(result.stdout)[-1] == "Stopping"

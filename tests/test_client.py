@@ -128,7 +128,9 @@ def test_wait_for_times_out_with_the_last_state(client: Client, name: str) -> No
     began = time.monotonic()
     with pytest.raises(WaitTimeout) as caught:
         client.wait_for(name, "Running", timeout=0.5)
-    assert 0.4 < time.monotonic() - began < 5
+    assert (
+        time.monotonic() - began >= 0.5
+    )  # it waited out its timeout (no upper bound: noisy machines)
     assert caught.value.error_code == "WaitTimeout"
     assert caught.value.pipeline is not None
     assert caught.value.pipeline.deployment_status == "Stopped"
