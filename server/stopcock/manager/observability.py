@@ -29,12 +29,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from stopcock.grpc_handlers import Handler, Interceptor
 
 pipeline_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("pipeline", default=None)
 request_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request", default=None)
@@ -144,13 +145,6 @@ def serve_metrics(address: str, port: int, registry: CollectorRegistry) -> None:
 
 # -- request context and RPC metrics -------------------------------------------
 
-if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-    _Interceptor = grpc.aio.ServerInterceptor
-
 
 def _code_name(context: Any) -> str:
     code = context.code()
@@ -159,7 +153,7 @@ def _code_name(context: Any) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
-class RequestInterceptor(_Interceptor):
+class RequestInterceptor(Interceptor):
     """Counts and times every RPC, and sets the request id and pipeline for logs.
 
     It wraps the handler the rest of the chain (authentication included)

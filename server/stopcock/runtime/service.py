@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from stopcock import runtime_wire
 from stopcock.contract import error_codec
+from stopcock.grpc_handlers import Handler, Interceptor, refusing
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.runtime.data import DataError
@@ -28,12 +29,6 @@ from stopcock.runtime.engine import (
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]
-if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-    _Interceptor = grpc.aio.ServerInterceptor
 TOKEN_METADATA = "x-stopcock-runtime-token"
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -160,7 +155,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         )
 
 
-class TokenCheck(_Interceptor):
+class TokenCheck(Interceptor):
     """Refuses any call without the deployment's secret (compared in constant time)."""
 
     def __init__(self, token: str) -> None:
@@ -178,25 +173,4 @@ class TokenCheck(_Interceptor):
                 presented = value.encode() if isinstance(value, str) else value
         if handler is None or (self._token and hmac.compare_digest(presented, self._token)):
             return handler
-        return _refusal(handler)
-
-
-def _refusal(handler: Handler) -> Handler:
-    """A handler of the same kind as `handler` that refuses the call."""
-
-    async def refuse(request: Any, context: Context) -> NoReturn:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "only the manager may call")
-
-    async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "only the manager may call")
-        yield  # unreachable; makes this an async generator like the handler
-
-    kinds = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, **kinds)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(refuse, **kinds)
-    return grpc.unary_unary_rpc_method_handler(refuse, **kinds)
+        return refusing(handler, grpc.StatusCode.UNAUTHENTICATED, "only the manager may call")

@@ -8,53 +8,22 @@ server-streaming, client-streaming) that aborts with the contract's error:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
 
 import grpc
+from stopcock.grpc_handlers import Handler, Interceptor, refusing
 from stopcock.manager.api.servicer import abort_args
 from stopcock.manager.auth.authenticator import Authenticator
 from stopcock.manager.domain import errors
-
-if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-    _Interceptor = grpc.aio.ServerInterceptor
 
 
 def _refusing_handler(handler: Handler, err: errors.ApiError) -> Handler:
     code, details, trailing = abort_args(err)
     if err.http_status == 401:
         trailing = (*trailing, ("www-authenticate", 'Bearer realm="stopcock"'))
-
-    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, details, trailing)
-
-    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, details, trailing)
-        yield  # unreachable; makes this an async generator like the handler
-
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            refuse_stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            refuse,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return refusing(handler, code, details, trailing)
 
 
-class AuthInterceptor(_Interceptor):
+class AuthInterceptor(Interceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
 
