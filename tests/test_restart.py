@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +102,34 @@ def test_a_runtime_of_another_protocol_is_stopped_not_adopted(tmp_path: Path) ->
 def stack_id(stack: Any, name: str) -> str:
     pipeline_id: str = stack.get(name)["id"]
     return pipeline_id
+
+
+def test_a_runtime_nobody_recorded_is_stopped_on_restart(tmp_path: Path) -> None:
+    """A manager that died between spawning a runtime and recording it leaves a stray."""
+    with running_stack(tmp_path) as stack:
+        stack.create("p")
+        stack.start("p")
+        recorded = stack.runtime_info("p")["pid"]
+        run_dir = stack.data_dir / "pipelines" / stack_id(stack, "p") / "run"
+        stack.kill_manager()
+        # What such a stray looks like from outside: a runtime's command line
+        # naming the pipeline's run directory (this one only sleeps).
+        stray = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import time; time.sleep(600)",
+                "stopcock.runtime.main",
+                "--run-dir",
+                str(run_dir),
+            ],
+            start_new_session=True,
+        )
+        try:
+            stack.start_manager()
+            stack.wait_status("p", "Running")
+            assert stray.wait(timeout=30) == -signal.SIGKILL  # stopped by the new manager
+            assert stack.runtime_pids("p") == [recorded]  # the recorded one is kept
+        finally:
+            stray.kill()
+            stray.wait()

@@ -201,6 +201,9 @@ class PipelineActor:
             log.warning("pipeline %s: its runtime is gone", rec.name)
         else:
             READOPTIONS.inc()
+        strays = self._runner.kill_strays(rec.id, self.proc.pid if self.proc else None)
+        if strays:
+            log.warning("pipeline %s: stopped runtimes nobody recorded: %s", rec.name, strays)
 
     async def _towards_stopped(self, rec: PipelineRecord) -> bool:
         if rec.resources_status in (PROVISIONING, PROVISIONED):

@@ -241,6 +241,29 @@ class LocalProcessRunner:
         log.info("re-adopted runtime pid %d", pid)
         return proc
 
+    def kill_strays(self, pipeline_id: str, keep: int | None) -> list[int]:
+        """Kills the pipeline's runtime processes but `keep`; returns their pids.
+
+        A manager that died between spawning a runtime and recording its pid
+        (or before the runtime wrote runtime.json) leaves one nobody knows;
+        a new manager finds it by its command line (its run directory) and
+        stops it before it could ever run beside its successor.
+        """
+        marker = str(self.run_dir(pipeline_id))
+        strays = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == keep:
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"stopcock.runtime.main" in argv and marker.encode() in argv:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(entry.name), signal.SIGKILL)
+                strays.append(int(entry.name))
+        return strays
+
     def find_runtime(self, pipeline_id: str, deployment_id: str) -> tuple[int, int, int] | None:
         """(pid, start time, port) of a live runtime of `deployment_id`, from runtime.json.
 
