@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.postgres import EmbeddedPostgres
 from tests.support import Stack, running_stack
 
 # pytester: tests/test_tiers.py collects small test files to check the tier checks.
@@ -37,14 +38,14 @@ _names = itertools.count(1)
 #   mark, whatever helper it went through. Audit hooks cannot be removed, so
 #   the hook checks a flag that only the hook wrapper below sets.
 # * The guard cannot see a shared fixture that an e2e test started earlier in
-#   the session (the session-wide `stack`): an unmarked test using it would
-#   start nothing itself and pass in a full run. So collection fails for an
-#   unmarked test that requests `stack` or `own_stack`, directly or through
-#   another fixture. (A module-scoped stack fixture lives in a module marked
-#   e2e as a whole; a new unmarked user of one still fails `make unit`, where no
-#   e2e test starts it first.)
+#   the session (the session-wide `stack`, or `postgres`, the PostgreSQL
+#   server): an unmarked test using it would start nothing itself and pass in
+#   a full run. So collection fails for an unmarked test that requests one of
+#   E2E_FIXTURES, directly or through another fixture. (A module-scoped stack
+#   fixture lives in a module marked e2e as a whole; a new unmarked user of one
+#   still fails `make unit`, where no e2e test starts it first.)
 
-E2E_FIXTURES = frozenset({"stack", "own_stack"})
+E2E_FIXTURES = frozenset({"stack", "own_stack", "postgres", "postgres_url"})
 # The audit events of CPython 3.11 that start a process (asyncio and
 # multiprocessing go through subprocess.Popen, os.fork or os.posix_spawn).
 _SPAWN_EVENTS = frozenset(
@@ -157,3 +158,19 @@ def own_stack(tmp_path: Path) -> Iterator[Stack]:
     """A private stack, for tests that kill processes or inject faults."""
     with running_stack(tmp_path) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[EmbeddedPostgres]:
+    """One real PostgreSQL server for the session (tests/postgres.py); it fails, never skips."""
+    server = EmbeddedPostgres()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres: EmbeddedPostgres) -> str:
+    """The URL of a fresh, empty database of its own on the session's server."""
+    return postgres.new_database()

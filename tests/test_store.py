@@ -1,17 +1,28 @@
-"""The SQLite store: round trips, schema versioning, durability settings."""
+"""The stores: round trips, API keys, schema versioning, durability settings.
+
+The shared tests run through the async `Store` protocol on both stores:
+SQLite (`AsyncStore`) and PostgreSQL (`PostgresStore`, on a fresh database of
+a real server: marked e2e, as it starts one). The SQLite-specific ones follow;
+tests/test_store_postgres.py has the PostgreSQL-specific ones.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from stopcock.manager.domain.model import evolve, new_record
-from stopcock.manager.store import ApiKeyRecord, DuplicateKey, SchemaTooNew
+from stopcock.manager.config import ConfigError, Settings
+from stopcock.manager.domain.model import PipelineRecord, evolve, new_record
+from stopcock.manager.store import ApiKeyRecord, DuplicateKey, SchemaTooNew, Store
 from stopcock.manager.store.sqlite import SCHEMA_VERSION, AsyncStore, SqliteStore
 
+Opener = Callable[[], Awaitable[Store]]
 
-def sample(name: str = "p") -> object:
+
+def sample(name: str = "p") -> PipelineRecord:
     return new_record(
         pipeline_id=f"id-{name}",
         name=name,
@@ -26,17 +37,72 @@ def sample(name: str = "p") -> object:
     )
 
 
-def test_round_trip_and_rename(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "db.sqlite")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.e2e)])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens a new store on the test's database (the same database at every call)."""
+    if request.param == "sqlite":
+        return lambda: AsyncStore(tmp_path / "db.sqlite").open()
+    from stopcock.manager.store.postgres import PostgresStore
+
+    url: str = request.getfixturevalue("postgres_url")
+    return lambda: PostgresStore(url).open()
+
+
+# -- every store ------------------------------------------------------------------
+
+
+async def test_round_trip_and_rename(open_store: Opener) -> None:
+    store = await open_store()
     rec = sample()
-    store.put(rec)  # type: ignore[arg-type]
-    changed = evolve(rec, name="q", deployment_error={"message": "m"})  # type: ignore[arg-type]
-    store.put(changed)
-    store.close()
-    reopened = SqliteStore(tmp_path / "db.sqlite")
-    assert reopened.load_all() == [changed]
-    reopened.delete(changed.id)
-    assert reopened.load_all() == []
+    await store.put(rec)
+    changed = evolve(rec, name="q", deployment_error={"message": "m"}, runtime_pid=2**40)
+    await store.put(changed)  # an upsert: the same id
+    await store.close()
+    reopened = await open_store()
+    assert await reopened.load_all() == [changed]
+    await reopened.delete(changed.id)
+    assert await reopened.load_all() == []
+    await reopened.delete(changed.id)  # deleting what is gone is no error
+    await reopened.close()
+
+
+async def test_records_load_in_name_order(open_store: Opener) -> None:
+    store = await open_store()
+    for name in ("b", "a", "c"):
+        await store.put(sample(name))
+    assert [r.name for r in await store.load_all()] == ["a", "b", "c"]
+    await store.close()
+
+
+async def test_api_key_lookup_by_hash_sees_other_stores_writes(open_store: Opener) -> None:
+    manager = await open_store()  # held open, as the manager holds it
+    assert await manager.find_api_key("0" * 64) is None
+    # Another store (the offline CLI, another manager) adds a key while the first stays open.
+    cli = await open_store()
+    key = ApiKeyRecord("id-1", "ops", "write", "ab" * 32, 1)
+    await cli.put_api_key(key)
+    await cli.close()
+    assert await manager.find_api_key("ab" * 32) == key
+    assert await manager.find_api_key("ab" * 31 + "ac") is None
+    with pytest.raises(DuplicateKey):  # names are unique
+        await manager.put_api_key(ApiKeyRecord("id-2", "ops", "read", "cd" * 32, 2))
+    other = ApiKeyRecord("id-3", "ci", "read", "ef" * 32, 3)
+    await manager.put_api_key(other)
+    assert await manager.load_api_keys() == [other, key]  # by name
+    assert await manager.delete_api_key("ops") is True
+    assert await manager.delete_api_key("ops") is False
+    assert await manager.find_api_key("ab" * 32) is None
+    await manager.close()
+
+
+async def test_concurrent_writes_all_land(open_store: Opener) -> None:
+    store = await open_store()
+    await asyncio.gather(*(store.put(sample(f"p{i}")) for i in range(20)))
+    assert len(await store.load_all()) == 20
+    await store.close()
+
+
+# -- SQLite only ------------------------------------------------------------------
 
 
 def test_schema_is_versioned_and_durable(tmp_path: Path) -> None:
@@ -51,31 +117,31 @@ def test_schema_is_versioned_and_durable(tmp_path: Path) -> None:
         SqliteStore(tmp_path / "db.sqlite")
 
 
-async def test_async_store(tmp_path: Path) -> None:
-    store = await AsyncStore(tmp_path / "db.sqlite").open()
-    await store.put(sample("a"))  # type: ignore[arg-type]
-    await store.put(sample("b"))  # type: ignore[arg-type]
-    assert [r.name for r in await store.load_all()] == ["a", "b"]
-    await store.close()
-
-
-def test_api_key_lookup_by_hash_sees_other_processes_writes(tmp_path: Path) -> None:
-    manager = SqliteStore(tmp_path / "db.sqlite")  # held open, as the manager holds it
-    assert manager.find_api_key("0" * 64) is None
-    # Another connection (the offline CLI) adds a key while the first stays open.
-    cli = SqliteStore(tmp_path / "db.sqlite")
-    key = ApiKeyRecord("id-1", "ops", "write", "ab" * 32, 1)
-    cli.put_api_key(key)
-    cli.close()
-    assert manager.find_api_key("ab" * 32) == key
-    assert manager.find_api_key("ab" * 31 + "ac") is None
-    # One indexed lookup, not a scan of every key.
+def test_api_key_lookup_by_hash_uses_the_index(tmp_path: Path) -> None:
+    SqliteStore(tmp_path / "db.sqlite").close()
     db = sqlite3.connect(tmp_path / "db.sqlite")
     plan = db.execute(
         "EXPLAIN QUERY PLAN SELECT * FROM api_keys WHERE key_hash = ?", ("x",)
     ).fetchall()
     db.close()
     assert any("USING INDEX" in row[3] for row in plan), plan
-    with pytest.raises(DuplicateKey):  # names are unique
-        manager.put_api_key(ApiKeyRecord("id-2", "ops", "read", "cd" * 32, 2))
-    manager.close()
+
+
+# -- choosing the store -----------------------------------------------------------
+
+
+def test_database_url_selects_postgres_and_defaults_to_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STOPCOCK_DATABASE_URL", raising=False)
+    assert Settings.from_env().database_url is None  # SQLite, as before
+    monkeypatch.setenv("STOPCOCK_DATABASE_URL", "")
+    assert Settings.from_env().database_url is None
+    url = "postgresql://u:secret@db.example:5432/stopcock"
+    monkeypatch.setenv("STOPCOCK_DATABASE_URL", url)
+    assert Settings.from_env().database_url == url
+    monkeypatch.setenv("STOPCOCK_DATABASE_URL", "mysql://u:secret@db/x")
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env()
+    assert "postgresql://" in str(refused.value)
+    assert "secret" not in str(refused.value)  # a password is never echoed

@@ -18,6 +18,19 @@ def _port(name: str, default: int) -> int:
     return int(raw)
 
 
+def _database_url() -> str | None:
+    raw = os.environ.get("STOPCOCK_DATABASE_URL", "")
+    if not raw:
+        return None
+    if not raw.startswith(("postgresql://", "postgres://")):
+        # Not echoed: a URL may carry a password.
+        raise ConfigError(
+            "STOPCOCK_DATABASE_URL must be a postgresql:// URL (unset: the SQLite database "
+            "in STOPCOCK_DATA_DIR)"
+        )
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     grpc_port: int
@@ -26,6 +39,8 @@ class Settings:
     data_dir: Path
     log_level: str
     metrics_port: int
+    # The PostgreSQL store's URL (STOPCOCK_DATABASE_URL); None: SQLite in data_dir.
+    database_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -36,4 +51,5 @@ class Settings:
             data_dir=Path(os.environ.get("STOPCOCK_DATA_DIR", ".stopcock")).absolute(),
             log_level=os.environ.get("STOPCOCK_LOG_LEVEL", "INFO").upper(),
             metrics_port=_port("STOPCOCK_METRICS_PORT", 9464),
+            database_url=_database_url(),
         )

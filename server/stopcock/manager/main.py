@@ -19,13 +19,27 @@ from stopcock.manager.config import ConfigError, Settings
 from stopcock.manager.control.runner import LocalProcessRunner
 from stopcock.manager.datadir import prepare, private_umask
 from stopcock.manager.observability import configure_logging, serve_metrics
+from stopcock.manager.store import Store, StoreError
 from stopcock.manager.store.sqlite import AsyncStore
 
 log = logging.getLogger("stopcock.manager")
 
 
+async def open_store(settings: Settings) -> Store:
+    """PostgreSQL when STOPCOCK_DATABASE_URL is set, else SQLite in the data directory."""
+    if settings.database_url is None:
+        return await AsyncStore(settings.data_dir / "stopcock.db").open()
+    # Imported only here: a manager on SQLite never loads the PostgreSQL driver.
+    from stopcock.manager.store.postgres import PostgresStore
+
+    try:
+        return await PostgresStore(settings.database_url).open()
+    except StoreError as exc:
+        raise ConfigError(f"cannot open the database at STOPCOCK_DATABASE_URL: {exc}") from exc
+
+
 async def serve(settings: Settings, auth: AuthSettings) -> None:
-    store = await AsyncStore(settings.data_dir / "stopcock.db").open()
+    store = await open_store(settings)
     verifier = None
     if auth.enabled:
         verifier = JwtVerifier(auth.jwks, auth.issuer, auth.audience, auth.role_claim)
@@ -37,10 +51,12 @@ async def serve(settings: Settings, auth: AuthSettings) -> None:
     manager = await build_server(settings, deps)
     serve_metrics(settings.bind_address, settings.metrics_port, manager.metrics)
     log.info(
-        "manager listening on %s:%d (data in %s, authentication %s, metrics on port %d)",
+        "manager listening on %s:%d (data in %s, records in %s, authentication %s, "
+        "metrics on port %d)",
         settings.bind_address,
         manager.port,
         settings.data_dir,
+        "SQLite" if settings.database_url is None else "PostgreSQL",
         "on" if auth.enabled else "off",
         settings.metrics_port,
     )

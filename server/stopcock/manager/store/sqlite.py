@@ -13,9 +13,7 @@ call on a dedicated single-thread executor, which also serializes writes.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
-import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +22,7 @@ from typing import Any, TypeVar
 
 from stopcock.manager.domain.model import PipelineRecord
 from stopcock.manager.store.protocol import ApiKeyRecord, DuplicateKey, SchemaTooNew, StoreError
+from stopcock.manager.store.rows import FIELDS, from_row, to_row
 
 MIGRATIONS: list[str] = [
     # 0 -> 1: the pipelines table. JSON columns hold objects; `_since`
@@ -85,45 +84,10 @@ MIGRATIONS: list[str] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_FIELDS = [f.name for f in dataclasses.fields(PipelineRecord)]
-_JSON_FIELDS = frozenset(
-    {
-        "runtime_config",
-        "program_config",
-        "tags",
-        "program_error",
-        "program_info",
-        "deployment_error",
-        "runtime_status_details",
-        "storage_status_details",
-    }
-)
 _INSERT = (
-    f"INSERT OR REPLACE INTO pipelines ({', '.join(_FIELDS)}) "
-    f"VALUES ({', '.join('?' for _ in _FIELDS)})"
+    f"INSERT OR REPLACE INTO pipelines ({', '.join(FIELDS)}) "
+    f"VALUES ({', '.join('?' for _ in FIELDS)})"
 )
-
-
-def _to_row(rec: PipelineRecord) -> list[Any]:
-    row: list[Any] = []
-    for name in _FIELDS:
-        value = getattr(rec, name)
-        if name in _JSON_FIELDS and value is not None:
-            value = json.dumps(list(value) if name == "tags" else value, separators=(",", ":"))
-        row.append(value)
-    return row
-
-
-def _from_row(row: sqlite3.Row) -> PipelineRecord:
-    values: dict[str, Any] = {}
-    for name in _FIELDS:
-        value = row[name]
-        if name in _JSON_FIELDS and value is not None:
-            value = json.loads(value)
-            if name == "tags":
-                value = tuple(value)
-        values[name] = value
-    return PipelineRecord(**values)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -180,11 +144,11 @@ class SqliteStore:
     @_translated
     def load_all(self) -> list[PipelineRecord]:
         rows = self._db.execute("SELECT * FROM pipelines ORDER BY name").fetchall()
-        return [_from_row(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     @_translated
     def put(self, rec: PipelineRecord) -> None:
-        self._db.execute(_INSERT, _to_row(rec))
+        self._db.execute(_INSERT, to_row(rec))
 
     @_translated
     def delete(self, pipeline_id: str) -> None:

