@@ -118,7 +118,7 @@ def test_a_runtime_nobody_recorded_is_stopped_on_restart(tmp_path: Path) -> None
             [
                 sys.executable,
                 "-c",
-                "import time; time.sleep(600)",
+                "import signal; signal.pause()",
                 "stopcock.runtime.main",
                 "--run-dir",
                 str(run_dir),
