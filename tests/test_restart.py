@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import process_alive, running_stack, wait_until
+from tests.support import free_port, process_alive, running_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -133,3 +133,27 @@ def test_a_runtime_nobody_recorded_is_stopped_on_restart(tmp_path: Path) -> None
         finally:
             stray.kill()
             stray.wait()
+
+
+def test_a_second_manager_on_the_same_sqlite_data_is_refused(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:
+        assert stack.manager is not None
+        second = subprocess.run(
+            [sys.executable, "-m", "stopcock.manager.main"],
+            env={
+                **stack.env,
+                "STOPCOCK_GRPC_PORT": str(free_port()),
+                "STOPCOCK_METRICS_PORT": str(free_port()),
+            },
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        message = second.stderr.strip()
+        assert f"another Stopcock manager (pid {stack.manager.pid})" in message
+        assert "STOPCOCK_DATABASE_URL" in message
+        # The first one serves on, unharmed; once it is gone (even by SIGKILL,
+        # which the other restart tests do), the next manager may start.
+        stack.create("still-served")

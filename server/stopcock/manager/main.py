@@ -20,7 +20,7 @@ from stopcock.manager.control.runner import LocalProcessRunner
 from stopcock.manager.datadir import prepare, private_umask
 from stopcock.manager.observability import configure_logging, serve_metrics
 from stopcock.manager.store import Store, StoreError
-from stopcock.manager.store.sqlite import AsyncStore
+from stopcock.manager.store.sqlite import AsyncStore, claim_single_manager
 
 log = logging.getLogger("stopcock.manager")
 
@@ -28,6 +28,10 @@ log = logging.getLogger("stopcock.manager")
 async def open_store(settings: Settings) -> Store:
     """PostgreSQL when STOPCOCK_DATABASE_URL is set, else SQLite in the data directory."""
     if settings.database_url is None:
+        try:
+            claim_single_manager(settings.data_dir)  # held until the process ends
+        except StoreError as exc:
+            raise ConfigError(str(exc)) from exc
         return await AsyncStore(settings.data_dir / "stopcock.db").open()
     # Imported only here: a manager on SQLite never loads the PostgreSQL driver.
     from stopcock.manager.store.postgres import PostgresStore

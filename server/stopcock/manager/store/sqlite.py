@@ -13,7 +13,9 @@ call on a dedicated single-thread executor, which also serializes writes.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -245,3 +247,32 @@ class AsyncStore:
         if self._sync is not None:
             await self._run(self._sync.close)
         self._executor.shutdown(wait=True)
+
+
+LOCK_FILE = "manager.lock"
+
+
+def claim_single_manager(data_dir: Path) -> int:
+    """Takes the data directory's manager lock; returns its fd (held for the process's life).
+
+    SQLite is one manager's database: two managers on it would both act on
+    every pipeline. The lock (flock) is the kernel's, so it is released
+    whenever the holder ends, SIGKILL included, and runtime processes do not
+    inherit it (the fd is close-on-exec). StoreError names the holder.
+    """
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreError(
+            f"another Stopcock manager (pid {holder}) uses the data directory {data_dir}: "
+            "with SQLite there is one manager per data directory. Stop it, or give this "
+            "one its own STOPCOCK_DATA_DIR (replicas share a PostgreSQL database instead: "
+            "STOPCOCK_DATABASE_URL)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
