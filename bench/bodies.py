@@ -75,10 +75,10 @@ from typing import Any
 import httpx
 from stopcock.runtime.memdb import memory_dir
 
-from bench import procs
+from bench import ingress, procs
 from bench.ingress import IngressRun
 from bench.load import REPO, BenchError
-from bench.stats import median, ratio
+from bench.stats import ratio
 
 MB = 1 << 20
 TARGET_RATIO = 0.5  # ingress rows/s / baseline rows/s, at least, at every size
@@ -230,18 +230,11 @@ class SizeBodies:
             self.memory_peak[role] = max(self.memory_peak.get(role, 0.0), mib)
         self.samples += sampled.samples
 
-    @staticmethod
-    def med(runs: list[IngressRun], attr: str) -> float:
-        return median([float(getattr(r, attr)) for r in runs])
-
     def rows_ratio(self) -> float:
-        return ratio(self.med(self.subject, "rows_per_s"), self.med(self.baseline, "rows_per_s"))
+        return ingress.rows_ratio(self.subject, self.baseline)
 
     def pair_ratios(self) -> list[float]:
-        return [
-            ratio(s.rows_per_s, b.rows_per_s)
-            for s, b in zip(self.subject, self.baseline, strict=True)
-        ]
+        return ingress.pair_ratios(self.subject, self.baseline)
 
 
 @dataclass(frozen=True, slots=True)

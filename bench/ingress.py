@@ -34,8 +34,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -62,6 +63,21 @@ class IngressRun:
     machine_cores: float = 0.0  # every process on the machine, ours included
 
 
+def median_of(runs: Sequence[Any], attr: str) -> float:
+    """The median of one figure over runs (of any kind)."""
+    return median([float(getattr(r, attr)) for r in runs])
+
+
+def rows_ratio(subject: list[IngressRun], baseline: list[IngressRun]) -> float:
+    """Median subject rows/s / median baseline rows/s."""
+    return ratio(median_of(subject, "rows_per_s"), median_of(baseline, "rows_per_s"))
+
+
+def pair_ratios(subject: list[IngressRun], baseline: list[IngressRun]) -> list[float]:
+    """Each run's rows/s against the baseline run beside it."""
+    return [ratio(s.rows_per_s, b.rows_per_s) for s, b in zip(subject, baseline, strict=True)]
+
+
 @dataclass(slots=True)
 class IngressComparison:
     clients: int
@@ -71,19 +87,12 @@ class IngressComparison:
     baseline: list[IngressRun] = field(default_factory=list)
     subject: list[IngressRun] = field(default_factory=list)
 
-    @staticmethod
-    def med(runs: list[IngressRun], attr: str) -> float:
-        return median([float(getattr(r, attr)) for r in runs])
-
     def rows_ratio(self) -> float:
         """Median ingress rows/s / median baseline rows/s."""
-        return ratio(self.med(self.subject, "rows_per_s"), self.med(self.baseline, "rows_per_s"))
+        return rows_ratio(self.subject, self.baseline)
 
     def pair_ratios(self) -> list[float]:
-        return [
-            ratio(s.rows_per_s, b.rows_per_s)
-            for s, b in zip(self.subject, self.baseline, strict=True)
-        ]
+        return pair_ratios(self.subject, self.baseline)
 
 
 def bodies(batches: int, rows: int) -> list[bytes]:

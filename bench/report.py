@@ -21,7 +21,7 @@ from bench import ingress as ingress_bench
 from bench import suspend as suspend_bench
 from bench.bodies import BodiesResult, QueryBodies, QueryRun, SizeBodies
 from bench.force_stop import Latency, StopCycle
-from bench.ingress import IngressComparison, IngressRun
+from bench.ingress import IngressComparison, IngressRun, median_of
 from bench.load import Comparison, LoadRun
 from bench.stats import median, percentile, ratio
 from bench.suspend import SizeResult
@@ -76,8 +76,8 @@ def _runs_row(label: str, runs: list[LoadRun]) -> str:
 
 
 def comparison_table(c: Comparison) -> list[str]:
-    p50 = ratio(c.med(c.subject, "p50_ms"), c.med(c.baseline, "p50_ms"))
-    p99 = ratio(c.med(c.subject, "p99_ms"), c.med(c.baseline, "p99_ms"))
+    p50 = ratio(median_of(c.subject, "p50_ms"), median_of(c.baseline, "p50_ms"))
+    p99 = ratio(median_of(c.subject, "p99_ms"), median_of(c.baseline, "p99_ms"))
     pairs = c.pair_ratios()
     spread = f"   rounds: {min(pairs):.2f}-{max(pairs):.2f}x" if pairs else ""
     return [
@@ -232,7 +232,7 @@ def suspend_section(results: list[SizeResult]) -> list[str]:
 
 def _ingress_row(label: str, runs: list[IngressRun]) -> str:
     def med(attr: str) -> float:
-        return IngressComparison.med(runs, attr)
+        return median_of(runs, attr)
 
     cores = [med(a) for a in ("client_cores", "manager_cores", "envoy_cores", "runtime_cores")]
     other = max(0.0, med("machine_cores") - sum(cores)) if med("machine_cores") > 0 else 0.0
@@ -276,7 +276,7 @@ def _other(machine: float, ours: list[float]) -> float:
 
 def _bodies_cores(runs: list[IngressRun]) -> str:
     def med(attr: str) -> float:
-        return SizeBodies.med(runs, attr)
+        return median_of(runs, attr)
 
     cores = [med(a) for a in ("client_cores", "manager_cores", "envoy_cores", "runtime_cores")]
     return " / ".join(f"{c:.2f}" for c in [*cores, _other(med("machine_cores"), cores)])
@@ -314,11 +314,11 @@ def bodies_section(result: BodiesResult) -> list[str]:
         f"{'baseline/s':>12}{'ratio':>8}{'repeats':>12}",
     ]
     for s in result.sizes:
-        rate = s.med(s.subject, "rows_per_s")
+        rate = median_of(s.subject, "rows_per_s")
         mib_s = rate * result.row_bytes / bodies_bench.MB
         lines.append(
             f"  {_size_label(s.mb):<8}{s.rows:>10}{len(s.subject):>5}{rate:>11.0f}{mib_s:>7.1f}"
-            f"{s.med(s.baseline, 'rows_per_s'):>12.0f}{_x(s.rows_ratio()):>8}"
+            f"{median_of(s.baseline, 'rows_per_s'):>12.0f}{_x(s.rows_ratio()):>8}"
             f"{_spread(s.pair_ratios()):>12}"
         )
     lines.append(
@@ -326,8 +326,8 @@ def bodies_section(result: BodiesResult) -> list[str]:
         "baseline: this process / other"
     )
     for s in result.sizes:
-        base = s.med(s.baseline, "client_cores")
-        base_other = _other(s.med(s.baseline, "machine_cores"), [base])
+        base = median_of(s.baseline, "client_cores")
+        base_other = _other(median_of(s.baseline, "machine_cores"), [base])
         lines.append(
             f"  {_size_label(s.mb):<8}{_bodies_cores(s.subject):<34}{base:.2f} / {base_other:.2f}"
         )
@@ -336,7 +336,7 @@ def bodies_section(result: BodiesResult) -> list[str]:
         applied = median([t for t in s.apply_s if not math.isnan(t)])
         if s.mb < bodies_bench.WARM_UP_MB or math.isnan(applied):
             continue  # an apply of a few ms is below the 50 ms sampling
-        total = s.med(s.subject, "seconds")
+        total = median_of(s.subject, "seconds")
         what = f"  {_size_label(s.mb)}: the apply (database files growing -> answer) took "
         what += f"{applied:.1f} of {total:.1f} s"
         if not math.isnan(sent):
@@ -529,10 +529,10 @@ def _ingress_notes(comparisons: list[IngressComparison], cpus: int) -> list[str]
     notes = []
     for c in comparisons:
         who = f"ingress ({c.clients} client{'s' if c.clients > 1 else ''})"
-        runtime = c.med(c.subject, "runtime_cores")
-        machine = c.med(c.subject, "machine_cores")
+        runtime = median_of(c.subject, "runtime_cores")
+        machine = median_of(c.subject, "machine_cores")
         ours = sum(
-            c.med(c.subject, a)
+            median_of(c.subject, a)
             for a in ("client_cores", "manager_cores", "envoy_cores", "runtime_cores")
         )
         pace = []
@@ -561,8 +561,8 @@ def _bodies_notes(result: BodiesResult, cpus: int) -> list[str]:
     for s in result.sizes:
         where = f"bodies {_size_label(s.mb)} ingress"
         roles = ("client_cores", "manager_cores", "envoy_cores", "runtime_cores")
-        cores = {a: s.med(s.subject, a) for a in roles}
-        machine = s.med(s.subject, "machine_cores")
+        cores = {a: median_of(s.subject, a) for a in roles}
+        machine = median_of(s.subject, "machine_cores")
         busiest = max(cores, key=lambda a: cores[a])
         pace = [
             f"the busiest process is the {busiest.removesuffix('_cores')} at "
@@ -581,7 +581,7 @@ def _bodies_notes(result: BodiesResult, cpus: int) -> list[str]:
                 "machine, the median is the figure to use"
             )
     for s in result.sizes:
-        base, runtime = s.med(s.baseline, "client_cores"), s.med(s.subject, "runtime_cores")
+        base, runtime = median_of(s.baseline, "client_cores"), median_of(s.subject, "runtime_cores")
         if min(base, runtime) < 0.8:
             notes.append(
                 f"bodies {_size_label(s.mb)}: the baseline got {base:.2f} cores, the runtime "
@@ -653,7 +653,7 @@ def _cpu_notes(c: Comparison, cpus: int) -> list[str]:
     costs = [
         f"{role} {_us_per_request(c.baseline, (a,)):.0f} -> {_us_per_request(c.subject, (a,)):.0f}"
         for role, a in _ROLES
-        if c.med(c.subject, a) > 0.02
+        if median_of(c.subject, a) > 0.02
     ]
     every = tuple(a for _, a in _ROLES)
     base, subject = _us_per_request(c.baseline, every), _us_per_request(c.subject, every)

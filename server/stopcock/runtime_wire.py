@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
+from stopcock.contract.json_values import integral_as_int
 from stopcock.contract.statuses import Runtime
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 
@@ -48,17 +49,7 @@ def struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
 
 def plain(message: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as JSON-like Python, integral numbers as ints (Struct keeps doubles)."""
-    return _ints(json_format.MessageToDict(message))  # type: ignore[no-any-return]
-
-
-def _ints(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
+    return integral_as_int(json_format.MessageToDict(message))  # type: ignore[no-any-return]
 
 
 def checkpoints(entries: Iterable[dict[str, Any]]) -> list[pb.Checkpoint]:

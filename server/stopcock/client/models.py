@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
+from stopcock.contract.json_values import integral_as_int
 from stopcock.contract.statuses import Resources, Runtime
 from stopcock.v1 import pipeline_service_pb2 as pb
 
@@ -25,15 +26,8 @@ RUNNING = Runtime.RUNNING.value
 PAUSED = Runtime.PAUSED.value
 
 
-def plain(value: Any) -> Any:
-    """A JSON value with integral doubles turned back into ints (see the module doc)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
+# A JSON value with integral doubles turned back into ints (see the module doc).
+plain = integral_as_int
 
 
 def _value(msg: Any, field: str) -> Any:

@@ -186,11 +186,12 @@ class RequestInterceptor(Interceptor):
             RPC_REQUESTS.labels(method, code).inc()
             RPC_DURATION.labels(method).observe(time.perf_counter() - started)
 
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
+        def answered(inner: Any, named: bool) -> Any:
+            """Wraps a handler that answers once (unary or client-streaming requests)."""
 
-            async def unary(request: Any, context: Any) -> Any:
-                started = begin(request)
+            async def handle(request: Any, context: Any) -> Any:
+                # A client stream names its pipeline in its first message, unread here.
+                started = begin(request if named else None)
                 failed = True
                 try:
                     result = await inner(request, context)
@@ -199,10 +200,19 @@ class RequestInterceptor(Interceptor):
                 finally:
                     end(context, started, failed)
 
+            return handle
+
+        kinds = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                answered(handler.unary_unary, named=True), **kinds
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                answered(handler.stream_unary, named=False), **kinds
             )
         if handler.unary_stream is not None:
             inner_stream: Any = handler.unary_stream  # an async generator under grpc.aio
@@ -217,29 +227,7 @@ class RequestInterceptor(Interceptor):
                 finally:
                     end(context, started, failed)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            inner_client_stream = handler.stream_unary
-
-            async def client_stream(requests: Any, context: Any) -> Any:
-                started = begin(None)  # the pipeline is named in the first message
-                failed = True
-                try:
-                    result = await inner_client_stream(requests, context)
-                    failed = False
-                    return result
-                finally:
-                    end(context, started, failed)
-
-            return grpc.stream_unary_rpc_method_handler(
-                client_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return grpc.unary_stream_rpc_method_handler(stream, **kinds)
         return handler
 
 
