@@ -45,7 +45,9 @@ _names = itertools.count(1)
 #   fixture lives in a module marked e2e as a whole; a new unmarked user of one
 #   still fails `make unit`, where no e2e test starts it first.)
 
-E2E_FIXTURES = frozenset({"stack", "own_stack", "postgres", "postgres_url"})
+E2E_FIXTURES = frozenset(
+    {"stack", "sqlite_stack", "replicated_stack", "own_stack", "postgres", "postgres_url"}
+)
 # The audit events of CPython 3.11 that start a process (asyncio and
 # multiprocessing go through subprocess.Popen, os.fork or os.posix_spawn).
 _SPAWN_EVENTS = frozenset(
@@ -140,10 +142,34 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One shared stack for tests that only need a healthy Stopcock."""
+def sqlite_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One shared stack for tests that only need a healthy Stopcock (SQLite, the default)."""
     with running_stack(tmp_path_factory.mktemp("stack")) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def replicated_stack(
+    tmp_path_factory: pytest.TempPathFactory, postgres: EmbeddedPostgres
+) -> Iterator[Stack]:
+    """One shared stack of two replicas on PostgreSQL behind one Envoy."""
+    env = {"STOPCOCK_DATABASE_URL": postgres.new_database()}
+    with running_stack(tmp_path_factory.mktemp("replicated"), env, replicas=2) as s:
+        yield s
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """The shared SQLite stack; in modules marked `both_stores`, each test runs on both
+    (the lifecycle suite: everything that passes on SQLite passes on replicas)."""
+    store = getattr(request, "param", "sqlite")
+    found: Stack = request.getfixturevalue(f"{store}_stack".replace("postgres", "replicated"))
+    return found
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "stack" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize("stack", ["sqlite", "postgres"], indirect=True)
 
 
 @pytest.fixture

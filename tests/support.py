@@ -66,13 +66,21 @@ def process_alive(pid: int) -> bool:
 
 
 class Stack:
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+    """Managers (one, or `replicas` sharing a PostgreSQL database and data dir) and one Envoy.
+
+    Replica i has its own gRPC and metrics ports (`grpc_ports[i]`, `stubs[i]`)
+    and log (manager.log, manager-1.log, ...); Envoy spreads REST over all.
+    """
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None, replicas: int = 1) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.data_dir = root / "data"
-        self.grpc_port = free_port()
+        self.grpc_ports = [free_port() for _ in range(replicas)]
+        self.metrics_ports = [free_port() for _ in range(replicas)]
+        self.grpc_port = self.grpc_ports[0]
         self.rest_port = free_port()
-        self.metrics_port = free_port()
+        self.metrics_port = self.metrics_ports[0]
         self.env = {
             **os.environ,
             "STOPCOCK_DATA_DIR": str(self.data_dir),
@@ -82,33 +90,48 @@ class Stack:
             "STOPCOCK_LOG_LEVEL": "INFO",
             **(env or {}),
         }
-        self.manager: subprocess.Popen[bytes] | None = None
+        self.managers: list[subprocess.Popen[bytes] | None] = [None] * replicas
         self.envoy: EnvoySidecar | None = None
         self.rest = httpx.Client(base_url=f"http://127.0.0.1:{self.rest_port}", timeout=10)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        self.stub = pb_grpc.PipelineServiceStub(self.channel)
-        self._log = open(root / "manager.log", "ab")  # noqa: SIM115 (closed in close())
+        self.channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in self.grpc_ports]
+        self.stubs = [pb_grpc.PipelineServiceStub(channel) for channel in self.channels]
+        self.channel, self.stub = self.channels[0], self.stubs[0]
+        self._logs = [
+            open(root / ("manager.log" if i == 0 else f"manager-{i}.log"), "ab")  # noqa: SIM115
+            for i in range(replicas)
+        ]
+
+    @property
+    def manager(self) -> subprocess.Popen[bytes] | None:
+        return self.managers[0]
 
     # -- processes -----------------------------------------------------
 
-    def start_manager(self) -> None:
-        self.manager = subprocess.Popen(
+    def start_manager(self, i: int = 0) -> None:
+        env = {
+            **self.env,
+            "STOPCOCK_GRPC_PORT": str(self.grpc_ports[i]),
+            "STOPCOCK_METRICS_PORT": str(self.metrics_ports[i]),
+        }
+        self.managers[i] = subprocess.Popen(
             [sys.executable, "-m", "stopcock.manager.main"],
-            env=self.env,
-            stdout=self._log,
+            env=env,
+            stdout=self._logs[i],
             stderr=subprocess.STDOUT,
         )
+        stub = self.stubs[i]
         wait_until(
-            lambda: self.stub.CheckHealth(pb.CheckHealthRequest(), timeout=1).status == "healthy",
+            lambda: stub.CheckHealth(pb.CheckHealthRequest(), timeout=1).status == "healthy",
             "the manager to answer",
         )
 
-    def kill_manager(self) -> None:
-        """SIGKILL: no chance to clean up, like a crash."""
-        assert self.manager is not None
-        self.manager.send_signal(signal.SIGKILL)
-        self.manager.wait(timeout=WAIT)
-        self.manager = None
+    def kill_manager(self, i: int = 0, sig: int = signal.SIGKILL) -> None:
+        """SIGKILL by default: no chance to clean up, like a crash."""
+        manager = self.managers[i]
+        assert manager is not None
+        manager.send_signal(sig)
+        manager.wait(timeout=WAIT)
+        self.managers[i] = None
 
     def start_envoy(self) -> None:
         self.envoy = EnvoySidecar(
@@ -149,17 +172,21 @@ class Stack:
         return info
 
     def close(self) -> None:
-        if self.manager is not None:
-            self.manager.kill()
-            self.manager.wait(timeout=WAIT)
+        for manager in self.managers:
+            if manager is not None:
+                manager.send_signal(signal.SIGCONT)  # a frozen one too
+                manager.kill()
+                manager.wait(timeout=WAIT)
         if self.envoy is not None:
             self.envoy.stop()
         for pid in self.runtime_pids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         self.rest.close()
-        self.channel.close()
-        self._log.close()
+        for channel in self.channels:
+            channel.close()
+        for log in self._logs:
+            log.close()
 
     # -- REST helpers --------------------------------------------------
 
@@ -223,10 +250,13 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(root: Path, env: dict[str, str] | None = None) -> Iterator[Stack]:
-    stack = Stack(root, env)
+def running_stack(
+    root: Path, env: dict[str, str] | None = None, replicas: int = 1
+) -> Iterator[Stack]:
+    stack = Stack(root, env, replicas)
     try:
-        stack.start_manager()
+        for i in range(replicas):
+            stack.start_manager(i)
         stack.start_envoy()
         yield stack
     finally:

@@ -19,7 +19,7 @@ import pytest
 from tests.support import Stack, running_stack, wait_until
 from tests.test_rest_pipelines import assert_error
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_stores]
 
 
 def rows(start: int, count: int) -> list[dict[str, Any]]:

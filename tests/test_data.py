@@ -7,7 +7,7 @@ import pytest
 from tests.support import Stack
 from tests.test_rest_pipelines import assert_error
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_stores]
 
 
 def test_ingress_formats_and_query(stack: Stack, name: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 from tests.support import Stack, process_alive, wait_until
 from tests.test_rest_pipelines import assert_error
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_stores]
 
 
 def test_start_running_then_pause_resume_and_force_stop(stack: Stack, name: str) -> None:

@@ -66,3 +66,29 @@ def test_an_unreachable_database_stops_the_manager_with_a_message(tmp_path: Path
     assert done.returncode == 2, done.stderr
     assert "cannot open the database at STOPCOCK_DATABASE_URL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_offline_api_key_goes_into_the_postgres_database(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    env = {
+        **os.environ,
+        "STOPCOCK_DATA_DIR": str(tmp_path / "data"),
+        "STOPCOCK_DATABASE_URL": postgres_url,
+    }
+    done = subprocess.run(
+        ["stopcock", "api-key", "create", "ops", "--role", "read"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip()
+    assert key
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT name, role, key_hash FROM api_keys").fetchall()
+    assert [(name, role) for name, role, _ in rows] == [("ops", "read")]
+    assert key not in rows[0][2]  # only a hash is stored
+    assert not (tmp_path / "data" / "stopcock.db").exists()

@@ -24,7 +24,7 @@ from tests.support import Stack, wait_until
 from tests.test_checkpoints import checkpoint, rows
 from tests.test_rest_pipelines import assert_error
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_stores]
 
 RUNAWAY = (
     "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT COUNT(*) AS n FROM r"

@@ -13,7 +13,7 @@ from stopcock.v1 import pipeline_service_pb2 as pb
 from tests.support import Stack
 from tests.test_rest_pipelines import assert_error
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_stores]
 
 
 def test_watch_delivers_every_transition_of_a_start_stop_cycle(stack: Stack, name: str) -> None:

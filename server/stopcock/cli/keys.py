@@ -1,15 +1,17 @@
 """API keys: `stopcock api-key create`, `list` and `delete`.
 
-`create` mints a key straight into the database under STOPCOCK_DATA_DIR, no
-server running (how the first key of an installation is made), unless
---via-server; either way the key is printed this once, only its hash is stored.
+`create` mints a key straight into the database, no server running (how the
+first key of an installation is made): the PostgreSQL one at
+STOPCOCK_DATABASE_URL when set, else SQLite under STOPCOCK_DATA_DIR; or,
+with --via-server, through the API. Either way the key is printed this once,
+only its hash is stored.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -19,14 +21,33 @@ from stopcock.client import Client, StopcockError
 from stopcock.client.models import rfc3339
 from stopcock.client.render import timestamp
 
+if TYPE_CHECKING:
+    from stopcock.manager.store import ApiKeyRecord
+
 
 def _data_dir() -> Path:
     return Path(os.environ.get("STOPCOCK_DATA_DIR", ".stopcock")).absolute()
 
 
+def _put_in_postgres(url: str, record: ApiKeyRecord) -> None:
+    import asyncio
+
+    from stopcock.manager.store.postgres import PostgresStore
+
+    async def put() -> None:
+        store = await PostgresStore(url, max_size=1).open()
+        try:
+            await store.put_api_key(record)
+        finally:
+            await store.close()
+
+    asyncio.run(put())
+
+
 def _create_key_offline(name: str, role: str) -> str:
     """Writes the key's record into the database itself: no server needed."""
     from stopcock.manager.auth import api_keys
+    from stopcock.manager.config import ConfigError, Settings
     from stopcock.manager.datadir import DataDirError, prepare, private_umask
     from stopcock.manager.domain import errors
     from stopcock.manager.store import DuplicateKey, StoreError
@@ -35,14 +56,21 @@ def _create_key_offline(name: str, role: str) -> str:
     # It may create the data directory and the database: private, as the
     # manager makes them (stopcock.manager.datadir).
     private_umask()
+    url: str | None = None
     try:
         record, key = api_keys.new_record(name, role)
+        url = Settings.from_env().database_url
+        if url is not None:
+            _put_in_postgres(url, record)
+            return key
         prepare(_data_dir())
         store = SqliteStore(_data_dir() / "stopcock.db")
         try:
             store.put_api_key(record)
         finally:
             store.close()
+    except ConfigError as exc:
+        raise StopcockError(str(exc), "ConfigError") from None
     except errors.ApiError as exc:
         raise StopcockError(exc.message, exc.error_code, exc.http_status, exc.details) from None
     except DataDirError as exc:
@@ -52,7 +80,8 @@ def _create_key_offline(name: str, role: str) -> str:
             f"an API key named '{name}' already exists", "DuplicateName", 409
         ) from None
     except (OSError, StoreError) as exc:
-        raise StopcockError(f"cannot write to {_data_dir()}: {exc}", "DataDirError") from None
+        where = "the database at STOPCOCK_DATABASE_URL" if url is not None else _data_dir()
+        raise StopcockError(f"cannot write to {where}: {exc}", "DataDirError") from None
     return key
 
 
@@ -69,7 +98,8 @@ def create_key(
     address: Address = None,
     token: Token = None,
 ) -> None:
-    """Mint an API key into STOPCOCK_DATA_DIR's database (or --via-server) and print it once."""
+    """Mint an API key into the database (STOPCOCK_DATABASE_URL, else STOPCOCK_DATA_DIR's) or
+    --via-server, and print it once."""
     if via_server:
         with Client(address, token) as client:
             key = client.create_api_key(name, role).api_key

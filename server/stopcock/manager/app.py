@@ -10,7 +10,7 @@ one from the environment.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,9 +24,12 @@ from stopcock.manager.auth.authenticator import Authenticator
 from stopcock.manager.auth.jwt import JwtVerifier
 from stopcock.manager.config import Settings
 from stopcock.manager.control.lifecycle import Lifecycle
+from stopcock.manager.control.records import Records
+from stopcock.manager.control.replica import Replica
 from stopcock.manager.control.runner import LocalProcessRunner
+from stopcock.manager.control.shared_records import SharedRecords
 from stopcock.manager.observability import RequestInterceptor, manager_registry
-from stopcock.manager.store import Store
+from stopcock.manager.store import SharedStore, Store
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 
@@ -57,13 +60,22 @@ class Manager:
         await self.lifecycle.close()
 
 
+def _lifecycle(settings: Settings, deps: Deps) -> Lifecycle:
+    """The sole manager over SQLite; over PostgreSQL, a replica among others."""
+    if not deps.store.shared:
+        return Lifecycle(Records(deps.store), deps.runner)
+    shared = cast(SharedStore, deps.store)
+    records = SharedRecords(shared)
+    return Lifecycle(records, deps.runner, Replica(shared, records, settings.lease_ttl_secs))
+
+
 async def build_server(settings: Settings, deps: Deps) -> Manager:
     api_keys = ApiKeys(deps.store)
     await api_keys.load()
     interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = [RequestInterceptor()]
     if deps.verifier is not None:
         interceptors.append(AuthInterceptor(Authenticator(api_keys, deps.verifier)))
-    lifecycle = Lifecycle(deps.store, deps.runner)
+    lifecycle = _lifecycle(settings, deps)
     await lifecycle.open()
 
     server = grpc.aio.server(

@@ -31,6 +31,24 @@ def _database_url() -> str | None:
     return raw
 
 
+def _lease_ttl() -> float:
+    raw = os.environ.get("STOPCOCK_LEASE_TTL_SECS", "3")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 1.5 <= value <= 60:
+        raise ConfigError(
+            f"STOPCOCK_LEASE_TTL_SECS must be a number of seconds from 1.5 to 60, not {raw!r}"
+        )
+    return value
+
+
+def _storage_dir() -> Path | None:
+    raw = os.environ.get("STOPCOCK_STORAGE_DIR", "")
+    return Path(raw).absolute() if raw else None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     grpc_port: int
@@ -41,6 +59,11 @@ class Settings:
     metrics_port: int
     # The PostgreSQL store's URL (STOPCOCK_DATABASE_URL); None: SQLite in data_dir.
     database_url: str | None = None
+    # Checkpoint storage (STOPCOCK_STORAGE_DIR); None: inside data_dir. Replicas
+    # that may take over each other's pipelines must share it.
+    storage_dir: Path | None = None
+    # How long a replica's leases outlive its last heartbeat (PostgreSQL only).
+    lease_ttl_secs: float = 3.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,4 +75,6 @@ class Settings:
             log_level=os.environ.get("STOPCOCK_LOG_LEVEL", "INFO").upper(),
             metrics_port=_port("STOPCOCK_METRICS_PORT", 9464),
             database_url=_database_url(),
+            storage_dir=_storage_dir(),
+            lease_ttl_secs=_lease_ttl(),
         )

@@ -51,7 +51,10 @@ async def serve(settings: Settings, auth: AuthSettings) -> None:
             await verifier.load()
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read the JWKS at {auth.jwks}: {exc}") from exc
-    deps = Deps(store, LocalProcessRunner(settings.data_dir), verifier)
+    if settings.storage_dir is not None:
+        prepare(settings.storage_dir)  # private, like the data directory
+    runner = LocalProcessRunner(settings.data_dir, storage_root=settings.storage_dir)
+    deps = Deps(store, runner, verifier)
     manager = await build_server(settings, deps)
     serve_metrics(settings.bind_address, settings.metrics_port, manager.metrics)
     log.info(

@@ -12,6 +12,8 @@ Metrics are served in Prometheus text format on their own port
   stopcock_suspend_size_bytes                    the final checkpoint of a suspend
   stopcock_runtime_exits_total{reason}           runtimes that ended unasked
   stopcock_runtime_readoptions_total             runtimes found alive by a restarted manager
+  stopcock_lease_claims_total                    pipelines this replica claimed (PostgreSQL)
+  stopcock_lease_lapses_total                    times this replica's leases lapsed (no heartbeat)
 
 Logs are one JSON object per line: time, level, logger, message, and the
 `pipeline` and `request_id` in effect (context variables set by the request
@@ -93,6 +95,16 @@ READOPTIONS = Counter(
     "Runtime processes re-adopted after a manager restart",
     registry=None,
 )
+LEASE_CLAIMS = Counter(
+    "stopcock_lease_claims",
+    "Pipelines this replica claimed from a dead (or no) owner",
+    registry=None,
+)
+LEASE_LAPSES = Counter(
+    "stopcock_lease_lapses",
+    "Times this replica's leases lapsed for want of a heartbeat",
+    registry=None,
+)
 
 
 _PROCESS_COLLECTORS = (
@@ -105,6 +117,8 @@ _PROCESS_COLLECTORS = (
     SUSPEND_SIZE,
     RUNTIME_EXITS,
     READOPTIONS,
+    LEASE_CLAIMS,
+    LEASE_LAPSES,
 )
 
 

@@ -194,7 +194,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     @_guard
     async def GetPipeline(self, request: pb.GetPipelineRequest, context: Context) -> pb.Pipeline:
         full = convert.check_selector(request.selector)
-        return convert.to_proto(self._lc.get(request.name), full)
+        return convert.to_proto(await self._lc.get(request.name), full)
 
     @_guard
     async def ListPipelines(
@@ -202,7 +202,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     ) -> pb.ListPipelinesResponse:
         full = convert.check_selector(request.selector)
         return pb.ListPipelinesResponse(
-            pipelines=[convert.to_proto(rec, full) for rec in self._lc.list()]
+            pipelines=[convert.to_proto(rec, full) for rec in await self._lc.list()]
         )
 
     @_guard
@@ -249,12 +249,12 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     async def CheckpointPipeline(
         self, request: pb.CheckpointPipelineRequest, context: Context
     ) -> pb.CheckpointPipelineResponse:
-        rec = self._lc.get(request.name)
+        rec = await self._lc.get(request.name)
         if not rec.storage_enabled:
             raise errors.unsupported_action(
                 "checkpoint", "storage is disabled in runtime_config: there is nowhere to write"
             )
-        _, runtime = self._lc.runtime_for(request.name, "checkpoint")
+        _, runtime = await self._lc.runtime_for(request.name, "checkpoint")
         reply = await runtime.checkpoint()
         return pb.CheckpointPipelineResponse(
             checkpoint_sequence_number=reply.sequence_number,
@@ -265,7 +265,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     async def GetCheckpointStatus(
         self, request: pb.GetCheckpointStatusRequest, context: Context
     ) -> pb.GetCheckpointStatusResponse:
-        _, runtime = self._lc.runtime_for(request.name, "checkpoint_status")
+        _, runtime = await self._lc.runtime_for(request.name, "checkpoint_status")
         reply = await runtime.checkpoint_status()
         if request.incarnation_uuid and request.incarnation_uuid != reply.incarnation_uuid:
             raise errors.bad_request(
@@ -298,7 +298,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         if request is None:
             raise errors.bad_request("InvalidRequest", "IngestRows needs at least one message", {})
         ingress.check_format(request.format, request.json_flavor, request.update_format)
-        rec, runtime = self._lc.runtime_for(request.name, "ingress")
+        rec, runtime = await self._lc.runtime_for(request.name, "ingress")
 
         async def chunks() -> AsyncIterator[bytes]:
             async for message in request_iterator:
@@ -311,7 +311,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     async def GetCompletionStatus(
         self, request: pb.GetCompletionStatusRequest, context: Context
     ) -> pb.GetCompletionStatusResponse:
-        rec = self._lc.get(request.name)
+        rec = await self._lc.get(request.name)
         ingress.check_token(rec, request.token)
         return pb.GetCompletionStatusResponse(status="complete", step=convert.value(None))
 
@@ -320,7 +320,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     ) -> AsyncIterator[pb.WatchPipelineResponse]:
         try:
             full = convert.check_selector(request.selector)
-            self._lc.get(request.name)  # unknown: refused before the stream begins
+            await self._lc.get(request.name)  # unknown: refused before the stream begins
         except errors.ApiError as err:
             await context.abort(*abort_args(err))
         # Headers at once: from a refresh_version, the first change may be
@@ -342,8 +342,8 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         self, request: pb.GetPipelineLogsRequest, context: Context
     ) -> AsyncIterator[pb.GetPipelineLogsResponse]:
         try:
-            rec = self._lc.get(request.name)
-            path = self._lc.log_path(request.name)
+            rec = await self._lc.get(request.name)
+            path = self._lc.log_path(rec)
         except errors.ApiError as err:
             await context.abort(*abort_args(err))
         sent = False
@@ -367,7 +367,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         # the answer can still be trailers-only (see _guard).
         try:
             ingress.check_query(request.name, request.pipeline_name, request.format, request.sql)
-            _, runtime = self._lc.runtime_for(request.name, "query")
+            _, runtime = await self._lc.runtime_for(request.name, "query")
             chunks = runtime.query(request.sql)
             first = await anext(chunks, b"")
         except errors.ApiError as err:

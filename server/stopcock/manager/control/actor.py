@@ -17,8 +17,14 @@ finished compilation, and timers (provisioning deadline, retry backoff).
 
 Every transition is persisted before anybody can see it, and the record is
 the only state that survives the manager: on its first pass after a manager
-restart the actor re-adopts the runtime process recorded in it (pid + start
-time) or notices that it is gone.
+restart (or after its replica claimed the pipeline from a dead one) the actor
+re-adopts the runtime process recorded in it (pid + start time) or notices
+that it is gone.
+
+The actor acts only under its lease (control/ownership.py): it checks it
+before each pass and right before spawning or killing, writes with its fence
+and commands the runtime with its epoch. A lost lease (store.Fenced) ends
+the actor at once, leaving the runtime to the new owner.
 """
 
 from __future__ import annotations
@@ -28,20 +34,23 @@ import contextlib
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 from stopcock import runtime_wire
 from stopcock.contract import defaults
 from stopcock.contract.runtime_spec import RuntimeSpec
-from stopcock.manager.control.records import Records
+from stopcock.manager.control.ownership import Lease
+from stopcock.manager.control.records import PipelineRecords
 from stopcock.manager.control.runner import LocalProcessRunner, RuntimeProcess
-from stopcock.manager.control.runtime_client import Report, RuntimeClient
+from stopcock.manager.control.runtime_client import Report, RuntimeClient, is_fenced
 from stopcock.manager.domain import model, transitions
 from stopcock.manager.domain.model import (
     CLEARED,
     CLEARING,
     FAILED,
+    PENDING,
     PROGRAM_ERRORS,
     PROVISIONED,
     PROVISIONING,
@@ -63,6 +72,7 @@ from stopcock.manager.observability import (
     pipeline_var,
     request_var,
 )
+from stopcock.manager.store import Fenced
 
 log = logging.getLogger("stopcock.actor")
 
@@ -70,10 +80,19 @@ MAX_BACKOFF = 5.0
 
 
 class PipelineActor:
-    def __init__(self, pipeline_id: str, records: Records, runner: LocalProcessRunner) -> None:
+    def __init__(
+        self,
+        pipeline_id: str,
+        records: PipelineRecords,
+        runner: LocalProcessRunner,
+        lease: Lease,
+        compile_program: Callable[[PipelineRecord], None],
+    ) -> None:
         self.pipeline_id = pipeline_id
         self._records = records
         self._runner = runner
+        self._lease = lease
+        self._compile = compile_program
         self._wake = asyncio.Event()
         self._wake.set()
         self._next_wake: float | None = None
@@ -94,7 +113,7 @@ class PipelineActor:
         """Passes until the pipeline is idle (fully stopped, nothing running)."""
         loop = asyncio.get_running_loop()
         backoff = 0.05
-        rec = self._records.by_id(self.pipeline_id)
+        rec = await self._records.find(self.pipeline_id)
         # For log lines. The task's context was copied from whatever woke the
         # actor first; that request's id would mislabel every later pass.
         pipeline_var.set(rec.name if rec is not None else self.pipeline_id)
@@ -110,7 +129,7 @@ class PipelineActor:
                 try:
                     idle = await self._reconcile()
                     backoff = 0.05
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, Fenced):
                     raise
                 except Exception:
                     log.exception("pipeline %s: reconcile failed; retrying", self.pipeline_id)
@@ -127,7 +146,7 @@ class PipelineActor:
     # -- helpers -------------------------------------------------------
 
     async def _persist(self, rec: PipelineRecord, **changes: Any) -> PipelineRecord:
-        new = await self._records.write(rec, **changes)
+        new = await self._records.write(rec.id, self._lease.fence, **changes)
         self.poke()  # more may follow: look again
         return new
 
@@ -144,7 +163,7 @@ class PipelineActor:
 
     async def _drop_process(self, kill: bool) -> None:
         if self.proc is not None:
-            if kill:
+            if kill and self._lease.valid():
                 self._runner.kill(self.proc)
             else:
                 self._runner.forget(self.proc)
@@ -164,13 +183,16 @@ class PipelineActor:
     # -- the reconciliation pass ---------------------------------------
 
     async def _reconcile(self) -> bool:
-        rec = self._records.by_id(self.pipeline_id)
+        self._lease.check()
+        rec = await self._records.find(self.pipeline_id)
         if rec is None:
             await self._drop_process(kill=True)
             return True
         if not self._recovered:
             self._recover(rec)
             self._recovered = True
+        if rec.program_status == PENDING:
+            self._compile(rec)  # its compiler may have died with another replica
         if rec.resources_desired == STOPPED or rec.resources_status == STOPPING:
             return await self._towards_stopped(rec)
         if rec.resources_status == STOPPED:
@@ -211,6 +233,7 @@ class PipelineActor:
             return False
         if rec.resources_status == STOPPING:
             if self.proc is not None and not self.proc.exited.is_set():
+                self._lease.check()
                 self._runner.kill(self.proc)
                 return False  # the pidfd pokes us when it is gone
             await self._drop_process(kill=False)
@@ -222,6 +245,7 @@ class PipelineActor:
             await self._persist(rec, **transitions.changes(rec, STOPPED))
             return False
         if rec.storage_status == CLEARING:
+            self._lease.check()
             await asyncio.to_thread(self._runner.clear_storage, rec.id)
             await self._persist(rec, storage_status=CLEARED, storage_status_details=None)
             return False
@@ -268,16 +292,24 @@ class PipelineActor:
         if self.proc is not None and self.proc.port is None:
             # Re-adopted while provisioning, with no way to learn its port:
             # start over (provisioning is idempotent).
+            self._lease.check()
             self._runner.kill(self.proc)
             if not self.proc.exited.is_set():
                 return
             await self._drop_process(kill=False)
         if self.proc is None:
             assert rec.deployment_id is not None
+            self._lease.check()
             self.proc = await self._runner.spawn(rec.id, self._spec(rec), self.poke)
-            await self._persist(
-                rec, runtime_pid=self.proc.pid, runtime_pid_start=self.proc.start_time
-            )
+            try:
+                await self._persist(
+                    rec, runtime_pid=self.proc.pid, runtime_pid_start=self.proc.start_time
+                )
+            except Fenced:
+                # Spawned by a stale owner and recorded nowhere: nobody else
+                # would ever stop it.
+                self._runner.kill(self.proc)
+                raise
             return
         port_future = self.proc.port
         assert port_future is not None
@@ -308,6 +340,7 @@ class PipelineActor:
             runtime_config=dict(rec.runtime_config),
             initial=rec.runtime_desired,
             storage_dir=str(self._runner.storage_dir(rec.id)),
+            epoch=self._lease.epoch,
         )
 
     async def _provisioned(self, rec: PipelineRecord) -> None:
@@ -382,6 +415,10 @@ class PipelineActor:
             await self._client.set_desired(wanted)
             self._pushed_desired = wanted
         except grpc.aio.AioRpcError as exc:
+            if is_fenced(exc):
+                raise Fenced(
+                    f"pipeline {rec.id}: the runtime refused epoch {self._lease.epoch}"
+                ) from exc
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 # The runtime refuses for good: a suspend that cannot happen
                 # ends in a forced stop with the reason recorded.
@@ -400,9 +437,9 @@ class PipelineActor:
 
     async def _watch(self, proc: RuntimeProcess, port: int) -> None:
         """Follows the runtime's status stream; reconnects while it lives."""
-        rec = self._records.by_id(self.pipeline_id)
+        rec = await self._records.find(self.pipeline_id)
         self._client = client = RuntimeClient(
-            port, rec.name if rec else self.pipeline_id, proc.token
+            port, rec.name if rec else self.pipeline_id, proc.token, epoch=self._lease.epoch
         )
         backoff = 0.05
         while not proc.exited.is_set():

@@ -16,7 +16,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from stopcock.manager.control.records import Records
+from stopcock.manager.control.links import RuntimeLinks
+from stopcock.manager.control.ownership import Ownership, SoleOwnership
+from stopcock.manager.control.records import PipelineRecords
+from stopcock.manager.control.replica import Replica
 from stopcock.manager.control.runner import LocalProcessRunner
 from stopcock.manager.control.runtime_client import RuntimeClient
 from stopcock.manager.control.supervisor import Supervisor
@@ -33,7 +36,6 @@ from stopcock.manager.domain.model import (
     new_record,
     now_us,
 )
-from stopcock.manager.store import Store
 from stopcock.program import compile_program
 
 log = logging.getLogger("stopcock.lifecycle")
@@ -51,43 +53,63 @@ DEFINITION_FIELDS = (
 
 
 class Lifecycle:
-    def __init__(self, store: Store, runner: LocalProcessRunner) -> None:
-        self.records = Records(store)
+    def __init__(
+        self,
+        records: PipelineRecords,
+        runner: LocalProcessRunner,
+        ownership: Ownership | None = None,
+    ) -> None:
+        """`ownership` None: the sole manager (SQLite); a `Replica`: one of several."""
+        self.records = records
         self._runner = runner
-        self._supervisor = Supervisor(self.records, runner)
+        self._replica = ownership if isinstance(ownership, Replica) else None
+        self._supervisor = Supervisor(records, runner, ownership or SoleOwnership(), self._compile)
+        self._links = RuntimeLinks(runner)
         self._background: set[asyncio.Task[Any]] = set()
+        self._compiling: set[tuple[str, int]] = set()
 
     async def open(self) -> None:
-        """Loads every pipeline and resumes the work that was under way."""
-        for rec in await self.records.load():
+        """Loads every pipeline and resumes the work that was under way.
+
+        A replica takes its share of that work through its leases instead.
+        """
+        recs = await self.records.load()
+        if self._replica is not None:
+            await self._replica.start(self._supervisor)
+            return
+        for rec in recs:
             if rec.program_status == PENDING:
                 self._compile(rec)
             if not rec.fully_stopped or rec.storage_status == CLEARING:
                 self.poke(rec.id)
 
     async def close(self) -> None:
-        """Stops the actors; runtime processes keep running (they are re-adopted)."""
-        await self._supervisor.close()
+        """Stops the actors (a replica hands its pipelines over); runtimes keep running."""
+        if self._replica is not None:
+            await self._replica.close()
+        else:
+            await self._supervisor.close()
         tasks = list(self._background)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._links.close()
 
     def poke(self, pipeline_id: str) -> None:
         self._supervisor.poke(pipeline_id)
 
     # -- reads ---------------------------------------------------------
 
-    def by_id(self, pipeline_id: str) -> PipelineRecord | None:
-        return self.records.by_id(pipeline_id)
+    async def find(self, pipeline_id: str) -> PipelineRecord | None:
+        return await self.records.find(pipeline_id)
 
-    def get(self, name: str) -> PipelineRecord:
-        return self.records.get(name)
+    async def get(self, name: str) -> PipelineRecord:
+        return await self.records.get(name)
 
-    def list(self) -> list[PipelineRecord]:
-        return self.records.list()
+    async def list(self) -> list[PipelineRecord]:
+        return await self.records.list()
 
     def statuses(self) -> tuple[str, ...]:
         return self.records.statuses()
@@ -95,22 +117,26 @@ class Lifecycle:
     def watch(self, name: str, after_version: int) -> AsyncIterator[tuple[PipelineRecord, bool]]:
         return self.records.watch(name, after_version)
 
-    def log_path(self, name: str) -> Path:
-        return self._runner.run_dir(self.get(name).id) / "runtime.log"
+    def log_path(self, rec: PipelineRecord) -> Path:
+        return self._runner.run_dir(rec.id) / "runtime.log"
 
-    def runtime_alive(self, pipeline_id: str) -> bool:
+    async def runtime_alive(self, pipeline_id: str) -> bool:
         """Whether the pipeline's runtime process may still write to its log."""
-        rec = self.records.by_id(pipeline_id)
+        rec = await self.records.find(pipeline_id)
         return rec is not None and rec.resources_status != "Stopped"
 
-    def runtime_for(self, name: str, request: str) -> tuple[PipelineRecord, RuntimeClient]:
+    async def runtime_for(self, name: str, request: str) -> tuple[PipelineRecord, RuntimeClient]:
         """The runtime of a deployed pipeline, for a request that needs it (or 503)."""
-        rec = self.get(name)
+        rec = await self.get(name)
         if rec.resources_status != PROVISIONED or rec.resources_desired != PROVISIONED:
             raise errors.not_deployed(
                 rec.name, rec.deployment_status, rec.deployment_desired_status
             )
         client = self._supervisor.client(rec.id)
+        if client is None and self._replica is not None and self._replica.lease(rec.id) is None:
+            # Another replica owns it: user data goes to the runtime directly
+            # (same host: the address and secret are in the shared data dir).
+            client = await self._links.client(rec)
         if client is None:
             raise errors.unreachable(rec.name, request, "the runtime is not reachable right now")
         return rec, client
@@ -120,16 +146,17 @@ class Lifecycle:
     async def _apply(
         self, name: str, rule: Callable[[PipelineRecord], dict[str, Any] | None]
     ) -> PipelineRecord:
-        """Looks up `name`, applies a state-machine rule, persists, pokes."""
-        rec = self.get(name)
-        async with self.records.lock(rec.id):
-            rec = self.get(name)
+        """Applies a state-machine rule to the named pipeline, persists, pokes."""
+
+        def change(rec: PipelineRecord) -> PipelineRecord | None:
             changes = rule(rec)
-            if changes is None:
-                return rec
-            new = evolve(rec, **changes)
-            await self.records.commit(rec, new)
-        self.poke(new.id)
+            return None if changes is None else evolve(rec, **changes)
+
+        result = await self.records.update(("name", name), change)
+        assert result is not None  # by name: an unknown pipeline raised
+        old, new = result
+        if new is not old:
+            self.poke(new.id)
         return new
 
     async def start(self, name: str, initial: str, dismiss_error: bool) -> PipelineRecord:
@@ -151,50 +178,31 @@ class Lifecycle:
         return await self._apply(name, state_machine.on_clear)
 
     async def create(self, d: Definition) -> PipelineRecord:
-        async with self.records.names_lock:
-            if self.records.id_of(d.name) is not None:
-                raise errors.duplicate_name(d.name)
-            rec = new_record(
-                pipeline_id=str(uuid.uuid4()),
-                name=d.name,
-                description=d.description,
-                runtime_config=d.runtime_config,
-                program_code=d.program_code,
-                udf_rust=d.udf_rust,
-                udf_toml=d.udf_toml,
-                program_config=d.program_config,
-                tags=d.tags,
-                at=now_us(),
-            )
-            await self.records.commit(None, rec)
+        rec = new_record(
+            pipeline_id=str(uuid.uuid4()),
+            name=d.name,
+            description=d.description,
+            runtime_config=d.runtime_config,
+            program_code=d.program_code,
+            udf_rust=d.udf_rust,
+            udf_toml=d.udf_toml,
+            program_config=d.program_config,
+            tags=d.tags,
+            at=now_us(),
+        )
+        await self.records.create(rec)
         self._compile(rec)
         return rec
 
     async def put(self, name: str, d: Definition) -> tuple[PipelineRecord, bool]:
         """Creates or replaces; returns the record and whether it was created."""
         validate_name(name)
-        async with self.records.names_lock:
-            pipeline_id = self.records.id_of(name)
-            if pipeline_id is None:
-                if d.name != name:
-                    raise errors.precondition(
-                        "CannotRenameNonExistingPipeline",
-                        f"Cannot rename pipeline '{name}' to '{d.name}': '{name}' does not exist",
-                    )
-                created = True
-            else:
-                created = False
-        if created or pipeline_id is None:
-            return await self.create(d), True
-        async with self.records.names_lock, self.records.lock(pipeline_id):
-            rec = self.records.by_id(pipeline_id)
-            assert rec is not None
+
+        def change(rec: PipelineRecord) -> PipelineRecord | None:
             changed = [f for f in DEFINITION_FIELDS if getattr(d, f) != getattr(rec, f)]
             state_machine.check_edit(rec, changed)
             if not changed:
-                return rec, False
-            if "name" in changed and self.records.id_of(d.name) is not None:
-                raise errors.duplicate_name(d.name)
+                return None
             changes: dict[str, Any] = {f: getattr(d, f) for f in changed}
             program_changed = any(f in state_machine.PROGRAM_FIELDS for f in changed)
             if program_changed or "runtime_config" in changed:
@@ -205,19 +213,27 @@ class Lifecycle:
                     program_status=PENDING,
                     program_info=None,
                 )
-            new = evolve(rec, **changes)
-            await self.records.commit(rec, new)
-        if program_changed:
+            return evolve(rec, **changes)
+
+        try:
+            result = await self.records.update(("name", name), change, renames=True)
+        except errors.ApiError as err:
+            if err.error_code != "UnknownPipelineName":
+                raise
+            if d.name != name:
+                raise errors.precondition(
+                    "CannotRenameNonExistingPipeline",
+                    f"Cannot rename pipeline '{name}' to '{d.name}': '{name}' does not exist",
+                ) from None
+            return await self.create(d), True
+        assert result is not None
+        old, new = result
+        if new.program_version != old.program_version:
             self._compile(new)
         return new, False
 
     async def delete(self, name: str) -> None:
-        async with self.records.names_lock:
-            rec = self.get(name)
-            async with self.records.lock(rec.id):
-                rec = self.get(name)
-                state_machine.check_delete(rec)
-                await self.records.remove(rec)
+        rec = await self.records.remove(name, state_machine.check_delete)
         await asyncio.to_thread(self._runner.remove_pipeline, rec.id)
         self.poke(rec.id)  # a live actor notices the deletion and exits
 
@@ -230,21 +246,31 @@ class Lifecycle:
         return task
 
     def _compile(self, rec: PipelineRecord) -> None:
-        self._spawn(self._compile_task(rec.id, rec.program_version, rec.program_code))
+        """Compiles the record's program unless that version is compiling here already."""
+        key = (rec.id, rec.program_version)
+        if key in self._compiling:
+            return
+        self._compiling.add(key)
+        task = self._spawn(self._compile_task(rec.id, rec.program_version, rec.program_code))
+        task.add_done_callback(lambda _: self._compiling.discard(key))
 
     async def _compile_task(self, pipeline_id: str, program_version: int, code: str) -> None:
         result = await asyncio.to_thread(compile_program, code)
-        async with self.records.lock(pipeline_id):
-            rec = self.records.by_id(pipeline_id)
-            if rec is None or rec.program_version != program_version:
-                return  # deleted or edited meanwhile: that edit compiles anew
-            new = evolve(
+
+        def change(rec: PipelineRecord) -> PipelineRecord | None:
+            if rec.program_version != program_version or rec.program_status != PENDING:
+                return None  # edited meanwhile (that edit compiles anew), or compiled elsewhere
+            return evolve(
                 rec,
                 program_status=SUCCESS if result.ok else SQL_ERROR,
                 program_info=result.program_info,
                 program_error=result.program_error,
             )
-            await self.records.commit(rec, new)
+
+        written = await self.records.update(("id", pipeline_id), change)
+        if written is None or written[1] is written[0]:
+            return
+        new = written[1]
         log.info(
             "pipeline %s: program version %d compiled: %s",
             new.name,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 CHUNK = 64 << 10
@@ -31,7 +31,9 @@ def _read_from(path: Path, offset: int) -> tuple[bytes, int, int | None]:
         return b"", 0, None
 
 
-async def read_log(log: Path, follow: bool, running: Callable[[], bool]) -> AsyncIterator[bytes]:
+async def read_log(
+    log: Path, follow: bool, running: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[bytes]:
     rotated = log.with_name(log.name + ".1")
     offset = 0
     data, _, _ = await asyncio.to_thread(_read_from, rotated, 0)
@@ -54,6 +56,6 @@ async def read_log(log: Path, follow: bool, running: Callable[[], bool]) -> Asyn
             offset = new_offset
             yield data
             continue
-        if not follow or not running():
+        if not follow or not await running():
             return
         await asyncio.sleep(FOLLOW_INTERVAL)

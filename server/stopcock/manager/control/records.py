@@ -1,31 +1,80 @@
-"""Pipeline records: the store behind a write-through cache, and their history.
+"""Pipeline records: `PipelineRecords`, what the lifecycle and the actors read and write.
 
-The manager is the database's only writer, so the cache is exact, and a
-record enters it only after its transaction committed (persist before
-visible, persist before acknowledge). Writes to one pipeline are serialized
-by its lock; create, rename and delete also take the names lock. Every
-write is checked against the resource transition table first.
+Two forms. `Records` (here) is the embedded one, over SQLite: the manager is
+the database's only writer (a kernel lock sees to it), so a write-through
+cache is exact and reads never touch the disk. `SharedRecords`
+(shared_records.py) is the replicas' one, over PostgreSQL: the rows are the
+truth, every read is a query and every write a read-modify-write under the
+row's lock.
 
-Recent versions of each pipeline are kept (HISTORY of them) so that a
-watcher can resume from a refresh_version without a gap.
+Either way a record is visible only after its transaction committed (persist
+before visible, persist before acknowledge), every write is checked against
+the resource transition table first, and recent versions of each pipeline
+are kept (HISTORY of them) so that a watcher can resume from a
+refresh_version without a gap.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 from stopcock.manager.domain import errors, transitions
 from stopcock.manager.domain.model import PipelineRecord, evolve
 from stopcock.manager.observability import TRANSITIONS
-from stopcock.manager.store import Store
+from stopcock.manager.store import Change, DuplicateKey, Fence, Store
 
 HISTORY = 256  # recent versions kept per pipeline for watchers that resume
 
+# ("id", pipeline id) or ("name", pipeline name)
+Key = tuple[str, str]
+
+
+class PipelineRecords(Protocol):
+    """The pipelines, as the lifecycle and the actors see them."""
+
+    async def load(self) -> list[PipelineRecord]: ...
+    async def get(self, name: str) -> PipelineRecord: ...
+    async def find(self, pipeline_id: str) -> PipelineRecord | None: ...
+    async def list(self) -> list[PipelineRecord]: ...
+    def statuses(self) -> tuple[str, ...]: ...
+    async def create(self, rec: PipelineRecord) -> None: ...
+    async def update(
+        self, key: Key, change: Change, *, renames: bool = False
+    ) -> tuple[PipelineRecord, PipelineRecord] | None: ...
+    async def write(
+        self, pipeline_id: str, fence: Fence | None, **changes: Any
+    ) -> PipelineRecord: ...
+    async def remove(
+        self, name: str, check: Callable[[PipelineRecord], None]
+    ) -> PipelineRecord: ...
+    def watch(
+        self, name: str, after_version: int
+    ) -> AsyncIterator[tuple[PipelineRecord, bool]]: ...
+
+
+def checked(change: Change) -> Change:
+    """`change`, with its result checked against the transition table (a bug, not a request)."""
+
+    def apply(old: PipelineRecord) -> PipelineRecord | None:
+        new = change(old)
+        if new is not None:
+            transitions.check(old, new)
+        return new
+
+    return apply
+
+
+def count_transition(old: PipelineRecord, new: PipelineRecord) -> None:
+    if old.deployment_status != new.deployment_status:
+        TRANSITIONS.labels(old.deployment_status, new.deployment_status).inc()
+
 
 class Records:
+    """The embedded form: an exact write-through cache over the only writer's store."""
+
     def __init__(self, store: Store) -> None:
         self._store = store
         self._by_id: dict[str, PipelineRecord] = {}
@@ -43,19 +92,19 @@ class Records:
 
     # -- reads ---------------------------------------------------------
 
-    def by_id(self, pipeline_id: str) -> PipelineRecord | None:
+    async def find(self, pipeline_id: str) -> PipelineRecord | None:
         return self._by_id.get(pipeline_id)
 
-    def id_of(self, name: str) -> str | None:
-        return self._id_by_name.get(name)
+    async def get(self, name: str) -> PipelineRecord:
+        return self._get(name)
 
-    def get(self, name: str) -> PipelineRecord:
+    def _get(self, name: str) -> PipelineRecord:
         pipeline_id = self._id_by_name.get(name)
         if pipeline_id is None:
             raise errors.unknown_pipeline(name)
         return self._by_id[pipeline_id]
 
-    def list(self) -> list[PipelineRecord]:
+    async def list(self) -> list[PipelineRecord]:
         return sorted(self._by_id.values(), key=lambda r: r.name)
 
     def statuses(self) -> tuple[str, ...]:
@@ -64,43 +113,90 @@ class Records:
 
     # -- writes --------------------------------------------------------
 
-    def lock(self, pipeline_id: str) -> asyncio.Lock:
+    def _lock(self, pipeline_id: str) -> asyncio.Lock:
         return self._locks.setdefault(pipeline_id, asyncio.Lock())
 
-    async def commit(self, old: PipelineRecord | None, new: PipelineRecord) -> None:
+    async def create(self, rec: PipelineRecord) -> None:
+        async with self.names_lock:
+            if rec.name in self._id_by_name:
+                raise errors.duplicate_name(rec.name)
+            await self._commit(None, rec)
+
+    async def update(
+        self, key: Key, change: Change, *, renames: bool = False
+    ) -> tuple[PipelineRecord, PipelineRecord] | None:
+        """Applies `change` to the current record under its lock: (old, new).
+
+        By name, an unknown pipeline is refused (404); by id, a deleted one
+        gives None. A change that may rename takes the names lock first.
+        """
+        if renames:
+            async with self.names_lock:
+                return await self._update(key, change, renames=True)
+        return await self._update(key, change, renames=False)
+
+    async def _update(
+        self, key: Key, change: Change, *, renames: bool
+    ) -> tuple[PipelineRecord, PipelineRecord] | None:
+        by, value = key
+        pipeline_id = self._get(value).id if by == "name" else value
+        async with self._lock(pipeline_id):
+            old = self._by_id.get(pipeline_id)
+            if old is None or (by == "name" and old.name != value):  # deleted, renamed
+                if by == "name":
+                    raise errors.unknown_pipeline(value)
+                return None
+            new = checked(change)(old)
+            if new is None:
+                return old, old
+            if new.name != old.name:
+                assert renames, "a rename must hold the names lock"
+                if new.name in self._id_by_name:
+                    raise errors.duplicate_name(new.name)
+            await self._commit(old, new)
+            return old, new
+
+    async def write(self, pipeline_id: str, fence: Fence | None, **changes: Any) -> PipelineRecord:
+        """Persists `changes` to the current version of the record (used by actors).
+
+        `fence` is ignored: this manager is the only one (control/ownership.py).
+        """
+        result = await self.update(("id", pipeline_id), lambda cur: evolve(cur, **changes))
+        if result is None:
+            raise LookupError(f"pipeline {pipeline_id} was deleted")
+        return result[1]
+
+    async def _commit(self, old: PipelineRecord | None, new: PipelineRecord) -> None:
         """Persists `new` (which replaces `old`), then makes it visible."""
-        if old is not None:
-            transitions.check(old, new)  # a bug, not a request: fail before persisting
-        await self._store.put(new)
+        try:
+            await self._store.put(new)
+        except DuplicateKey as exc:
+            raise errors.duplicate_name(new.name) from exc
         if old is not None and old.name != new.name:
             self._id_by_name.pop(old.name, None)
         self._by_id[new.id] = new
         self._id_by_name[new.name] = new.id
-        if old is not None and old.deployment_status != new.deployment_status:
-            TRANSITIONS.labels(old.deployment_status, new.deployment_status).inc()
+        if old is not None:
+            count_transition(old, new)
         self._history.setdefault(new.id, deque(maxlen=HISTORY)).append(new)
         async with self._changed:
             self._changed.notify_all()
 
-    async def write(self, rec: PipelineRecord, **changes: Any) -> PipelineRecord:
-        """Persists `changes` to the current version of `rec` (used by actors)."""
-        async with self.lock(rec.id):
-            current = self._by_id.get(rec.id)
-            if current is None:
-                raise LookupError(f"pipeline {rec.id} was deleted")
-            new = evolve(current, **changes)
-            await self.commit(current, new)
-            return new
-
-    async def remove(self, rec: PipelineRecord) -> None:
-        """Deletes the record (the caller holds its lock and the names lock)."""
-        await self._store.delete(rec.id)
-        del self._by_id[rec.id]
-        del self._id_by_name[rec.name]
-        self._history.pop(rec.id, None)
-        async with self._changed:
-            self._changed.notify_all()  # watchers of it end
-        self._locks.pop(rec.id, None)
+    async def remove(self, name: str, check: Callable[[PipelineRecord], None]) -> PipelineRecord:
+        """Deletes the named pipeline if `check` (under its lock) does not raise."""
+        async with self.names_lock:
+            pipeline_id = self._get(name).id
+            async with self._lock(pipeline_id):
+                rec = self._get(name)
+                check(rec)
+                await self._store.delete(rec.id)
+                del self._by_id[rec.id]
+                del self._id_by_name[rec.name]
+                self._history.pop(rec.id, None)
+                async with self._changed:
+                    self._changed.notify_all()  # watchers of it end
+            self._locks.pop(rec.id, None)
+            return rec
 
     # -- watching ------------------------------------------------------
 
@@ -113,7 +209,7 @@ class Records:
         skipped (the request predates the history window, or this watcher
         fell that far behind). Ends when the pipeline is deleted.
         """
-        pipeline_id = self.get(name).id
+        pipeline_id = self._get(name).id
         last = after_version
         while True:
             current = self._by_id.get(pipeline_id)

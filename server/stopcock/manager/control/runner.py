@@ -79,9 +79,14 @@ class RuntimeProcess:
 
 
 class LocalProcessRunner:
-    def __init__(self, data_dir: Path, python: str = sys.executable) -> None:
+    def __init__(
+        self, data_dir: Path, python: str = sys.executable, storage_root: Path | None = None
+    ) -> None:
         self._data_dir = data_dir
         self._python = python
+        # Checkpoints: STOPCOCK_STORAGE_DIR/<id> when set (shared by replicas
+        # that take over each other's pipelines), else pipelines/<id>/storage.
+        self._storage_root = storage_root
         faults = os.environ.get(FAULTS_ENV, "")
         pairs = dict(item.split("=", 1) for item in faults.split(",") if "=" in item)
         # A misspelt (or retired) fault would silently test nothing: refuse it.
@@ -99,6 +104,8 @@ class LocalProcessRunner:
         return self.pipeline_dir(pipeline_id) / "run"
 
     def storage_dir(self, pipeline_id: str) -> Path:
+        if self._storage_root is not None:
+            return self._storage_root / pipeline_id
         return self.pipeline_dir(pipeline_id) / "storage"
 
     async def spawn(
@@ -106,7 +113,7 @@ class LocalProcessRunner:
     ) -> RuntimeProcess:
         run_dir = self.run_dir(pipeline_id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.storage_dir(pipeline_id).mkdir(parents=True, exist_ok=True)
+        self.storage_dir(pipeline_id).mkdir(parents=True, exist_ok=True, mode=0o700)
         (run_dir / "runtime.json").unlink(missing_ok=True)
         token = secrets.token_urlsafe(32)
         dataclasses.replace(spec, runtime_token=token, protocol=PROTOCOL).write(run_dir)
@@ -201,7 +208,7 @@ class LocalProcessRunner:
             _, status = os.waitpid(proc.pid, os.WNOHANG)
             proc.exit_status = status
 
-    def _spawned_spec(self, pipeline_id: str) -> RuntimeSpec | None:
+    def spawned_spec(self, pipeline_id: str) -> RuntimeSpec | None:
         """The spec the pipeline's runtime was spawned with, if it can be read."""
         try:
             return RuntimeSpec.read(self.run_dir(pipeline_id))
@@ -219,7 +226,7 @@ class LocalProcessRunner:
         """Watches a runtime spawned by an earlier manager, if it still lives."""
         if process_start_time(pid) != start_time:
             return None
-        spec = self._spawned_spec(pipeline_id)
+        spec = self.spawned_spec(pipeline_id)
         if spec is None or spec.protocol != PROTOCOL:
             # Spawned by another Stopcock (an upgrade while it ran): it cannot
             # be commanded, so it is stopped; its pipeline is then recorded
@@ -322,4 +329,5 @@ class LocalProcessRunner:
         shutil.rmtree(self.storage_dir(pipeline_id), ignore_errors=True)
 
     def remove_pipeline(self, pipeline_id: str) -> None:
+        shutil.rmtree(self.storage_dir(pipeline_id), ignore_errors=True)
         shutil.rmtree(self.pipeline_dir(pipeline_id), ignore_errors=True)

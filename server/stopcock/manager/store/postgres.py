@@ -28,7 +28,8 @@ names under its names lock).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
@@ -37,7 +38,16 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from stopcock.manager.domain.model import PipelineRecord
-from stopcock.manager.store.protocol import ApiKeyRecord, DuplicateKey, SchemaTooNew, StoreError
+from stopcock.manager.store import leases
+from stopcock.manager.store.protocol import (
+    ApiKeyRecord,
+    Change,
+    DuplicateKey,
+    Fence,
+    Fenced,
+    SchemaTooNew,
+    StoreError,
+)
 from stopcock.manager.store.rows import FIELDS, from_row, to_row
 
 MIGRATIONS: list[str] = [
@@ -97,6 +107,32 @@ MIGRATIONS: list[str] = [
         created_at BIGINT NOT NULL
     )
     """,
+    # 2 -> 3: replicas. A replica's row lives while it heartbeats (expiry by
+    # the database's clock); a pipeline's lease names its owner and an epoch
+    # that grows on every claim; recent versions of each record are kept for
+    # watchers on any replica.
+    """
+    CREATE TABLE replicas (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE leases (
+        pipeline_id TEXT PRIMARY KEY REFERENCES pipelines (id) ON DELETE CASCADE,
+        owner TEXT,
+        epoch BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX leases_owner ON leases (owner);
+    INSERT INTO leases (pipeline_id) SELECT id FROM pipelines;
+    CREATE TABLE pipeline_history (
+        pipeline_id TEXT NOT NULL REFERENCES pipelines (id) ON DELETE CASCADE,
+        refresh_version BIGINT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (pipeline_id, refresh_version)
+    )
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -116,7 +152,21 @@ _UPSERT = sql.SQL(
         sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(f)) for f in FIELDS if f != "id"
     ),
 )
+_UPDATE = sql.SQL("UPDATE pipelines SET {sets} WHERE id = %s").format(
+    sets=sql.SQL(", ").join(
+        sql.SQL("{} = %s").format(sql.Identifier(f)) for f in FIELDS if f != "id"
+    ),
+)
 _KEY_COLUMNS = "id, name, role, key_hash, created_at"
+_BY = {
+    "id": "SELECT * FROM pipelines WHERE id = %s",
+    "name": "SELECT * FROM pipelines WHERE name = %s",
+}
+
+# Versions of each record kept for watchers that resume (as control/records.py's HISTORY).
+HISTORY = 256
+# Every write notifies this channel with "<pipeline id> <refresh_version>".
+CHANNEL = "stopcock_pipelines"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -153,6 +203,8 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 class PostgresStore:
     """The PostgreSQL store: `await PostgresStore(url).open()`, then the `Store` protocol."""
+
+    shared = True
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
         self._url = url
@@ -268,6 +320,165 @@ class PostgresStore:
         async with self._p.connection() as conn, conn.transaction():
             cur = await conn.execute("DELETE FROM api_keys WHERE name = %s", (name,))
             return cur.rowcount > 0
+
+    # -- shared records (replicas): the rows are the truth ----------------
+
+    @_translated
+    async def get(self, pipeline_id: str) -> PipelineRecord | None:
+        return await self._one("id", pipeline_id)
+
+    @_translated
+    async def get_by_name(self, name: str) -> PipelineRecord | None:
+        return await self._one("name", name)
+
+    async def _one(self, by: str, value: str) -> PipelineRecord | None:
+        async with self._p.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_BY[by], (value,))
+            row = await cur.fetchone()
+            return None if row is None else from_row(row)
+
+    @_translated
+    async def insert(self, rec: PipelineRecord) -> None:
+        """A new pipeline, its (unowned) lease and first history row; DuplicateKey on its name."""
+        try:
+            async with self._p.connection() as conn, conn.transaction():
+                await conn.execute(
+                    sql.SQL("INSERT INTO pipelines ({cols}) VALUES ({values})").format(
+                        cols=sql.SQL(", ").join(sql.Identifier(f) for f in FIELDS),
+                        values=sql.SQL(", ").join(sql.Placeholder() for _ in FIELDS),
+                    ),
+                    to_row(rec),
+                )
+                await conn.execute("INSERT INTO leases (pipeline_id) VALUES (%s)", (rec.id,))
+                await self._published(conn, rec)
+        except psycopg.errors.UniqueViolation as exc:
+            raise DuplicateKey(f"a pipeline named '{rec.name}' already exists") from exc
+
+    @_translated
+    async def update(
+        self, key: tuple[str, str], change: Change, fence: Fence | None = None
+    ) -> tuple[PipelineRecord, PipelineRecord] | None:
+        """Applies `change` to the current row under its lock: (old, new), or None if no row.
+
+        `key` is ("id", ...) or ("name", ...). new is old when `change` returns
+        None (nothing written). With a `fence`, its lease is checked in the
+        same transaction (and share-locked, so no claim commits meanwhile).
+        """
+        try:
+            async with self._p.connection() as conn, conn.transaction():
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(_BY[key[0]] + " FOR UPDATE", (key[1],))
+                    row = await cur.fetchone()
+                if row is None:
+                    return None
+                old = from_row(row)
+                if fence is not None and not await leases.holds(conn, old.id, fence):
+                    raise Fenced(
+                        f"pipeline {old.id}: lease epoch {fence.epoch} of {fence.owner} "
+                        "is no longer held"
+                    )
+                new = change(old)
+                if new is None:
+                    return old, old
+                values = to_row(new)
+                await conn.execute(_UPDATE, [*values[1:], new.id])
+                await self._published(conn, new)
+                return old, new
+        except psycopg.errors.UniqueViolation as exc:
+            raise DuplicateKey(f"a pipeline named '{key[1]}' already exists") from exc
+
+    @_translated
+    async def remove(
+        self, name: str, check: Callable[[PipelineRecord], None]
+    ) -> PipelineRecord | None:
+        """Deletes the named pipeline if `check` (run under the row lock) does not raise."""
+        async with self._p.connection() as conn, conn.transaction():
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(_BY["name"] + " FOR UPDATE", (name,))
+                row = await cur.fetchone()
+            if row is None:
+                return None
+            rec = from_row(row)
+            check(rec)
+            await conn.execute("DELETE FROM pipelines WHERE id = %s", (rec.id,))
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{rec.id} deleted"))
+            return rec
+
+    @staticmethod
+    async def _published(conn: psycopg.AsyncConnection[Any], rec: PipelineRecord) -> None:
+        """The version's history row (older ones pruned) and its notification, in the write's
+        transaction: watchers see it only once committed, and see every version in order."""
+        record = json.dumps(dict(zip(FIELDS, to_row(rec), strict=True)), separators=(",", ":"))
+        await conn.execute(
+            "INSERT INTO pipeline_history (pipeline_id, refresh_version, record)"
+            " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            (rec.id, rec.refresh_version, record),
+        )
+        await conn.execute(
+            "DELETE FROM pipeline_history WHERE pipeline_id = %s AND refresh_version <= %s",
+            (rec.id, rec.refresh_version - HISTORY),
+        )
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{rec.id} {rec.refresh_version}"))
+
+    @_translated
+    async def history(self, pipeline_id: str, after: int) -> list[PipelineRecord]:
+        """The kept versions of a pipeline newer than `after`, oldest first."""
+        async with self._p.connection() as conn:
+            cur = await conn.execute(
+                "SELECT record FROM pipeline_history WHERE pipeline_id = %s"
+                " AND refresh_version > %s ORDER BY refresh_version",
+                (pipeline_id, after),
+            )
+            return [from_row(json.loads(r[0])) for r in await cur.fetchall()]
+
+    @_translated
+    async def statuses(self) -> list[tuple[str, str]]:
+        """(id, deployment_status) of every pipeline: for the metrics, without the programs."""
+        async with self._p.connection() as conn:
+            cur = await conn.execute("SELECT id, deployment_status FROM pipelines")
+            return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+
+    # -- replicas and leases (the SQL is in store/leases.py) -------------
+
+    @_translated
+    async def register(self, replica: str, ttl: float) -> None:
+        async with self._p.connection() as conn, conn.transaction():
+            await leases.register(conn, replica, ttl)
+
+    @_translated
+    async def heartbeat(self, replica: str, ttl: float) -> bool:
+        async with self._p.connection() as conn, conn.transaction():
+            return await leases.heartbeat(conn, replica, ttl)
+
+    @_translated
+    async def claim(self, replica: str, limit: int) -> list[tuple[str, int]]:
+        async with self._p.connection() as conn:
+            return await leases.claim(conn, replica, limit)
+
+    @_translated
+    async def owned_with_work(self, replica: str) -> list[str]:
+        async with self._p.connection() as conn:
+            return await leases.owned_with_work(conn, replica)
+
+    @_translated
+    async def release(self, replica: str) -> None:
+        async with self._p.connection() as conn, conn.transaction():
+            await leases.release(conn, replica)
+
+    async def notifications(self) -> AsyncIterator[str]:
+        """Payloads on CHANNEL, on a connection of its own; StoreError when it breaks
+        (notifications sent meanwhile are lost: the caller re-syncs)."""
+        try:
+            params = _with_connect_timeout(self._url)
+            async with await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, **params
+            ) as conn:
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                yield "listening"
+                async for note in conn.notifies():
+                    yield note.payload
+        except psycopg.Error as exc:
+            raise StoreError(f"the PostgreSQL notification stream broke: {exc}") from exc
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -111,6 +111,8 @@ def _translated(method: F) -> F:
 class SqliteStore:
     """The embedded default. Blocking; wrap it in `AsyncStore`."""
 
+    shared = False
+
     @_translated
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +202,8 @@ class SqliteStore:
 
 class AsyncStore:
     """Runs a `SqliteStore` on its own thread so the event loop never blocks on fsync."""
+
+    shared = False
 
     def __init__(self, path: Path) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
