@@ -34,6 +34,9 @@ class RuntimeSpec:
     storage_dir: str
     runtime_token: str = ""  # every call from the manager carries it
     protocol: int = 1  # a spec without it was written for protocol 1
+    # The spawning owner's lease epoch: the runtime obeys no lower one
+    # (contract/fencing.py). A spec without it was written before leases: 0.
+    epoch: int = 0
 
     def write(self, run_dir: Path) -> None:
         """Writes the spec atomically, readable by its owner only."""

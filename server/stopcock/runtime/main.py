@@ -6,7 +6,8 @@ outlives a manager crash, with:
                   config, deployment id, initial status, and the secret
                   every call from the manager carries); the runtime writes
                   runtime.json there ({pid, port, deployment_id}) once it
-                  listens, so a restarted manager can find it again.
+                  listens, so a restarted manager can find it again, and
+                  `epoch` (the highest owner epoch seen, runtime/fence.py).
   --ready-fd N    a pipe: the runtime writes its port and a newline to it
                   once it accepts calls, then closes it. The manager learns
                   the port the moment it exists, without polling.
@@ -32,6 +33,7 @@ from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.runtime.checkpoints import CheckpointStore
 from stopcock.runtime.engine import Engine
 from stopcock.runtime.faults import Faults
+from stopcock.runtime.fence import Fence
 from stopcock.runtime.service import RuntimeServicer, TokenCheck
 from stopcock.runtime.spool import spool_dir
 
@@ -75,6 +77,7 @@ def write_atomically(path: Path, data: str) -> None:
 
 async def serve(run_dir: Path, ready_fd: int) -> None:
     spec = RuntimeSpec.read(run_dir)
+    fence = Fence.load(run_dir, spec.epoch)
     faults = Faults.from_env()
     await faults.hold_startup()
 
@@ -99,7 +102,7 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
     # from gRPC clients that send bigger messages.
     limit = 256 << 20
     server = grpc.aio.server(
-        interceptors=[TokenCheck(spec.runtime_token)],
+        interceptors=[TokenCheck(spec.runtime_token, then=fence.screen)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -110,7 +113,7 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
             *flow_control.OPTIONS,
         ],
     )
-    pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(engine), server)
+    pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(engine, fence), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     write_atomically(

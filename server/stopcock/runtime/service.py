@@ -5,7 +5,8 @@ and the REST status in `x-http-status`, as the manager's own errors do, so
 the manager can pass them on to its client unchanged.
 
 Only the manager may call: `TokenCheck` refuses every call that lacks the
-deployment's secret, before any handler runs.
+deployment's secret, before any handler runs; then the fence (runtime/fence.py)
+refuses calls from a stale owner.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from stopcock.runtime.engine import (
     NotTakingInput,
     Status,
 )
+from stopcock.runtime.fence import Fence, StaleOwner, presented_epoch
 
 Context = grpc.aio.ServicerContext[Any, Any]
 TOKEN_METADATA = "x-stopcock-runtime-token"
@@ -34,6 +36,7 @@ _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     404: grpc.StatusCode.NOT_FOUND,
     405: grpc.StatusCode.UNIMPLEMENTED,
+    409: grpc.StatusCode.ABORTED,  # StaleOwner
     503: grpc.StatusCode.UNAVAILABLE,
     507: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
@@ -73,16 +76,26 @@ def _report(engine: Engine, status: Status) -> pb.WatchStatusResponse:
 
 
 class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, fence: Fence) -> None:
         self._engine = engine
+        self._fence = fence
 
     async def WatchStatus(
         self, request: pb.WatchStatusRequest, context: Context
     ) -> AsyncIterator[pb.WatchStatusResponse]:
+        # The fence admitted the epoch (if any) already: it cannot be malformed.
+        metadata: Any = context.invocation_metadata()
+        opened = presented_epoch(metadata)
         status = self._engine.status
         yield _report(self._engine, status)
         while True:
-            status = await self._engine.wait_for_change(status.sequence)
+            try:
+                status = await self._fence.unless_superseded(
+                    opened, self._engine.wait_for_change(status.sequence)
+                )
+            except StaleOwner as exc:
+                b = exc.body
+                await _refuse(context, b.http_status, b.error_code, b.message, b.details)
             yield _report(self._engine, status)
 
     async def SetDesiredStatus(
@@ -156,10 +169,21 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
 
 
 class TokenCheck(Interceptor):
-    """Refuses any call without the deployment's secret (compared in constant time)."""
+    """Refuses any call without the deployment's secret (compared in constant time).
 
-    def __init__(self, token: str) -> None:
+    `then` screens the calls that pass, and only those: a check with effects
+    (the fence records a new epoch) must never act for a caller without the
+    secret. An interceptor listed after this one would run first, inside
+    `continuation`.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        then: Callable[[grpc.HandlerCallDetails, Handler], Awaitable[Handler]] | None = None,
+    ) -> None:
         self._token = token.encode()
+        self._then = then
 
     async def intercept_service(
         self,
@@ -171,6 +195,8 @@ class TokenCheck(Interceptor):
         for key, value in handler_call_details.invocation_metadata or ():
             if key == TOKEN_METADATA:
                 presented = value.encode() if isinstance(value, str) else value
-        if handler is None or (self._token and hmac.compare_digest(presented, self._token)):
-            return handler
-        return refusing(handler, grpc.StatusCode.UNAUTHENTICATED, "only the manager may call")
+        if handler is None:
+            return handler  # unknown method: gRPC answers UNIMPLEMENTED
+        if not (self._token and hmac.compare_digest(presented, self._token)):
+            return refusing(handler, grpc.StatusCode.UNAUTHENTICATED, "only the manager may call")
+        return handler if self._then is None else await self._then(handler_call_details, handler)

@@ -4,6 +4,11 @@ Refusals from the runtime arrive with the contract's error body in the
 `x-stopcock-error` trailer and become `ApiError`s unchanged; a runtime that
 cannot be reached becomes 503 PipelineInteractionUnreachable. Every call
 carries the deployment's secret: the runtime serves nobody else.
+
+A client made with the owner's lease epoch sends it on every call; the
+runtime refuses a call whose epoch is below the highest it has seen
+(contract/fencing.py): `is_fenced` recognises that refusal, which tells the
+caller that it no longer owns the pipeline.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any, TypeVar
 import grpc
 from stopcock import flow_control, runtime_wire
 from stopcock.contract import error_codec
+from stopcock.contract.fencing import EPOCH_METADATA, MAX_EPOCH, STALE_OWNER
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.manager.domain import errors
@@ -28,11 +34,31 @@ KEEPALIVE_MS = 1000
 TOKEN_METADATA = "x-stopcock-runtime-token"
 
 
+def is_fenced(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether the runtime refused the call as coming from a stale owner."""
+    if exc.code() != grpc.StatusCode.ABORTED:
+        return False
+    pairs: Any = exc.trailing_metadata()
+    body = error_codec.decode(pairs)
+    return body is not None and body.error_code == STALE_OWNER
+
+
 class RuntimeClient:
-    def __init__(self, port: int, pipeline_name: str, token: str) -> None:
+    def __init__(self, port: int, pipeline_name: str, token: str, epoch: int | None = None) -> None:
+        if epoch is not None and not 0 <= epoch <= MAX_EPOCH:
+            raise ValueError(f"epoch {epoch} is outside 0..{MAX_EPOCH}")
         self.address = f"127.0.0.1:{port}"
+        self.epoch = epoch
         self._name = pipeline_name
-        self._metadata = ((TOKEN_METADATA, token),)
+        token_pair = (TOKEN_METADATA, token)
+        if epoch is None:
+            self._metadata: tuple[tuple[str, str], ...] = (token_pair,)
+            # The runtime takes no SetDesiredStatus without an epoch. A manager
+            # that holds no lease commands as epoch 0, the lowest: a runtime
+            # that an owner with a lease has commanded refuses it.
+            self._command_metadata = (token_pair, (EPOCH_METADATA, "0"))
+        else:
+            self._metadata = self._command_metadata = (token_pair, (EPOCH_METADATA, str(epoch)))
         self._channel = grpc.aio.insecure_channel(
             self.address,
             options=[
@@ -55,6 +81,13 @@ class RuntimeClient:
         # grpc.aio yields (key, value) tuples here, whatever grpc-stubs says.
         pairs: Any = exc.trailing_metadata()
         body = error_codec.decode(pairs)
+        if body is not None and is_fenced(exc):
+            # A newer owner has taken the pipeline over and this manager has
+            # not noticed yet: a moment's state, as an unreachable runtime
+            # is, not the client's fault (409 StaleOwner is internal).
+            return errors.unreachable(
+                self._name, request, f"the pipeline is changing owner ({body.message})"
+            )
         if body is not None:
             return errors.ApiError(
                 body.http_status, body.error_code, body.message, body.details, exc.code().name
@@ -77,7 +110,7 @@ class RuntimeClient:
         await self._stub.SetDesiredStatus(
             pb.SetDesiredStatusRequest(desired_state=runtime_wire.state(desired)),
             timeout=CALL_TIMEOUT,
-            metadata=self._metadata,
+            metadata=self._command_metadata,
         )
 
     async def ingest(self, first: pb.IngestRequest, chunks: AsyncIterator[bytes]) -> int:
