@@ -139,7 +139,7 @@ def test_kill_9_of_the_owner_hands_the_pipeline_over_with_its_runtime(replicas: 
 
     # Re-adopted in place: the same process, the same deployment.
     after = stack.stubs[new_owner].GetPipeline(pb.GetPipelineRequest(name="k"))
-    assert after.deployment_id == deployment_id == runtime["deployment_id"]
+    assert after.deployment_id.string_value == deployment_id == runtime["deployment_id"]
     assert stack.runtime_info("k") == runtime
     assert stack.runtime_pids("k") == [runtime["pid"]]
     assert after.deployment_status == "Running"

@@ -450,6 +450,12 @@ class PipelineActor:
                     backoff = 0.05
                     self.poke()
             except grpc.aio.AioRpcError as exc:
+                if is_fenced(exc):
+                    # A newer owner commands the runtime: this actor ends (next pass).
+                    self._lease.revoked = True
+                    self.connected = False
+                    self.poke()
+                    return
                 log.debug("pipeline %s: status stream broke: %s", self.pipeline_id, exc.code())
             self.connected = False
             self._pushed_desired = None
