@@ -1,4 +1,5 @@
-"""An unexpected failure inside the manager is a bare 500: no detail leaks."""
+"""An unexpected failure inside the manager is a bare 500: no detail leaks; a database
+that does not answer is a 503 DatabaseUnavailable."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from typing import Any
 import grpc
 import pytest
 from stopcock.manager.api.servicer import PipelineServicer
+from stopcock.manager.store import StoreError
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 
 
 class ExplodingLifecycle:
-    """A lifecycle whose every read fails with an internal error."""
+    """A lifecycle whose every read fails: the store for pipeline "db", else internally."""
 
-    def get(self, name: str) -> object:
+    async def get(self, name: str) -> object:
+        if name == "db":
+            raise StoreError("the PostgreSQL store failed: connection refused (secret host)")
         raise RuntimeError(f"secret internals of {name}")
 
 
@@ -50,3 +54,17 @@ async def test_internal_errors_are_opaque(channel: grpc.aio.Channel) -> None:
         "error_code": "InternalError",
         "details": {},
     }
+
+
+async def test_a_database_that_does_not_answer_is_a_503(channel: grpc.aio.Channel) -> None:
+    stub = pb_grpc.PipelineServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.GetPipeline(pb.GetPipelineRequest(name="db"))
+    err = info.value
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    pairs: Any = err.trailing_metadata() or ()
+    trailers: dict[str, Any] = dict(pairs)
+    assert trailers["x-http-status"] == "503"
+    body = json.loads(str(trailers["x-stopcock-error"]))
+    assert body["error_code"] == "DatabaseUnavailable"
+    assert "secret" not in json.dumps(body)

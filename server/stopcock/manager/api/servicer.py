@@ -37,7 +37,7 @@ from stopcock.manager.control.lifecycle import Lifecycle
 from stopcock.manager.control.logs import read_log
 from stopcock.manager.domain import errors
 from stopcock.manager.domain.model import PLATFORM_VERSION
-from stopcock.manager.store import ApiKeyRecord
+from stopcock.manager.store import ApiKeyRecord, StoreError
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 
@@ -105,6 +105,10 @@ def _guard(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
             return await handler(self, request, context)
         except errors.ApiError as err:
             await context.abort(*abort_args(err))
+        except StoreError as exc:
+            # Not the request's fault, and nothing was acknowledged: say so, not 500.
+            log.warning("%s: the database failed: %s", handler.__name__, exc)
+            await context.abort(*abort_args(errors.database_unavailable()))
         except Exception:
             log.exception("%s failed", handler.__name__)
             await context.abort(*abort_args(errors.internal()))

@@ -121,6 +121,17 @@ def unreachable(name: str, request: str, error: str) -> ApiError:
     )
 
 
+def database_unavailable() -> ApiError:
+    """The database did not answer (PostgreSQL restarting, a network cut): retry later."""
+    return ApiError(
+        503,
+        "DatabaseUnavailable",
+        "The manager's database cannot be reached right now; retry shortly",
+        {},
+        "UNAVAILABLE",
+    )
+
+
 def internal() -> ApiError:
     """What a client sees of an unexpected failure: no stack trace, no detail."""
     return ApiError(500, "InternalError", "An internal error occurred", {}, "INTERNAL")
