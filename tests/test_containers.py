@@ -8,8 +8,11 @@ is not exercised). What is checked:
   template `make run` uses, never a copy), and that very command, run here
   with a temporary directory in place of the volume, renders a config that
   this Envoy (the same version as the image's) accepts;
-* the manager service runs with authentication on, which the manager needs
-  to listen beyond loopback, and has what it needs (JWKS, /data, /dev/shm);
+* the manager replicas (three, identical) run with authentication on, which
+  the manager needs to listen beyond loopback, have what they need (JWKS,
+  /data, /dev/shm), share one data volume and the PostgreSQL database of the
+  `postgres` service (the official image), and Envoy's config names each of
+  them;
 * the Dockerfile lays the code out as `make venv` does, and its entry point,
   health check and .dockerignore are right;
 * `docker compose config` accepts the file, when the compose plugin exists.
@@ -26,6 +29,7 @@ import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -46,7 +50,9 @@ OPERATOR_ENV = {
     "STOPCOCK_JWKS_FILE": "/etc/stopcock/jwks.json",
     "STOPCOCK_AUTH_ISSUER": "https://issuer.test",
     "STOPCOCK_AUTH_AUDIENCE": "stopcock-tests",
+    "STOPCOCK_POSTGRES_PASSWORD": "pg-secret",
 }
+REPLICAS = ["manager-1", "manager-2", "manager-3"]
 
 
 class MissingVariable(KeyError):
@@ -103,11 +109,29 @@ def render_service(all_services: dict[str, Any]) -> tuple[str, dict[str, Any], l
     return found[0]
 
 
-def options(argv: list[str]) -> dict[str, str]:
+def options(argv: list[str]) -> dict[str, list[str]]:
+    """Each option's values, in order (`--upstream` comes once per replica)."""
     assert argv[:3] == ["python", "-m", SIDECAR_MODULE], argv
     rest = argv[3:]
     assert len(rest) % 2 == 0 and all(a.startswith("--") for a in rest[::2]), rest
-    return dict(zip(rest[::2], rest[1::2], strict=True))
+    found: dict[str, list[str]] = {}
+    for option, value in zip(rest[::2], rest[1::2], strict=True):
+        found.setdefault(option, []).append(value)
+    return found
+
+
+def option(opts: dict[str, list[str]], name: str) -> str:
+    (value,) = opts[name]
+    return value
+
+
+def replicas(all_services: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run the manager (the image's entry point)."""
+    return {
+        name: service
+        for name, service in all_services.items()
+        if service.get("image") == "stopcock-manager:local" and "entrypoint" not in service
+    }
 
 
 def named_mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -175,8 +199,8 @@ def test_envoy_runs_the_official_image_on_a_config_rendered_from_the_template() 
     name, render, argv = render_service(all_services)
     opts = options(argv)
     # Lua script and descriptor are written beside the config, not named.
-    assert set(opts) == {"--rest-port", "--grpc-port", "--rest-address", "--grpc-host", "--out"}
-    out = PurePosixPath(opts["--out"])
+    assert set(opts) == {"--rest-port", "--rest-address", "--upstream", "--out"}
+    out = PurePosixPath(option(opts, "--out"))
     assert envoy["command"] == ["envoy", "-c", str(out), "--disable-hot-restart"]
     assert envoy["depends_on"][name] == {"condition": "service_completed_successfully"}
 
@@ -188,17 +212,23 @@ def test_envoy_runs_the_official_image_on_a_config_rendered_from_the_template() 
     assert volume in load_compose()["volumes"]
 
     # Rendered by the manager image, whose envoy/ is the repository's.
-    manager = all_services["manager"]
-    assert render["build"] == manager["build"] and render["image"] == manager["image"]
-    assert (COMPOSE.parent / manager["build"]["context"]).resolve() == REPO
-    assert (REPO / manager["build"]["dockerfile"]).resolve() == DOCKERFILE
+    managers = replicas(all_services)
+    assert sorted(managers) == REPLICAS
+    for manager in managers.values():
+        assert render["build"] == manager["build"] and render["image"] == manager["image"]
+        assert (COMPOSE.parent / manager["build"]["context"]).resolve() == REPO
+        assert (REPO / manager["build"]["dockerfile"]).resolve() == DOCKERFILE
 
-    # Envoy reaches the manager by its service name and port, and publishes
-    # the REST port.
-    assert opts["--grpc-host"] == "manager"
-    assert opts["--grpc-port"] == manager["environment"]["STOPCOCK_GRPC_PORT"]
-    assert opts["--grpc-port"] in [str(p) for p in manager["expose"]]
-    assert [str(p).rsplit(":", 1)[1] for p in envoy["ports"]] == [opts["--rest-port"]]
+    # Envoy reaches every replica by its service name and port (one
+    # --upstream each), and publishes the REST port. It does not wait for
+    # the replicas: its health checks find which serve.
+    upstreams = [sidecar.parse_upstream(u) for u in opts["--upstream"]]
+    assert [host for host, _ in upstreams] == REPLICAS
+    for host, port in upstreams:
+        assert str(port) == managers[host]["environment"]["STOPCOCK_GRPC_PORT"]
+        assert str(port) in [str(p) for p in managers[host]["expose"]]
+    assert set(envoy["depends_on"]) == {name}
+    assert [str(p).rsplit(":", 1)[1] for p in envoy["ports"]] == opts["--rest-port"]
 
     # No copy of the template anywhere in deploy/, and no service mounts one.
     assert sorted(p.name for p in DEPLOY.iterdir()) == ["Dockerfile", "compose.yaml"]
@@ -213,9 +243,9 @@ def test_the_compose_render_command_makes_a_config_envoy_accepts(tmp_path: Path)
     _, render, argv = render_service(services())
     opts = options(argv)
     shared = tmp_path / "shared"
-    out = shared / PurePosixPath(opts["--out"]).name
+    out = shared / PurePosixPath(option(opts, "--out")).name
     command = [sys.executable, *argv[1:]]
-    command[command.index(opts["--out"])] = str(out)
+    command[command.index(option(opts, "--out"))] = str(out)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("STOPCOCK_")}
     result = subprocess.run(
         command,
@@ -227,17 +257,23 @@ def test_the_compose_render_command_makes_a_config_envoy_accepts(tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr
 
-    # It is envoy/envoy.yaml rendered, with the Lua script and the prepared
-    # descriptor written beside it.
+    # It is envoy/envoy.yaml rendered for the replicas (health checks and
+    # all, see tests/test_envoy_config.py), with the Lua script and the
+    # prepared descriptor written beside it.
     lua, descriptor = shared / "stopcock.lua", shared / "stopcock_descriptor.pb"
-    assert out.read_text() == sidecar.render_envoy_config(
-        rest_address=opts["--rest-address"],
-        rest_port=int(opts["--rest-port"]),
-        grpc_host=opts["--grpc-host"],
-        grpc_port=int(opts["--grpc-port"]),
+    upstreams = [sidecar.parse_upstream(u) for u in opts["--upstream"]]
+    assert len(upstreams) == len(REPLICAS)
+    rendered = out.read_text()
+    assert rendered == sidecar.render_envoy_config(
+        rest_address=option(opts, "--rest-address"),
+        rest_port=int(option(opts, "--rest-port")),
+        upstreams=upstreams,
         descriptor_path=descriptor,
         lua_path=lua,
     )
+    (cluster,) = yaml.safe_load(rendered)["static_resources"]["clusters"]
+    (check,) = cluster["health_checks"]
+    assert check["grpc_health_check"] == {"service_name": ""}
     assert lua.read_bytes() == sidecar.LUA_SCRIPT.read_bytes()
     expected = tmp_path / "expected.pb"
     sidecar.prepare_descriptor(sidecar.DESCRIPTOR, expected)
@@ -253,10 +289,11 @@ def test_the_compose_render_command_makes_a_config_envoy_accepts(tmp_path: Path)
     assert "authentication off" in refused.stderr
 
 
+@pytest.mark.parametrize("replica", REPLICAS)
 def test_the_manager_runs_with_authentication_on_and_has_what_it_needs(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, replica: str
 ) -> None:
-    manager = services()["manager"]
+    manager = services()[replica]
     environment = {**env_of_dockerfile(), **manager["environment"]}
     for name in os.environ:
         if name.startswith("STOPCOCK_"):
@@ -282,6 +319,31 @@ def test_the_manager_runs_with_authentication_on_and_has_what_it_needs(
     assert named_mounts(manager)[str(settings.data_dir)] in load_compose()["volumes"]
     assert re.fullmatch(r"\d+[gm]b", manager["shm_size"])
     assert manager["init"] is True
+
+
+def test_the_replicas_share_one_database_and_one_data_volume() -> None:
+    all_services = services()
+    managers = list(replicas(all_services).values())
+    # Identical but for their name: the same settings, database and volumes.
+    assert all(m == managers[0] for m in managers)
+    manager = managers[0]
+
+    postgres = all_services["postgres"]
+    assert postgres["image"] == "postgres:18"  # the official image
+    # PostgreSQL 18's image keeps PGDATA in a versioned directory under
+    # /var/lib/postgresql, its VOLUME: the named volume goes there.
+    assert named_mounts(postgres)["/var/lib/postgresql"] in load_compose()["volumes"]
+    assert "ports" not in postgres  # on the project network only
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert manager["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+    url = urlsplit(manager["environment"]["STOPCOCK_DATABASE_URL"])
+    env = postgres["environment"]
+    assert url.scheme == "postgresql" and url.hostname == "postgres" and url.port == 5432
+    assert url.username == env["POSTGRES_USER"]
+    assert url.password == env["POSTGRES_PASSWORD"] == OPERATOR_ENV["STOPCOCK_POSTGRES_PASSWORD"]
+    assert url.path == f"/{env['POSTGRES_DB']}"
+    assert named_mounts(manager)["/data"] == "stopcock-data"
 
 
 @pytest.mark.parametrize("variable", sorted(OPERATOR_ENV))

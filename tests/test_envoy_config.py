@@ -6,12 +6,14 @@ The REST behaviour through a real manager is covered by the stack tests
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from google.protobuf import descriptor_pb2
 from stopcock import sidecar
 
@@ -161,3 +163,155 @@ def test_wait_ready_fails_when_the_port_is_taken(tmp_path: Path) -> None:
                 envoy.wait_ready(30)
         finally:
             envoy.stop()
+
+
+# -- replicas (README "High availability") --------------------------------
+
+REPLICAS = [("manager-1", 50051), ("manager-2", 50051), ("127.0.0.1", 50053)]
+
+
+def config_of(text: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    resources: dict[str, Any] = loaded["static_resources"]
+    return resources
+
+
+def manager_cluster(text: str) -> dict[str, Any]:
+    (cluster,) = config_of(text)["clusters"]
+    assert cluster["name"] == "stopcock_manager"
+    found: dict[str, Any] = cluster
+    return found
+
+
+def virtual_host(text: str) -> dict[str, Any]:
+    (listener,) = config_of(text)["listeners"]
+    (hcm,) = listener["filter_chains"][0]["filters"]
+    (host,) = hcm["typed_config"]["route_config"]["virtual_hosts"]
+    found: dict[str, Any] = host
+    return found
+
+
+def endpoints(cluster: dict[str, Any]) -> list[tuple[str, int]]:
+    (group,) = cluster["load_assignment"]["endpoints"]
+    return [
+        (
+            e["endpoint"]["address"]["socket_address"]["address"],
+            e["endpoint"]["address"]["socket_address"]["port_value"],
+        )
+        for e in group["lb_endpoints"]
+    ]
+
+
+def test_replicas_get_health_checks_balancing_and_only_safe_retries(tmp_path: Path) -> None:
+    text = render(tmp_path, grpc_host=None, grpc_port=None, upstreams=REPLICAS)
+    cluster = manager_cluster(text)
+    assert endpoints(cluster) == REPLICAS
+    assert cluster["lb_policy"] == "LEAST_REQUEST"
+    # No panic mode: dead replicas are never tried because too few are healthy.
+    assert cluster["common_lb_config"]["healthy_panic_threshold"] == {"value": 0}
+    (check,) = cluster["health_checks"]
+    assert check["grpc_health_check"] == {"service_name": ""}
+    # A dead replica is skipped within a second, traffic or not.
+    seconds = {
+        key: float(check[key].removesuffix("s"))
+        for key in ("interval", "timeout", "no_traffic_interval", "interval_jitter")
+    }
+    assert seconds["timeout"] <= seconds["interval"] <= 0.25
+    assert seconds["no_traffic_interval"] <= 0.25
+    worst = check["unhealthy_threshold"] * (seconds["interval"] + seconds["interval_jitter"])
+    assert worst < 1.0
+    assert check["healthy_threshold"] == 1
+
+    policy = virtual_host(text)["retry_policy"]
+    # Only requests that never reached a manager: a retried POST must not run twice.
+    assert set(policy["retry_on"].split(",")) == {
+        "connect-failure",
+        "refused-stream",
+        "reset-before-request",
+    }
+    assert policy["num_retries"] == len(REPLICAS) - 1
+    (predicate,) = policy["retry_host_predicate"]
+    assert predicate["name"] == "envoy.retry_host_predicates.previous_hosts"
+
+
+def test_one_manager_renders_as_before(tmp_path: Path) -> None:
+    """`make run`'s config: one endpoint, no health checks, no retries, default balancing."""
+    ports = {"rest_port": 8080}
+    single = render(tmp_path, grpc_host="127.0.0.1", grpc_port=50051, **ports)
+    assert single == render(
+        tmp_path, grpc_host=None, grpc_port=None, upstreams=[("127.0.0.1", 50051)], **ports
+    )
+    cluster = manager_cluster(single)
+    assert endpoints(cluster) == [("127.0.0.1", 50051)]
+    for key in ("lb_policy", "common_lb_config", "health_checks"):
+        assert key not in cluster
+    assert "retry_policy" not in virtual_host(single)
+    assert not re.search(r"^\s*#\[", single, re.MULTILINE)  # no marker line left
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"upstreams": REPLICAS},  # and grpc_host/grpc_port: which?
+        {"grpc_host": None, "grpc_port": None},
+        {"grpc_host": None, "grpc_port": None, "upstreams": []},
+        {"grpc_host": None, "grpc_port": None, "upstreams": [("a", 1), ("a", 1)]},
+        {"grpc_host": None, "grpc_port": None, "upstreams": [("a", 1), ("b", 70000)]},
+        {"grpc_host": None, "grpc_port": None, "upstreams": [("a", 1), ('b"', 2)]},
+    ],
+)
+def test_unusable_upstreams_fail_rendering(tmp_path: Path, overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        render(tmp_path, **overrides)
+
+
+def test_an_unmatched_section_marker_fails_rendering(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    # The cluster's section loses its end: it would swallow what follows.
+    text = sidecar.TEMPLATE.read_text()
+    assert "\n    #[/replicas]\n" in text
+    template.write_text(text.replace("\n    #[/replicas]\n", "\n", 1))
+    with pytest.raises(ValueError, match="marker"):
+        render(tmp_path, grpc_host=None, grpc_port=None, upstreams=REPLICAS, template=template)
+
+
+@pytest.mark.parametrize(
+    ("text", "upstream"),
+    [("manager-1:50051", ("manager-1", 50051)), ("[::1]:7", ("::1", 7))],
+)
+def test_parse_upstream(text: str, upstream: tuple[str, int]) -> None:
+    assert sidecar.parse_upstream(text) == upstream
+
+
+@pytest.mark.parametrize("text", ["manager", ":50051", "manager:", "manager:http"])
+def test_parse_upstream_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        sidecar.parse_upstream(text)
+
+
+@pytest.mark.e2e
+def test_the_replicas_config_passes_envoy_validation(tmp_path: Path) -> None:
+    config = tmp_path / "envoy.yaml"
+    config.write_text(render(tmp_path, grpc_host=None, grpc_port=None, upstreams=REPLICAS))
+    assert "OK" in sidecar.validate(config)
+
+
+@pytest.mark.e2e
+def test_cli_renders_replicas_from_repeated_upstreams(tmp_path: Path) -> None:
+    out = tmp_path / "deploy" / "envoy.yaml"
+    args = ["--rest-port", "8080", "--out", str(out)]
+    for host, port in REPLICAS:
+        args += ["--upstream", f"{host}:{port}"]
+    assert sidecar.main(args) == 0
+    assert out.read_text() == sidecar.render_envoy_config(
+        rest_address="127.0.0.1",
+        rest_port=8080,
+        upstreams=REPLICAS,
+        descriptor_path=out.parent / "stopcock_descriptor.pb",
+        lua_path=out.parent / "stopcock.lua",
+    )
+    sidecar.validate(out)
+    with pytest.raises(SystemExit):  # both ways at once
+        sidecar.main([*args, "--grpc-port", "50051"])
+    with pytest.raises(SystemExit):  # neither
+        sidecar.main(["--rest-port", "8080", "--out", str(out)])

