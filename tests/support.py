@@ -137,7 +137,7 @@ class Stack:
         self.envoy = EnvoySidecar(
             workdir=self.root / "envoy",
             rest_port=self.rest_port,
-            grpc_port=self.grpc_port,
+            upstreams=[("127.0.0.1", port) for port in self.grpc_ports],
         )
         self.envoy.start()
         self.envoy.wait_ready(WAIT)
