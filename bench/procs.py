@@ -122,18 +122,22 @@ def pids_mentioning(text: str) -> list[int]:
     return found
 
 
-def live_children() -> list[int]:
-    """Live (non-zombie) direct children of this process."""
-    me = os.getpid()
-    children = []
+def children(parent: int) -> list[int]:
+    """Live (non-zombie) direct children of `parent`."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         fields = _stat_fields(int(entry.name))
         # Field 4 (ppid) is index 1 once the state field is index 0.
-        if fields is not None and int(fields[1]) == me and fields[0] != "Z":
-            children.append(int(entry.name))
-    return children
+        if fields is not None and int(fields[1]) == parent and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def live_children() -> list[int]:
+    """Live (non-zombie) direct children of this process."""
+    return children(os.getpid())
 
 
 def leftovers(root: Path) -> list[str]:

@@ -17,13 +17,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench import bodies as bodies_bench
+from bench import failover as failover_bench
 from bench import ingress as ingress_bench
 from bench import suspend as suspend_bench
 from bench.bodies import BodiesResult, QueryBodies, QueryRun, SizeBodies
+from bench.failover import FailoverResult
 from bench.force_stop import Latency, StopCycle
 from bench.ingress import IngressComparison, IngressRun, median_of
 from bench.load import Comparison, LoadRun
 from bench.stats import median, percentile, ratio
+from bench.stores import StoreResult
 from bench.suspend import SizeResult
 
 REST_RATIO_TARGET = 0.8  # REST GetPipeline throughput / no-op, at least
@@ -54,6 +57,8 @@ class Figures:
     suspend: list[SizeResult] | None = None
     ingress: list[IngressComparison] | None = None
     bodies: BodiesResult | None = None
+    stores: StoreResult | None = None
+    failover: FailoverResult | None = None
 
 
 def _met(ok: bool) -> str:
@@ -104,6 +109,10 @@ def render(setup: Setup, figures: Figures, observations: list[str]) -> str:
         lines += ["", *ingress_section(figures.ingress)]
     if figures.bodies is not None and figures.bodies.sizes:
         lines += ["", *bodies_section(figures.bodies)]
+    if figures.stores is not None:
+        lines += ["", *stores_section(setup, figures.stores)]
+    if figures.failover is not None and figures.failover.kills:
+        lines += ["", *failover_section(figures.failover)]
     lines += ["", "Observations", *(f"  - {o}" for o in observations)]
     return "\n".join(lines)
 
@@ -400,8 +409,74 @@ def _query_section(q: QueryBodies) -> list[str]:
     ]
 
 
-def _cells(latency: Latency) -> list[str]:
-    return [f"{latency.p50:.1f}", f"{latency.p99:.1f}", f"{latency.max:.1f}"]
+def _store_pair(c: Comparison, pg_cores: list[float], what: str) -> list[str]:
+    """SQLite (the baseline) and PostgreSQL runs of one measurement, and their ratios."""
+    p50 = ratio(median_of(c.subject, "p50_ms"), median_of(c.baseline, "p50_ms"))
+    p99 = ratio(median_of(c.subject, "p99_ms"), median_of(c.baseline, "p99_ms"))
+    return [
+        f" {c.title}: {what}",
+        _runs_row(f"{c.baseline_label}", c.baseline),
+        _runs_row(f"{c.subject_label}", c.subject)
+        + f"   (PostgreSQL server {median(pg_cores):.2f})",
+        _row("ratio PostgreSQL / SQLite", [_x(c.rps_ratio()), _x(p50), _x(p99)])
+        + f"   rounds: {_spread(c.pair_ratios())}",
+    ]
+
+
+def stores_section(setup: Setup, r: StoreResult) -> list[str]:
+    pg = r.postgres_settings
+    acked, committed = sum(r.acknowledged.values()), sum(r.committed.values())
+    return [
+        "Stores: one manager on SQLite vs one on PostgreSQL "
+        f"({pg.get('server_version', '?')}, embedded, local socket; fsync={pg.get('fsync')}, "
+        f"synchronous_commit={pg.get('synchronous_commit')}),",
+        f"  each with its own Envoy; {setup.rounds} interleaved rounds x {setup.duration_s} s "
+        "each, medians",
+        _row(
+            "",
+            ["req/s", "p50 ms", "p99 ms", "errors"],
+            "   CPU cores: manager / Envoy / client / other",
+        ),
+        *_store_pair(
+            r.writes,
+            r.write_pg_cores,
+            f"{r.clients} clients over {r.pipelines} never-started pipelines, one commit each",
+        ),
+        *_store_pair(r.gets, r.get_pg_cores, f"{r.connections} connections"),
+        "  writes acknowledged / committed (refresh_version growth): "
+        + ", ".join(
+            f"{label} {r.acknowledged.get(label, 0)} / {r.committed.get(label, 0)}"
+            for label in ("SQLite", "PostgreSQL")
+        )
+        + (", all committed" if acked == committed else ", NOT EQUAL"),
+        "  (PostgreSQL server: its cores during the PostgreSQL runs, inside 'other'; "
+        "no target for this section)",
+    ]
+
+
+def failover_section(f: FailoverResult) -> list[str]:
+    lease = Latency.of([k.lease_ms / 1000 for k in f.kills])
+    adopted = Latency.of([k.adopted_ms / 1000 for k in f.kills])
+    restart = Latency.of([k.restart_ms / 1000 for k in f.kills])
+    target = failover_bench.TARGET_P99_S
+    fastest = min(k.lease_ms for k in f.kills) / 1000
+    return [
+        f"Failover: {f.replicas} replicas on PostgreSQL, lease TTL {f.ttl_s:g} s, one Running "
+        f"pipeline; {len(f.kills)} x kill -9 of its owner",
+        _row("", ["p50 s", "p99 s", "max s"]),
+        _row(
+            f"kill -> lease held by another ({failover_bench.POLL_SECS * 1000:.0f} ms poll)",
+            _cells(lease, 2),
+        ),
+        _row("kill -> runtime re-adopted in place", _cells(adopted, 2)),
+        _row("restart of the killed replica (context)", _cells(restart, 2)),
+        f"  target: failover p99 <= {target:.0f} s: {lease.p99:.2f} s, "
+        f"{_met(lease.p99 <= target)} (TTL {f.ttl_s:g} s; fastest {fastest:.2f} s)",
+    ]
+
+
+def _cells(latency: Latency, digits: int = 1) -> list[str]:
+    return [f"{v:.{digits}f}" for v in (latency.p50, latency.p99, latency.max)]
 
 
 def observe(setup: Setup, figures: Figures, leftovers: list[str]) -> list[str]:
@@ -454,6 +529,10 @@ def observe(setup: Setup, figures: Figures, leftovers: list[str]) -> list[str]:
     notes += _ingress_notes(figures.ingress or [], setup.cpus)
     if figures.bodies is not None:
         notes += _bodies_notes(figures.bodies, setup.cpus)
+    if figures.stores is not None:
+        notes += _stores_notes(figures.stores, setup.cpus)
+    if figures.failover is not None:
+        notes += _failover_notes(figures.failover)
     if leftovers:
         notes.append("processes left behind: " + "; ".join(leftovers))
     else:
@@ -462,6 +541,69 @@ def observe(setup: Setup, figures: Figures, leftovers: list[str]) -> list[str]:
 
 
 _ROLES = (("manager", "manager_cores"), ("Envoy", "envoy_cores"), ("client", "client_cores"))
+
+
+def _stores_notes(r: StoreResult, cpus: int) -> list[str]:
+    notes = []
+    for c in (r.writes, r.gets):
+        for label, runs in ((c.baseline_label, c.baseline), (c.subject_label, c.subject)):
+            errors = sum(run.errors for run in runs)
+            if errors:
+                detail = "; ".join(run.error_detail for run in runs if run.error_detail)
+                notes.append(f"store {c.title} {label}: {errors} errors under load ({detail})")
+        notes += [f"store {n}" for n in _cpu_notes(c, cpus)[1:]]  # who set the pace
+        pairs = c.pair_ratios()
+        if pairs and max(pairs) - min(pairs) > 0.15:
+            notes.append(
+                f"store {c.title}: round ratios spread {min(pairs):.2f}-{max(pairs):.2f}: noisy "
+                "machine, the median is the figure to use"
+            )
+    for label, acked in r.acknowledged.items():
+        committed = r.committed.get(label, 0)
+        if committed != acked:
+            notes.append(
+                f"store {label}: {acked} writes acknowledged but refresh_version grew by "
+                f"{committed} (a write answered without its commit, or a commit unanswered: "
+                "a timeout)"
+            )
+    return notes
+
+
+def _failover_notes(f: FailoverResult) -> list[str]:
+    notes = []
+    ttl_ms = f.ttl_s * 1000
+    slow = [k for k in f.kills if k.lease_ms > ttl_ms + 1000]
+    if slow:
+        notes.append(
+            f"failover: {len(slow)} of {len(f.kills)} claims took over TTL + 1 s: "
+            + ", ".join(f"{k.lease_ms / 1000:.2f} s (replica {k.killed})" for k in slow)
+        )
+    early = [k for k in f.kills if k.lease_ms < ttl_ms * 5 / 6 - 500]
+    if early:
+        notes.append(
+            f"failover: {len(early)} claims came before the killed replica's row could have "
+            "expired (TTL - one heartbeat period): check the lease fencing"
+        )
+    jumps = [k for k in f.kills if k.epoch_after != k.epoch_before + 1]
+    if jumps:
+        notes.append(
+            f"failover: {len(jumps)} claims raised the epoch by more than one (claimed more "
+            "than once between two polls)"
+        )
+    takers: dict[int, int] = {}
+    for k in f.kills:
+        takers[k.new_owner] = takers.get(k.new_owner, 0) + 1
+    adopt = [k.adopted_ms - k.lease_ms for k in f.kills]
+    notes.append(
+        "failover: the lease is lost when the killed replica's row expires, TTL after its "
+        f"last heartbeat (sent every TTL/6), then claimed by a survivor's next re-sync (every "
+        f"0.5 s, or on a notification): expected between ~{f.ttl_s * 5 / 6:.1f} and "
+        f"~{f.ttl_s + 0.5:.1f} s; re-adoption after the claim took {median(adopt):.0f} ms "
+        f"(median, max {max(adopt):.0f}); new owners by replica: "
+        + ", ".join(f"{i}: {n}" for i, n in sorted(takers.items()))
+    )
+    return notes
+
 
 # The phases of a suspend, in order: (SuspendCycle attribute, what ends there).
 _PHASES = (
@@ -747,6 +889,41 @@ def as_json(setup: Setup, figures: Figures, observations: list[str]) -> dict[str
     if figures.bodies is not None and figures.bodies.sizes:
         doc["bodies"], more = _bodies_json(figures.bodies)
         targets.update(more)
+    if figures.stores is not None:
+        r = figures.stores
+        doc["stores"] = {
+            **{
+                k: v
+                for k, v in asdict(r).items()
+                if k not in ("writes", "gets", "write_pg_cores", "get_pg_cores")
+            },
+            **{
+                key: {
+                    "title": c.title,
+                    "rps_ratio_postgres_sqlite": c.rps_ratio(),
+                    "round_ratios": c.pair_ratios(),
+                    "postgres_server_cores": cores,
+                    "sqlite_runs": [asdict(run) for run in c.baseline],
+                    "postgres_runs": [asdict(run) for run in c.subject],
+                }
+                for key, c, cores in (
+                    ("writes", r.writes, r.write_pg_cores),
+                    ("get", r.gets, r.get_pg_cores),
+                )
+            },
+        }
+    if figures.failover is not None and figures.failover.kills:
+        f = figures.failover
+        lease = Latency.of([k.lease_ms for k in f.kills])
+        doc["failover"] = {
+            "ttl_s": f.ttl_s,
+            "replicas": f.replicas,
+            "lease_ms": asdict(lease),
+            "adopted_ms": asdict(Latency.of([k.adopted_ms for k in f.kills])),
+            "restart_ms": asdict(Latency.of([k.restart_ms for k in f.kills])),
+            "kills": [asdict(k) for k in f.kills],
+        }
+        targets["failover_p99_le_5s"] = lease.p99 <= failover_bench.TARGET_P99_S * 1000
     doc["targets"] = targets
     doc["observations"] = observations
     return doc
