@@ -219,7 +219,7 @@ def _measure(stack: Stack, opts: Options, wrk: str) -> Figures:
 
 def _stores(root: Path, pg: EmbeddedPostgres, opts: Options, wrk: str) -> stores.StoreResult:
     url = pg.new_database()
-    postmaster = pg.server.get_postmaster_info().process
+    postmaster = pg.server.server.get_postmaster_info().process
     assert postmaster is not None
     with (
         _stack(root / "store-sqlite") as sqlite,

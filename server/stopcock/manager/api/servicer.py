@@ -168,7 +168,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     async def ListApiKeys(
         self, request: pb.ListApiKeysRequest, context: Context
     ) -> pb.ListApiKeysResponse:
-        return pb.ListApiKeysResponse(api_keys=[_api_key(k) for k in self._keys.list()])
+        return pb.ListApiKeysResponse(api_keys=[_api_key(k) for k in await self._keys.list()])
 
     @_guard
     async def DeleteApiKey(

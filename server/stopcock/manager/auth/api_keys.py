@@ -74,6 +74,10 @@ class ApiKeys:
     lacks is looked up in the store (one indexed read) and cached if there.
     No rate limit: a limit would refuse a fresh key used within it (it did,
     for up to a second), and a lookup costs less than the refusal.
+
+    On a shared store (replicas) there is no cache: a key deleted through
+    one replica must stop working on all of them at once, so every check is
+    the indexed lookup and every list a query.
     """
 
     def __init__(self, store: Store) -> None:
@@ -86,10 +90,14 @@ class ApiKeys:
     async def load(self) -> None:
         self._keys = await self._store.load_api_keys()
 
-    def list(self) -> list[ApiKeyRecord]:
+    async def list(self) -> list[ApiKeyRecord]:
+        if self._store.shared:
+            return await self._store.load_api_keys()
         return sorted(self._keys, key=lambda k: k.name)
 
     async def verify(self, presented: str) -> ApiKeyRecord | None:
+        if self._store.shared:
+            return await self._store.find_api_key(key_hash(presented))
         found = find(self._keys, presented)
         if found is not None:
             return found
