@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
@@ -476,7 +476,7 @@ class PostgresStore:
         async with self._p.connection() as conn, conn.transaction():
             await leases.release(conn, replica)
 
-    async def notifications(self) -> AsyncIterator[str]:
+    async def notifications(self) -> AsyncGenerator[str, None]:
         """Payloads on CHANNEL, on a connection of its own; StoreError when it breaks
         (notifications sent meanwhile are lost: the caller re-syncs)."""
         try:

@@ -8,7 +8,7 @@ seam, so callers never import a driver.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,7 +80,7 @@ class SharedStore(Store, Protocol):
     async def claim(self, replica: str, limit: int) -> list[tuple[str, int]]: ...
     async def owned_with_work(self, replica: str) -> list[str]: ...
     async def release(self, replica: str) -> None: ...
-    def notifications(self) -> AsyncIterator[str]: ...
+    def notifications(self) -> AsyncGenerator[str, None]: ...
 
 
 class StoreError(Exception):
