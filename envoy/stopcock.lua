@@ -398,7 +398,20 @@ function envoy_on_response(handle)
     end
     local body = handle:body()
     if body == nil then return end
-    local inner = unwrap(body:getBytes(0, body:length()), field)
+    local json = body:getBytes(0, body:length())
+    local inner
+    if handle:metadata():get("sole_field") then
+      -- The response message has no other field (tests/test_envoy_config.py
+      -- checks the routes that say so): the value is everything between the
+      -- prefix and the closing brace, found without scanning a megabyte of
+      -- JSON token by token (a list of 1,000 pipelines).
+      local prefix = '{"' .. field .. '":'
+      if json:sub(1, #prefix) == prefix and json:sub(-1) == "}" then
+        inner = json:sub(#prefix + 1, -2)
+      end
+    else
+      inner = unwrap(json, field)
+    end
     if inner == nil then
       handle:logWarn("stopcock: no '" .. field .. "' field to unwrap in the response")
       return

@@ -315,3 +315,29 @@ def test_cli_renders_replicas_from_repeated_upstreams(tmp_path: Path) -> None:
         sidecar.main([*args, "--grpc-port", "50051"])
     with pytest.raises(SystemExit):  # neither
         sidecar.main(["--rest-port", "8080", "--out", str(out)])
+
+
+def test_routes_that_unwrap_a_sole_field_name_messages_with_no_other_field(
+    tmp_path: Path,
+) -> None:
+    """The Lua filter cuts a `sole_field` response's value out without parsing: sound only
+    while the response message has that one field (a field added later breaks it here)."""
+    from stopcock.v1 import pipeline_service_pb2 as pb
+
+    service = pb.DESCRIPTOR.services_by_name["PipelineService"]
+    config = yaml.safe_load(render(tmp_path))
+    sole = {}
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for http_filter in chain["filters"]:
+                route_config = http_filter["typed_config"].get("route_config", {})
+                for host in route_config.get("virtual_hosts", []):
+                    for route in host["routes"]:
+                        lua = route.get("metadata", {}).get("filter_metadata", {})
+                        meta = lua.get("envoy.filters.http.lua", {})
+                        if meta.get("sole_field"):
+                            sole[route["match"]["path"].rsplit("/", 1)[1]] = meta["response_body"]
+    assert sole == {"ListPipelines": "pipelines", "ListApiKeys": "api_keys"}
+    for method, field in sole.items():
+        fields = [f.name for f in service.methods_by_name[method].output_type.fields]
+        assert fields == [field], method
