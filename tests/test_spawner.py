@@ -142,3 +142,40 @@ def test_the_cold_spawner_still_works(tmp_path: Path) -> None:
         assert b"stopcock.runtime.main" in argv
         assert stack.template_pids() == []
         killed_by_sigkill(stack, "p")  # the manager's own child: waitpid
+
+
+# What a template of another Stopcock looks like from the socket: it holds the
+# lock, listens, and greets with another protocol (and would fork nothing).
+FOREIGN_TEMPLATE = """
+import fcntl, json, os, socket, sys
+path = sys.argv[1]
+lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(lock, fcntl.LOCK_EX)
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+listener.bind(path)
+listener.listen()
+print("ready", flush=True)
+while True:
+    conn, _ = listener.accept()
+    conn.send(json.dumps({"protocol": 0, "python": "", "build": "", "pid": os.getpid()}).encode())
+    conn.close()
+"""
+
+
+def test_a_template_of_another_stopcock_is_replaced(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:
+        stack.create("p")
+        with subprocess.Popen(
+            [sys.executable, "-c", FOREIGN_TEMPLATE, str(stack.template_socket)],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        ) as foreign:
+            try:
+                assert foreign.stdout is not None
+                assert foreign.stdout.readline() == b"ready\n"
+                stack.start("p")
+                assert foreign.wait(timeout=30) == -signal.SIGKILL  # replaced, not obeyed
+                [template] = stack.template_pids()
+                assert ppid(stack.runtime_info("p")["pid"]) == template
+            finally:
+                foreign.kill()

@@ -19,11 +19,12 @@ own, so it and its children outlive the manager, with:
   --ready-fd N    written "ready\\n" once it listens, then closed
 
 One request per connection, each message one datagram:
-  template → {"protocol": PROTOCOL, "python": sys.executable, "pid": its pid}
+  template → {"protocol": PROTOCOL, "python": sys.executable, "build": the
+             code's fingerprint (stopcock.contract.build), "pid": its pid}
   manager  → {"run_dir": DIR, "env": {...}} with two fds (SCM_RIGHTS): the
              runtime's ready pipe (write end) and its log file
   template → {"pid": the runtime's pid} or {"error": why}
-The manager replaces a template whose protocol or Python differs from its own.
+The manager replaces a template whose protocol, Python or build differs from its own.
 
 The template reaps its children and writes each one's wait status to
 RUN_DIR/exit.json ({"pid", "status"}), since the manager, not being their
@@ -51,6 +52,7 @@ from typing import NoReturn
 # Everything a runtime imports, imported once here (grpc.aio and the stubs
 # come with it); nothing of it may start a thread or a gRPC core at import.
 import grpc.aio  # noqa: F401
+from stopcock.contract.build import code_fingerprint
 from stopcock.contract.runtime_spec import PROTOCOL
 from stopcock.runtime import main as runtime_main
 
@@ -75,6 +77,8 @@ def write_exit_status(run_dir: Path, pid: int, status: int) -> None:
 
 class Template:
     def __init__(self, listener: socket.socket, wakeup: int, lock_fd: int) -> None:
+        # Taken once the modules are imported: the code this template runs.
+        self._build = code_fingerprint()
         self._listener = listener
         self._wakeup = wakeup
         self._lock_fd = lock_fd
@@ -117,7 +121,12 @@ class Template:
         with conn:
             try:
                 conn.settimeout(CONNECTION_TIMEOUT_SECS)
-                hello = {"protocol": PROTOCOL, "python": sys.executable, "pid": os.getpid()}
+                hello = {
+                    "protocol": PROTOCOL,
+                    "python": sys.executable,
+                    "build": self._build,
+                    "pid": os.getpid(),
+                }
                 conn.send(json.dumps(hello).encode())
                 data, fds, _, _ = socket.recv_fds(conn, MESSAGE_BYTES, 2)
                 if not data:

@@ -1,10 +1,11 @@
 """TemplateSpawner: asks the warm template (stopcock.runtime.template) for a runtime.
 
 The template listens on DATA_DIR/spawner.sock. If none answers there (no
-socket, connection refused) or it speaks another protocol or runs another
-Python, a new one is started, in a session of its own like a runtime, and
-awaited on a ready pipe. Any failure returns None: the runner then spawns
-that runtime cold, so the template only ever makes starts cheaper.
+socket, connection refused) or it speaks another protocol, runs another
+Python or another build of our code (an upgrade), a new one is started, in
+a session of its own like a runtime, and awaited on a ready pipe. Any
+failure returns None: the runner then spawns that runtime cold, so the
+template only ever makes starts cheaper.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from stopcock.contract.build import code_fingerprint
 from stopcock.contract.runtime_spec import PROTOCOL
 
 log = logging.getLogger("stopcock.runner")
@@ -41,7 +43,7 @@ class _Absent(SpawnerError):
 
 
 class _Foreign(SpawnerError):
-    """A template of another Stopcock (protocol) or Python answers."""
+    """A template of another Stopcock (protocol, build) or Python answers."""
 
     def __init__(self, pid: int, hello: dict[str, Any]) -> None:
         super().__init__(f"template pid {pid} is foreign: {hello}")
@@ -53,6 +55,7 @@ class TemplateSpawner:
         self._data_dir = data_dir
         self._socket = data_dir / SOCKET_NAME
         self._python = python
+        self._build = code_fingerprint()
         # One start of a template at a time, and one exchange at a time: a
         # fork is quick, and two concurrent first spawns must not both start one.
         self._lock = asyncio.Lock()
@@ -99,7 +102,8 @@ class TemplateSpawner:
             hello = json.loads(conn.recv(MESSAGE_BYTES) or b"null")
             if not isinstance(hello, dict):
                 raise SpawnerError("the template closed the connection")
-            if hello.get("protocol") != PROTOCOL or hello.get("python") != self._python:
+            mine = {"protocol": PROTOCOL, "python": self._python, "build": self._build}
+            if any(hello.get(key) != value for key, value in mine.items()):
                 raise _Foreign(int(hello["pid"]), hello)
             socket.send_fds(conn, [request], fds)
             reply = json.loads(conn.recv(MESSAGE_BYTES) or b"null")
