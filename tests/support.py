@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import grpc
 import httpx
+from stopcock.manager.control.runner import runtime_run_dir
 from stopcock.sidecar import EnvoySidecar
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
@@ -155,13 +156,30 @@ class Stack:
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
+            run_dir = runtime_run_dir(int(proc.name))
+            ours = run_dir is not None and str(run_dir).startswith(marker)
+            if ours and process_alive(int(proc.name)):
+                pids.append(int(proc.name))
+        return pids
+
+    @property
+    def template_socket(self) -> Path:
+        return self.data_dir / "spawner.sock"
+
+    def template_pids(self) -> list[int]:
+        """Live runtime templates of this stack (its runtimes share their command line)."""
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
             try:
                 argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
             except OSError:
                 continue
-            ours = "stopcock.runtime.main" in argv and any(a.startswith(marker) for a in argv)
-            if ours and process_alive(int(proc.name)):
-                pids.append(int(proc.name))
+            template = "stopcock.runtime.template" in argv and str(self.template_socket) in argv
+            pid = int(proc.name)
+            if template and runtime_run_dir(pid) is None and process_alive(pid):
+                pids.append(pid)
         return pids
 
     def runtime_info(self, name: str) -> dict[str, Any]:
@@ -179,7 +197,8 @@ class Stack:
                 manager.wait(timeout=WAIT)
         if self.envoy is not None:
             self.envoy.stop()
-        for pid in self.runtime_pids():
+        # Templates first: they would not fork again, and they outlive the manager too.
+        for pid in self.template_pids() + self.runtime_pids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         self.rest.close()

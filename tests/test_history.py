@@ -47,10 +47,11 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from stopcock.manager.control.runner import runtime_run_dir
 from stopcock.v1 import pipeline_service_pb2 as pb
 
 from tests.postgres import EmbeddedPostgres
-from tests.support import Stack, running_stack, wait_until
+from tests.support import Stack, process_alive, running_stack, wait_until
 from tests.test_replicas import lease
 
 pytestmark = pytest.mark.e2e
@@ -246,16 +247,12 @@ def _runtimes(data_dir: Path) -> dict[str, set[int]]:
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
-        try:
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        if "stopcock.runtime.main" not in argv or stat[stat.rindex(")") + 2] == "Z":
-            continue
-        for arg in argv:
-            if arg.startswith(prefix):
-                found.setdefault(arg[len(prefix) :].split("/")[0], set()).add(int(proc.name))
+        # Cold or forked from the template: by argv or by working directory.
+        run_dir = str(runtime_run_dir(int(proc.name)))
+        if run_dir.startswith(prefix) and process_alive(int(proc.name)):
+            found.setdefault(run_dir[len(prefix) :].split("/", maxsplit=1)[0], set()).add(
+                int(proc.name)
+            )
     return found
 
 

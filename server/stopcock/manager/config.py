@@ -49,6 +49,13 @@ def _storage_dir() -> Path | None:
     return Path(raw).absolute() if raw else None
 
 
+def _spawner() -> str:
+    raw = os.environ.get("STOPCOCK_SPAWNER", "template")
+    if raw not in ("template", "cold"):
+        raise ConfigError(f"STOPCOCK_SPAWNER must be template or cold, not {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     grpc_port: int
@@ -64,6 +71,8 @@ class Settings:
     storage_dir: Path | None = None
     # How long a replica's leases outlive its last heartbeat (PostgreSQL only).
     lease_ttl_secs: float = 3.0
+    # How runtimes start: forked from a warm template process, or cold.
+    spawner: str = "template"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -77,4 +86,5 @@ class Settings:
             database_url=_database_url(),
             storage_dir=_storage_dir(),
             lease_ttl_secs=_lease_ttl(),
+            spawner=_spawner(),
         )

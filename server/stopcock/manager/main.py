@@ -53,7 +53,9 @@ async def serve(settings: Settings, auth: AuthSettings) -> None:
             raise ConfigError(f"cannot read the JWKS at {auth.jwks}: {exc}") from exc
     if settings.storage_dir is not None:
         prepare(settings.storage_dir)  # private, like the data directory
-    runner = LocalProcessRunner(settings.data_dir, storage_root=settings.storage_dir)
+    runner = LocalProcessRunner(
+        settings.data_dir, storage_root=settings.storage_dir, spawner=settings.spawner
+    )
     deps = Deps(store, runner, verifier)
     manager = await build_server(settings, deps)
     serve_metrics(settings.bind_address, settings.metrics_port, manager.metrics)

@@ -1,7 +1,8 @@
 """Entry point of a runtime process: `python -m stopcock.runtime.main`.
 
-The manager spawns one per deployment, in a session of its own so that it
-outlives a manager crash, with:
+The manager starts one per deployment, in a session of its own so that it
+outlives a manager crash: forked from the warm template (stopcock.runtime.template,
+which calls `main` with these arguments) or, without one, spawned cold, with:
   --run-dir DIR   holds spec.json (written by the manager, 0600: program,
                   config, deployment id, initial status, and the secret
                   every call from the manager carries); the runtime writes
@@ -135,7 +136,7 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
     await server.stop(grace=1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     # Checkpoints, spools, logs and run files are private, as everything in
     # the data directory (stopcock.manager.datadir). The manager's umask is
     # inherited; set it here too for a runtime started some other way.
@@ -145,7 +146,7 @@ def main() -> None:
     )
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("STOPCOCK_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -8,6 +8,18 @@ the whole group. Everything is event-driven:
     ones) becomes readable when the process dies.
 We never use `subprocess.Popen`: its object would race us to reap the child.
 
+By default a runtime is forked from a warm template process (control/spawner.py,
+stopcock.runtime.template; STOPCOCK_SPAWNER=template): it shares the
+template's imported pages and starts at once. The template, not the manager,
+is then its parent and reaps it; it records the wait status in
+RUN_DIR/exit.json for us. If the template cannot serve, or with
+STOPCOCK_SPAWNER=cold, the runtime is spawned cold as
+`python -m stopcock.runtime.main`. Either way it is a session leader we
+kill with killpg.
+
+A forked runtime's command line is the template's; its working directory
+(/proc/PID/cwd) is its run directory, which is how strays are recognised.
+
 A pid is only trusted together with the kernel's start time of the process
 (`/proc/PID/stat` field 22), so a recycled pid is never mistaken for our
 runtime.
@@ -35,10 +47,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stopcock.contract.runtime_spec import PROTOCOL, RuntimeSpec
+from stopcock.manager.control.spawner import TemplateSpawner
 
 log = logging.getLogger("stopcock.runner")
 FAULTS_ENV = "STOPCOCK_TEST_FAULTS"
 _KILL_HOLD_POLL_SECS = 0.02  # test-only: how often a held kill looks at its hold file again
+SPAWNERS = ("template", "cold")
+EXIT_STATUS_FILE = "exit.json"  # written by the template when it reaps a runtime
+# The pidfd of a forked runtime fires as it dies, just before its parent (the
+# template) reaps it and writes exit.json: look again this often, this long.
+_EXIT_FILE_POLL_SECS = 0.005
+_EXIT_FILE_WAIT_SECS = 2.0
+RUNTIME_MARKER = b"stopcock.runtime."  # in the argv of cold runtimes and of forked ones
+TEMPLATE_MARKER = b"stopcock.runtime.template"  # the template's argv, and its children's
 
 
 def process_start_time(pid: int) -> int | None:
@@ -54,6 +75,63 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def runtime_run_dir(pid: int) -> Path | None:
+    """The run directory of `pid` if it is a runtime process, else None.
+
+    A cold runtime names it in its argv (`--run-dir DIR`); a forked one has
+    the template's argv and its run directory as working directory. The
+    template itself works in "/", so it is never taken for a runtime.
+    """
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if not any(RUNTIME_MARKER in arg for arg in argv):
+        return None
+    with contextlib.suppress(ValueError, IndexError):
+        return Path(os.fsdecode(argv[argv.index(b"--run-dir") + 1]))
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+    # A runtime's cwd is a run directory: pipelines/<id>/run.
+    return cwd if cwd.name == "run" and cwd.parent.parent.name == "pipelines" else None
+
+
+def _parent_records_exit(pid: int) -> bool:
+    """Whether `pid` (dead, maybe reaped) may yet get an exit.json from its template."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # reaped already: by the template (then the file is coming) or by nobody
+    ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+    try:
+        return TEMPLATE_MARKER in Path(f"/proc/{ppid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _forked(pid: int) -> bool:
+    """Whether `pid` was forked from a template (it has the template's argv)."""
+    try:
+        return TEMPLATE_MARKER in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _read_exit_file(proc: RuntimeProcess) -> bool:
+    if proc.exit_file is None:
+        return False
+    try:
+        info = json.loads(proc.exit_file.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(info, dict) or info.get("pid") != proc.pid:
+        return False  # a previous runtime's
+    proc.exit_status = int(info["status"])
+    return True
+
+
 @dataclass(eq=False)
 class RuntimeProcess:
     """A runtime process we watch. `exited` is set once it is gone."""
@@ -66,6 +144,8 @@ class RuntimeProcess:
     # The secret every call to the runtime carries (see runtime_token).
     token: str = ""
     kill_requested: bool = False
+    # Where the template records the wait status when it is the parent.
+    exit_file: Path | None = None
     _pidfd: int | None = None
 
     def describe_exit(self) -> str:
@@ -80,10 +160,17 @@ class RuntimeProcess:
 
 class LocalProcessRunner:
     def __init__(
-        self, data_dir: Path, python: str = sys.executable, storage_root: Path | None = None
+        self,
+        data_dir: Path,
+        python: str = sys.executable,
+        storage_root: Path | None = None,
+        spawner: str = "template",
     ) -> None:
         self._data_dir = data_dir
         self._python = python
+        if spawner not in SPAWNERS:
+            raise ValueError(f"unknown spawner {spawner!r}: one of {SPAWNERS}")
+        self._template = TemplateSpawner(data_dir, python) if spawner == "template" else None
         # Checkpoints: STOPCOCK_STORAGE_DIR/<id> when set (shared by replicas
         # that take over each other's pipelines), else pipelines/<id>/storage.
         self._storage_root = storage_root
@@ -115,41 +202,59 @@ class LocalProcessRunner:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.storage_dir(pipeline_id).mkdir(parents=True, exist_ok=True, mode=0o700)
         (run_dir / "runtime.json").unlink(missing_ok=True)
+        exit_file = run_dir / EXIT_STATUS_FILE
+        exit_file.unlink(missing_ok=True)  # a previous runtime's
         token = secrets.token_urlsafe(32)
         dataclasses.replace(spec, runtime_token=token, protocol=PROTOCOL).write(run_dir)
         read_fd, write_fd = os.pipe()
-        os.set_inheritable(write_fd, True)
         log_fd = os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            # posix_spawn returns as soon as the child exists: it does not wait.
-            pid = os.posix_spawn(  # noqa: ASYNC221
-                self._python,
-                [
-                    self._python,
-                    "-m",
-                    "stopcock.runtime.main",
-                    "--run-dir",
-                    str(run_dir),
-                    "--ready-fd",
-                    str(write_fd),
-                ],
-                dict(os.environ),
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                ],
-                setsid=True,
-            )
+            pid = None
+            if self._template is not None:
+                pid = await self._template.spawn(run_dir, write_fd, log_fd)
+                if pid is None:
+                    # The template may have failed after forking: never two runtimes.
+                    self.kill_strays(pipeline_id, keep=None)
+            how = "forked from the template"
+            if pid is None:
+                pid, how = self._spawn_cold(run_dir, write_fd, log_fd), "cold"
         finally:
             os.close(write_fd)
             os.close(log_fd)
         start_time = process_start_time(pid) or 0
-        proc = RuntimeProcess(pid=pid, start_time=start_time, token=token)
+        proc = RuntimeProcess(
+            pid=pid,
+            start_time=start_time,
+            token=token,
+            exit_file=exit_file if how != "cold" else None,
+        )
         proc.port = self._read_port(read_fd, on_event)
         self._watch_exit(proc, on_event)
-        log.info("spawned runtime pid %d for pipeline %s", pid, pipeline_id)
+        log.info("spawned runtime pid %d for pipeline %s (%s)", pid, pipeline_id, how)
         return proc
+
+    def _spawn_cold(self, run_dir: Path, write_fd: int, log_fd: int) -> int:
+        os.set_inheritable(write_fd, True)
+        # posix_spawn returns as soon as the child exists: it does not wait.
+        return os.posix_spawn(
+            self._python,
+            [
+                self._python,
+                "-m",
+                "stopcock.runtime.main",
+                "--run-dir",
+                str(run_dir),
+                "--ready-fd",
+                str(write_fd),
+            ],
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
+        )
 
     def _read_port(self, fd: int, on_event: Callable[[], None]) -> asyncio.Future[int]:
         loop = asyncio.get_running_loop()
@@ -190,23 +295,44 @@ class LocalProcessRunner:
             return
         proc._pidfd = pidfd
 
-        def gone() -> None:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-            proc._pidfd = None
-            self._reap(proc)
+        def settled() -> None:
             proc.exited.set()
             log.info("runtime pid %d %s", proc.pid, proc.describe_exit())
             on_event()
 
+        def gone() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            proc._pidfd = None
+            if self._reap(proc) or proc.exit_file is None or not _parent_records_exit(proc.pid):
+                settled()
+            else:
+                deadline = loop.time() + _EXIT_FILE_WAIT_SECS
+                self._await_exit_file(proc, deadline, settled)
+
         loop.add_reader(pidfd, gone)
 
+    def _await_exit_file(
+        self, proc: RuntimeProcess, deadline: float, settled: Callable[[], None]
+    ) -> None:
+        """A bounded poll for the template's exit.json (it has no event to wait on)."""
+        loop = asyncio.get_running_loop()
+        if _read_exit_file(proc) or loop.time() > deadline:
+            settled()
+        else:
+            loop.call_later(_EXIT_FILE_POLL_SECS, self._await_exit_file, proc, deadline, settled)
+
     @staticmethod
-    def _reap(proc: RuntimeProcess) -> None:
-        # Only our own children can be reaped; re-adopted ones were reparented.
+    def _reap(proc: RuntimeProcess) -> bool:
+        """Records the exit status if it is known now: ours to reap, or in exit.json."""
+        # Only our own (cold) children can be waited for: never waitpid a
+        # process we did not spawn (the template reaps its own).
         with contextlib.suppress(ChildProcessError):
-            _, status = os.waitpid(proc.pid, os.WNOHANG)
-            proc.exit_status = status
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                proc.exit_status = status
+                return True
+        return _read_exit_file(proc)
 
     def spawned_spec(self, pipeline_id: str) -> RuntimeSpec | None:
         """The spec the pipeline's runtime was spawned with, if it can be read."""
@@ -240,7 +366,12 @@ class LocalProcessRunner:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             return None
-        proc = RuntimeProcess(pid=pid, start_time=start_time, token=spec.runtime_token)
+        proc = RuntimeProcess(
+            pid=pid,
+            start_time=start_time,
+            token=spec.runtime_token,
+            exit_file=self.run_dir(pipeline_id) / EXIT_STATUS_FILE if _forked(pid) else None,
+        )
         if port is not None:
             proc.port = asyncio.get_running_loop().create_future()
             proc.port.set_result(port)
@@ -253,19 +384,16 @@ class LocalProcessRunner:
 
         A manager that died between spawning a runtime and recording its pid
         (or before the runtime wrote runtime.json) leaves one nobody knows;
-        a new manager finds it by its command line (its run directory) and
-        stops it before it could ever run beside its successor.
+        a new manager finds it (runtime_run_dir: by its command line or its
+        working directory) and stops it before it could ever run beside its
+        successor.
         """
-        marker = str(self.run_dir(pipeline_id))
+        run_dir = self.run_dir(pipeline_id)
         strays = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == keep:
                 continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"stopcock.runtime.main" in argv and marker.encode() in argv:
+            if runtime_run_dir(int(entry.name)) == run_dir:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(entry.name), signal.SIGKILL)
                 strays.append(int(entry.name))
