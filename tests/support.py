@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,11 +34,25 @@ PROGRAM = "CREATE TABLE t (id INTEGER NOT NULL, name TEXT); CREATE VIEW v AS SEL
 WAIT = 30.0  # seconds: the bound of every wait; a healthy stack needs far less
 
 
+# Ports for the processes a test starts come from below the kernel's ephemeral
+# range (ip_local_port_range, 32768-60999 here): every runtime binds port 0, and
+# a port picked from that range could be taken by one between the pick and the
+# bind (a replica once failed to start so: "Address already in use").
+_PORTS = range(20000, 32768)
+_port_picks = random.Random()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on now, outside the range the kernel hands out for port 0."""
+    for _ in range(1000):
+        port = _port_picks.choice(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def wait_until(check: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
