@@ -35,36 +35,11 @@ from stopcock.runtime.checkpoints import CheckpointStore
 from stopcock.runtime.engine import Engine
 from stopcock.runtime.faults import Faults
 from stopcock.runtime.fence import Fence
+from stopcock.runtime.logfile import RotatingStderr
 from stopcock.runtime.service import RuntimeServicer, TokenCheck
 from stopcock.runtime.spool import spool_dir
 
 log = logging.getLogger("stopcock.runtime")
-
-
-LOG_ROTATE_BYTES = 4 << 20  # runtime.log rotates past this; one old file is kept
-LOG_CHECK_INTERVAL = 2.0  # seconds between size checks (a timer, not a wait for an event)
-
-
-async def rotate_log(log: Path) -> None:
-    """Bounds the log: past LOG_ROTATE_BYTES, runtime.log becomes runtime.log.1.
-
-    The runtime's stdout and stderr are that file (the manager spawned it so);
-    rotation renames it and points fds 1 and 2 at a fresh one, so nothing
-    that writes to them needs to know.
-    """
-    while True:
-        await asyncio.sleep(LOG_CHECK_INTERVAL)
-        try:
-            if os.fstat(2).st_size <= LOG_ROTATE_BYTES:
-                continue
-            os.replace(log, log.with_name(log.name + ".1"))
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.close(fd)
-        except OSError as exc:
-            log_error = f"log rotation failed: {exc}"
-            logging.getLogger("stopcock.runtime").error(log_error)
 
 
 def write_atomically(path: Path, data: str) -> None:
@@ -129,10 +104,8 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    rotation = asyncio.create_task(rotate_log(run_dir / "runtime.log"))
     await engine.initialize()
     await stop.wait()
-    rotation.cancel()
     await server.stop(grace=1)
 
 
@@ -150,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=os.environ.get("STOPCOCK_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[RotatingStderr(args.run_dir / "runtime.log")],
     )
     asyncio.run(serve(args.run_dir, args.ready_fd))
 

@@ -1,7 +1,7 @@
 """Reading a runtime's log: its last rotation, then the live file, optionally followed.
 
 The runtime writes its stdout and stderr to run/runtime.log and rotates it
-itself (stopcock.runtime.main): past ROTATE_BYTES the file becomes
+itself (stopcock.runtime.logfile): past LOG_ROTATE_BYTES, when a record is written, it becomes
 runtime.log.1 and a new one starts, so at most about twice that is kept.
 Following is `tail -F`: look for new bytes every FOLLOW_INTERVAL, notice a
 rotation by the file's inode changing, and stop once the runtime process is
