@@ -153,15 +153,34 @@ class Template:
     ) -> int:
         if not run_dir.is_absolute() or not run_dir.is_dir():
             raise ValueError(f"not a run directory: {run_dir}")
+        # The answer waits until the child leads its own process group and
+        # works in its run directory: a manager that killpg()s it at once (a
+        # force stop right after the start) must reach it, and a stray sweep
+        # must recognise it. A kill sent before setsid() found no group and
+        # left a runtime running (seen in CI).
+        settled_r, settled_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            self._become_runtime(conn, run_dir, env, ready_fd, log_fd)
+            os.close(settled_r)
+            self._become_runtime(conn, run_dir, env, ready_fd, log_fd, settled_fd=settled_w)
+        os.close(settled_w)
+        try:
+            os.read(settled_r, 1)  # b"" if the child died first: it is reaped as usual
+        finally:
+            os.close(settled_r)
         # Recorded before the loop can reap it: reaping only happens there.
         self._children[pid] = run_dir
         return pid
 
     def _become_runtime(
-        self, conn: socket.socket, run_dir: Path, env: dict[str, str], ready_fd: int, log_fd: int
+        self,
+        conn: socket.socket,
+        run_dir: Path,
+        env: dict[str, str],
+        ready_fd: int,
+        log_fd: int,
+        *,
+        settled_fd: int,
     ) -> NoReturn:
         status = 1
         try:
@@ -178,7 +197,7 @@ class Template:
             # reused number later; then whatever else was inherited.
             conn.close()
             self._listener.close()
-            keep = {0, 1, 2, ready_fd}
+            keep = {0, 1, 2, ready_fd, settled_fd}
             for fd in sorted(int(name) for name in os.listdir("/proc/self/fd")):
                 if fd not in keep:
                     with contextlib.suppress(OSError):
@@ -188,6 +207,8 @@ class Template:
             # The cwd names the run directory in /proc/PID/cwd: the command
             # line is the template's, so this is how a runtime is recognised.
             os.chdir(run_dir)
+            os.write(settled_fd, b"1")  # the template may answer now (see _fork)
+            os.close(settled_fd)
             logging.root.handlers.clear()  # the runtime configures its own, from its env
             argv = ["--run-dir", str(run_dir), "--ready-fd", str(ready_fd)]
             sys.argv = [sys.argv[0], *argv]

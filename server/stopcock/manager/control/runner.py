@@ -444,6 +444,11 @@ class LocalProcessRunner:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        # And the process itself: one that does not lead a group (yet) is not
+        # reached by killpg, and a kill must never be lost (kill_requested
+        # means it is not sent again).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGKILL)
 
     def forget(self, proc: RuntimeProcess) -> None:
         """Stops watching (manager shutdown) without touching the process."""
