@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stopcock.contract.runtime_spec import PROTOCOL, RuntimeSpec
-from stopcock.manager.control.spawner import TemplateSpawner
+from stopcock.manager.control.spawner import TemplateSpawner, spawn_detached
 
 log = logging.getLogger("stopcock.runner")
 FAULTS_ENV = "STOPCOCK_TEST_FAULTS"
@@ -235,25 +235,11 @@ class LocalProcessRunner:
 
     def _spawn_cold(self, run_dir: Path, write_fd: int, log_fd: int) -> int:
         os.set_inheritable(write_fd, True)
-        # posix_spawn returns as soon as the child exists: it does not wait.
-        return os.posix_spawn(
+        return spawn_detached(
             self._python,
-            [
-                self._python,
-                "-m",
-                "stopcock.runtime.main",
-                "--run-dir",
-                str(run_dir),
-                "--ready-fd",
-                str(write_fd),
-            ],
-            dict(os.environ),
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                (os.POSIX_SPAWN_DUP2, log_fd, 2),
-            ],
-            setsid=True,
+            "stopcock.runtime.main",
+            ["--run-dir", str(run_dir), "--ready-fd", str(write_fd)],
+            log_fd,
         )
 
     def _read_port(self, fd: int, on_event: Callable[[], None]) -> asyncio.Future[int]:

@@ -34,6 +34,23 @@ OLD_TEMPLATE_EXIT_TIMEOUT_SECS = 5.0
 MESSAGE_BYTES = 1 << 16
 
 
+def spawn_detached(python: str, module: str, args: list[str], log_fd: int) -> int:
+    """`python -m module args` in a session of its own (it outlives the manager and is
+    killed as a group), stdin /dev/null, stdout and stderr to `log_fd`, our environment.
+    posix_spawn returns as soon as the child exists: it does not wait for it."""
+    return os.posix_spawn(
+        python,
+        [python, "-m", module, *args],
+        dict(os.environ),
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log_fd, 1),
+            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        ],
+        setsid=True,
+    )
+
+
 class SpawnerError(Exception):
     pass
 
@@ -119,24 +136,11 @@ class TemplateSpawner:
         )
         try:
             # As a runtime: its own session (it outlives us), our umask and env.
-            pid = os.posix_spawn(  # noqa: ASYNC221 (returns once the child exists)
+            pid = spawn_detached(
                 self._python,
-                [
-                    self._python,
-                    "-m",
-                    "stopcock.runtime.template",
-                    "--socket",
-                    str(self._socket),
-                    "--ready-fd",
-                    str(write_fd),
-                ],
-                dict(os.environ),
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                ],
-                setsid=True,
+                "stopcock.runtime.template",
+                ["--socket", str(self._socket), "--ready-fd", str(write_fd)],
+                log_fd,
             )
         except OSError:
             os.close(read_fd)
