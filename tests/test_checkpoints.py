@@ -355,3 +355,21 @@ def test_a_suspend_says_what_it_waits_on(tmp_path: Path) -> None:
         assert p["deployment_error"] is None, p["deployment_error"]
         stack.start("p")
         assert stack.ids("p") == [0, 1, 2]
+
+
+def test_checkpoints_live_in_storage_dir_when_it_is_set(tmp_path: Path) -> None:
+    storage = tmp_path / "shared-storage"
+    with running_stack(tmp_path / "stack", {"STOPCOCK_STORAGE_DIR": str(storage)}) as stack:
+        pipeline_id = stack.create("p")["id"]
+        stack.start("p")
+        assert stack.ingest("p", rows(0, 3)).status_code == 200
+        checkpoint(stack, "p")
+        stack.force_stop("p")
+        assert list((storage / pipeline_id / "checkpoints").iterdir())
+        assert not stack.storage("p").exists()  # nothing under the data directory
+        stack.start("p")
+        assert stack.ids("p") == [0, 1, 2]
+        stack.force_stop("p")
+        assert stack.post("p", "clear").status_code == 202
+        wait_until(lambda: stack.get("p", "status")["storage_status"] == "Cleared", "cleared")
+        assert not (storage / pipeline_id).exists()
