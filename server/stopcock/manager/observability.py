@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from stopcock.grpc_handlers import Handler, Interceptor
@@ -105,6 +105,13 @@ LEASE_LAPSES = Counter(
     "Times this replica's leases lapsed for want of a heartbeat",
     registry=None,
 )
+RUNTIMES_WATCHED = Gauge(
+    "stopcock_runtimes_watched",
+    "Runtimes whose status this manager follows, by what finds a hang "
+    "(template: the kernel tells their template, free; pings: HTTP/2 pings every second)",
+    ["by"],
+    registry=None,
+)
 
 
 _PROCESS_COLLECTORS = (
@@ -119,6 +126,7 @@ _PROCESS_COLLECTORS = (
     READOPTIONS,
     LEASE_CLAIMS,
     LEASE_LAPSES,
+    RUNTIMES_WATCHED,
 )
 
 

@@ -26,6 +26,17 @@ One request per connection, each message one datagram:
   template → {"pid": the runtime's pid} or {"error": why}
 The manager replaces a template whose protocol, Python or build differs from its own.
 
+Or, instead of a spawn request, a manager subscribes to what happens to the
+runtimes this template forked (stopcock.manager.control.hangs):
+  manager  → {"watch": true}
+  template → {"children": [pids], "stopped": [pids]}, then one datagram per
+             event: {"event": "forked" | "stopped" | "continued" | "exited", "pid": P}
+Being their parent, the template hears from the kernel (SIGCHLD, waitpid with
+WUNTRACED | WCONTINUED) when a runtime is stopped (SIGSTOP, a freezer) or
+continued: the manager learns that a runtime hangs without pinging it, so an
+idle runtime costs nothing. The subscription stays open; a subscriber that
+does not keep up (its socket buffer full) is dropped, and sees the close.
+
 The template reaps its children and writes each one's wait status to
 RUN_DIR/exit.json ({"pid", "status"}), since the manager, not being their
 parent, cannot learn it otherwise. Its log (spawner.log) is not rotated:
@@ -83,34 +94,75 @@ class Template:
         self._wakeup = wakeup
         self._lock_fd = lock_fd
         self._children: dict[int, Path] = {}
+        self._stopped: set[int] = set()
+        self._watchers: set[socket.socket] = set()
+        self._selector = selectors.DefaultSelector()
 
     def serve(self) -> NoReturn:
-        selector = selectors.DefaultSelector()
+        selector = self._selector
         selector.register(self._listener, selectors.EVENT_READ, "accept")
         selector.register(self._wakeup, selectors.EVENT_READ, "reap")
         while True:
             for key, _ in selector.select():
                 if key.data == "reap":
-                    # Drain the wakeup pipe, then every exited child: signals coalesce.
+                    # Drain the wakeup pipe, then every changed child: signals coalesce.
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self._wakeup, 512):
                             pass
                     self._reap()
-                else:
+                elif key.data == "accept":
                     self._accept()
+                else:
+                    # A subscriber never sends after subscribing: readable means closed.
+                    self._drop(key.fileobj)  # type: ignore[arg-type]
 
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if os.WIFSTOPPED(status):
+                self._stopped.add(pid)
+                self._publish("stopped", pid)
+                log.debug("runtime pid %d stopped by signal %d", pid, os.WSTOPSIG(status))
+                continue
+            if os.WIFCONTINUED(status):
+                self._stopped.discard(pid)
+                self._publish("continued", pid)
+                log.debug("runtime pid %d continued", pid)
+                continue
+            self._stopped.discard(pid)
             run_dir = self._children.pop(pid, None)
             if run_dir is not None:
                 write_exit_status(run_dir, pid, status)
+                self._publish("exited", pid)
             log.debug("runtime pid %d ended (wait status %d)", pid, status)
+
+    def _publish(self, event: str, pid: int) -> None:
+        message = json.dumps({"event": event, "pid": pid}).encode()
+        for watcher in list(self._watchers):
+            try:
+                watcher.send(message)
+            except OSError:  # gone, or too far behind (buffer full): it sees the close
+                self._drop(watcher)
+
+    def _watch(self, conn: socket.socket) -> None:
+        """Keeps `conn` as a subscriber, after sending it the present state."""
+        snapshot = {"children": sorted(self._children), "stopped": sorted(self._stopped)}
+        conn.send(json.dumps(snapshot).encode())
+        conn.setblocking(False)
+        self._watchers.add(conn)
+        self._selector.register(conn, selectors.EVENT_READ, "watcher")
+        log.debug("a subscriber watches %d runtimes", len(self._children))
+
+    def _drop(self, watcher: socket.socket) -> None:
+        if watcher in self._watchers:
+            self._watchers.discard(watcher)
+            self._selector.unregister(watcher)
+        watcher.close()
 
     def _accept(self) -> None:
         try:
@@ -118,7 +170,8 @@ class Template:
         except OSError:
             return
         fds: list[int] = []
-        with conn:
+        kept = False
+        try:
             try:
                 conn.settimeout(CONNECTION_TIMEOUT_SECS)
                 hello = {
@@ -132,14 +185,20 @@ class Template:
                 if not data:
                     return  # the manager only looked (another protocol: it replaces us)
                 request = json.loads(data)
+                if request.get("watch") is True and not fds:
+                    self._watch(conn)
+                    kept = True
+                    return
                 if len(fds) != 2:
                     raise ValueError(f"expected 2 fds, got {len(fds)}")
                 run_dir = Path(request["run_dir"])
                 env = {str(k): str(v) for k, v in dict(request["env"]).items()}
                 pid = self._fork(conn, run_dir, env, ready_fd=fds[0], log_fd=fds[1])
+                # Subscribers hear of it first: the one that asked may be one of them.
+                self._publish("forked", pid)
                 conn.send(json.dumps({"pid": pid}).encode())
                 log.debug("forked runtime pid %d in %s", pid, run_dir)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 log.warning("refused a request: %s", exc)
                 with contextlib.suppress(OSError):
                     conn.send(json.dumps({"error": str(exc)}).encode())
@@ -147,6 +206,9 @@ class Template:
                 for fd in fds:
                     with contextlib.suppress(OSError):
                         os.close(fd)
+        finally:
+            if not kept:
+                conn.close()
 
     def _fork(
         self, conn: socket.socket, run_dir: Path, env: dict[str, str], ready_fd: int, log_fd: int
@@ -197,6 +259,8 @@ class Template:
             # reused number later; then whatever else was inherited.
             conn.close()
             self._listener.close()
+            for watcher in self._watchers:
+                watcher.close()
             keep = {0, 1, 2, ready_fd, settled_fd}
             for fd in sorted(int(name) for name in os.listdir("/proc/self/fd")):
                 if fd not in keep:

@@ -34,17 +34,18 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from stopcock import runtime_wire
 from stopcock.contract import defaults
 from stopcock.contract.runtime_spec import RuntimeSpec
+from stopcock.manager.control.hangs import HangWatch
 from stopcock.manager.control.ownership import Lease
 from stopcock.manager.control.records import PipelineRecords
 from stopcock.manager.control.runner import LocalProcessRunner, RuntimeProcess
-from stopcock.manager.control.runtime_client import Report, RuntimeClient, is_fenced
+from stopcock.manager.control.runtime_client import Pings, Report, RuntimeClient, is_fenced
 from stopcock.manager.domain import model, transitions
 from stopcock.manager.domain.model import (
     CLEARED,
@@ -67,6 +68,7 @@ from stopcock.manager.observability import (
     CHECKPOINT_SIZE,
     READOPTIONS,
     RUNTIME_EXITS,
+    RUNTIMES_WATCHED,
     SUSPEND_DURATION,
     SUSPEND_SIZE,
     pipeline_var,
@@ -74,6 +76,7 @@ from stopcock.manager.observability import (
 )
 from stopcock.manager.store import Fenced
 
+T = TypeVar("T")
 log = logging.getLogger("stopcock.actor")
 
 MAX_BACKOFF = 5.0
@@ -99,6 +102,8 @@ class PipelineActor:
         self._recovered = False
         self.proc: RuntimeProcess | None = None
         self._client: RuntimeClient | None = None
+        # Its template says the runtime is stopped (control/hangs.py).
+        self.hung = False
         self._watch_task: asyncio.Task[None] | None = None
         self.report: Report | None = None
         self.connected = False
@@ -178,6 +183,7 @@ class PipelineActor:
         self.proc = None
         self.report = None
         self.connected = False
+        self.hung = False
         self._pushed_desired = None
 
     # -- the reconciliation pass ---------------------------------------
@@ -361,7 +367,9 @@ class PipelineActor:
             self._watch_task = asyncio.create_task(self._watch(proc, proc.port.result()))
         report = self.report
         if report is None or not self.connected:
-            if report is not None:
+            # Unreachable if it answered before, or if its template says it
+            # is stopped (even a runtime re-adopted stopped never answered us).
+            if report is not None or self.hung:
                 details = _unreachable_details(rec)
                 if (rec.runtime_status, rec.runtime_status_details) != (UNAVAILABLE, details):
                     await self._persist(
@@ -436,33 +444,128 @@ class PipelineActor:
             self._next_wake = asyncio.get_running_loop().time() + 0.2
 
     async def _watch(self, proc: RuntimeProcess, port: int) -> None:
-        """Follows the runtime's status stream; reconnects while it lives."""
+        """Follows the runtime's status stream; reconnects while it lives.
+
+        A runtime its template watches (control/hangs.py) is never pinged: a
+        stop is heard from the template, and the stream is then dropped until
+        the runtime continues. Any other runtime is pinged by its client.
+        """
         rec = await self._records.find(self.pipeline_id)
-        self._client = client = RuntimeClient(
-            port, rec.name if rec else self.pipeline_id, proc.token, epoch=self._lease.epoch
-        )
+        name = rec.name if rec else self.pipeline_id
+        hangs = self._runner.hangs
+        news = _HangNews(hangs, proc.pid)
+        thawed, changed = news.thawed, news.changed
         backoff = 0.05
-        while not proc.exited.is_set():
-            try:
-                async for report in client.watch():
-                    self.report = report
-                    self.connected = True
-                    backoff = 0.05
+        try:
+            while not proc.exited.is_set():
+                covered = hangs is not None and hangs.covers(proc.pid)
+                news.count("template" if covered else "pings")
+                if not thawed.is_set():
+                    self.hung = True
+                    self._disconnected()
                     self.poke()
-            except grpc.aio.AioRpcError as exc:
-                if is_fenced(exc):
-                    # A newer owner commands the runtime: this actor ends (next pass).
-                    self._lease.revoked = True
-                    self.connected = False
-                    self.poke()
-                    return
-                log.debug("pipeline %s: status stream broke: %s", self.pipeline_id, exc.code())
+                    await _first(thawed.wait(), proc.exited.wait())
+                    self.hung = False
+                    continue
+                changed.clear()
+                pings: Pings = "never" if covered else "always"
+                client = self._client
+                if client is None or client.pings != pings:
+                    if client is not None:
+                        await client.close()
+                    self._client = client = RuntimeClient(
+                        port, name, proc.token, epoch=self._lease.epoch, pings=pings
+                    )
+                if not await _first(self._follow(client), changed.wait()):
+                    return  # fenced
+                if self.connected:
+                    backoff = 0.05  # it answered: a break now is news, retry soon
+                self._disconnected()
+                if changed.is_set():
+                    continue  # at once: wait for the thaw, or reconnect with pings
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.exited.wait(), backoff)
+                backoff = min(backoff * 2, 1.0)
+        finally:
+            news.close()
+
+    async def _follow(self, client: RuntimeClient) -> bool:
+        """Reads the status stream until it breaks; False if a newer owner fenced us."""
+        try:
+            async for report in client.watch():
+                self.report = report
+                self.connected = True
+                self.poke()
+        except grpc.aio.AioRpcError as exc:
+            if is_fenced(exc):
+                # A newer owner commands the runtime: this actor ends (next pass).
+                self._lease.revoked = True
+                self.connected = False
+                self.poke()
+                return False
+            log.debug("pipeline %s: status stream broke: %s", self.pipeline_id, exc.code())
+        return True
+
+    def _disconnected(self) -> None:
+        if self.connected or self._pushed_desired is not None:
             self.connected = False
             self._pushed_desired = None
             self.poke()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.exited.wait(), backoff)
-            backoff = min(backoff * 2, 1.0)
+
+
+class _HangNews:
+    """What the template says of one runtime (control/hangs.py), as events to await.
+
+    `thawed` is clear while the runtime is stopped; `changed` is set by any
+    news (stopped, continued, or the template gone). It also keeps the
+    RUNTIMES_WATCHED gauge counting this runtime under the right label.
+    """
+
+    def __init__(self, hangs: HangWatch | None, pid: int) -> None:
+        self.thawed = asyncio.Event()
+        self.changed = asyncio.Event()
+        self._forget = hangs.listen(pid, self._on) if hangs is not None else None
+        if hangs is None or not hangs.is_stopped(pid):
+            self.thawed.set()
+        self._counted: str | None = None
+
+    def _on(self, event: str) -> None:
+        if event == "stopped":
+            self.thawed.clear()
+        else:
+            self.thawed.set()
+        self.changed.set()
+
+    def count(self, by: str) -> None:
+        if by != self._counted:
+            if self._counted is not None:
+                RUNTIMES_WATCHED.labels(self._counted).dec()
+            RUNTIMES_WATCHED.labels(by).inc()
+            self._counted = by
+
+    def close(self) -> None:
+        if self._forget is not None:
+            self._forget()
+        if self._counted is not None:
+            RUNTIMES_WATCHED.labels(self._counted).dec()
+            self._counted = None
+
+
+async def _first(main: Awaitable[T], interrupt: Awaitable[Any]) -> T | bool:
+    """`main`'s result, or True if `interrupt` completes first (then `main` is cancelled)."""
+    main_task = asyncio.ensure_future(main)
+    other = asyncio.ensure_future(interrupt)
+    try:
+        await asyncio.wait({main_task, other}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (main_task, other):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if main_task.done() and not main_task.cancelled():
+        return main_task.result()
+    return True
 
 
 def _unreachable_details(rec: PipelineRecord) -> dict[str, Any]:

@@ -74,6 +74,9 @@ class Lifecycle:
         A replica takes its share of that work through its leases instead.
         """
         recs = await self.records.load()
+        if self._runner.hangs is not None:
+            # Before any actor re-adopts a runtime: it asks whether one is watched.
+            self._runner.hangs.connect()
         if self._replica is not None:
             await self._replica.start(self._supervisor)
             return
@@ -96,6 +99,8 @@ class Lifecycle:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._links.close()
+        if self._runner.hangs is not None:
+            self._runner.hangs.close()
 
     def poke(self, pipeline_id: str) -> None:
         self._supervisor.poke(pipeline_id)

@@ -36,7 +36,8 @@ class RuntimeLinks:
         if spec is None or spec.deployment_id != rec.deployment_id:
             return None  # not on this host (or already replaced)
         port = int(rec.deployment_location.rsplit(":", 1)[1])
-        client = RuntimeClient(port, rec.name, spec.runtime_token)
+        # Pings only while a relayed call is under way: an idle link costs nothing.
+        client = RuntimeClient(port, rec.name, spec.runtime_token, pings="during_calls")
         self._clients[rec.id] = (location, client)
         return client
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stopcock.contract.runtime_spec import PROTOCOL, RuntimeSpec
+from stopcock.manager.control.hangs import HangWatch
 from stopcock.manager.control.spawner import TemplateSpawner, spawn_detached
 
 log = logging.getLogger("stopcock.runner")
@@ -171,6 +172,8 @@ class LocalProcessRunner:
         if spawner not in SPAWNERS:
             raise ValueError(f"unknown spawner {spawner!r}: one of {SPAWNERS}")
         self._template = TemplateSpawner(data_dir, python) if spawner == "template" else None
+        # Hears from the template when one of its runtimes hangs (None: cold spawns only).
+        self.hangs = HangWatch(self._template.socket_path, python) if self._template else None
         # Checkpoints: STOPCOCK_STORAGE_DIR/<id> when set (shared by replicas
         # that take over each other's pipelines), else pipelines/<id>/storage.
         self._storage_root = storage_root
@@ -209,12 +212,16 @@ class LocalProcessRunner:
         read_fd, write_fd = os.pipe()
         log_fd = os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            pid = None
+            pid: int | None = None
             if self._template is not None:
-                pid = await self._template.spawn(run_dir, write_fd, log_fd)
-                if pid is None:
+                forked = await self._template.spawn(run_dir, write_fd, log_fd)
+                if forked is None:
                     # The template may have failed after forking: never two runtimes.
                     self.kill_strays(pipeline_id, keep=None)
+                else:
+                    pid, template_pid = forked
+                    assert self.hangs is not None
+                    self.hangs.forked(pid, template_pid)
             how = "forked from the template"
             if pid is None:
                 pid, how = self._spawn_cold(run_dir, write_fd, log_fd), "cold"

@@ -14,7 +14,7 @@ caller that it no longer owns the pipeline.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 from stopcock import flow_control, runtime_wire
@@ -25,10 +25,12 @@ from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.manager.domain import errors
 
 Report = pb.WatchStatusResponse
+Pings = Literal["always", "during_calls", "never"]
 T = TypeVar("T")
 CALL_TIMEOUT = 5.0  # seconds; the runtime answers control calls at once
 # No deadline on ingest and query: they last as long as their client sends
-# (or the runtime's query timeout allows); keepalive finds a hung runtime.
+# (or the runtime's query timeout allows); a hung runtime is found by its
+# template (control/hangs.py) or, for a runtime no template watches, by pings.
 MAX_MESSAGE = 256 << 20  # bytes: gRPC clients may send large chunks
 KEEPALIVE_MS = 1000
 TOKEN_METADATA = "x-stopcock-runtime-token"
@@ -44,7 +46,15 @@ def is_fenced(exc: grpc.aio.AioRpcError) -> bool:
 
 
 class RuntimeClient:
-    def __init__(self, port: int, pipeline_name: str, token: str, epoch: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        pipeline_name: str,
+        token: str,
+        epoch: int | None = None,
+        *,
+        pings: Pings = "always",
+    ) -> None:
         if epoch is not None and not 0 <= epoch <= MAX_EPOCH:
             raise ValueError(f"epoch {epoch} is outside 0..{MAX_EPOCH}")
         self.address = f"127.0.0.1:{port}"
@@ -59,19 +69,25 @@ class RuntimeClient:
             self._command_metadata = (token_pair, (EPOCH_METADATA, "0"))
         else:
             self._metadata = self._command_metadata = (token_pair, (EPOCH_METADATA, str(epoch)))
+        self.pings = pings
+        # A runtime that hangs (stopped, swapped out) keeps its TCP connection
+        # open. HTTP/2 pings find out within seconds and break the calls (the
+        # status stream too, so the pipeline shows Unavailable); but they cost
+        # CPU for every idle runtime, so "never" is for runtimes whose template
+        # tells of a hang (control/hangs.py) and "during_calls" for relays.
+        ping_options: list[tuple[str, int]] = [
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_MS),
+            ("grpc.keepalive_permit_without_calls", int(pings == "always")),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.http2.ping_timeout_ms", KEEPALIVE_MS),
+        ]
         self._channel = grpc.aio.insecure_channel(
             self.address,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
-                # A runtime that hangs (stopped, swapped out, wedged) keeps its
-                # TCP connection open: HTTP/2 pings find out within seconds and
-                # break the status stream, so the pipeline shows Unavailable.
-                ("grpc.keepalive_time_ms", KEEPALIVE_MS),
-                ("grpc.keepalive_timeout_ms", KEEPALIVE_MS),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.max_pings_without_data", 0),
-                ("grpc.http2.ping_timeout_ms", KEEPALIVE_MS),
+                *(ping_options if pings != "never" else []),
                 *flow_control.OPTIONS,
             ],
         )

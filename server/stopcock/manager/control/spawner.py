@@ -82,8 +82,8 @@ class TemplateSpawner:
     def socket_path(self) -> Path:
         return self._socket
 
-    async def spawn(self, run_dir: Path, ready_fd: int, log_fd: int) -> int | None:
-        """The pid of a runtime forked for `run_dir`, or None (spawn it cold)."""
+    async def spawn(self, run_dir: Path, ready_fd: int, log_fd: int) -> tuple[int, int] | None:
+        """(pid of a runtime forked for `run_dir`, the template's pid), or None (spawn it cold)."""
         if len(os.fsencode(str(self._socket))) > SUN_PATH_MAX:
             if not self._too_long_logged:
                 log.warning("%s is too long for a Unix socket: runtimes start cold", self._socket)
@@ -97,7 +97,7 @@ class TemplateSpawner:
                 log.warning("the runtime template failed (%s): starting the runtime cold", exc)
                 return None
 
-    async def _ask(self, request: bytes, fds: list[int]) -> int:
+    async def _ask(self, request: bytes, fds: list[int]) -> tuple[int, int]:
         try:
             return await asyncio.to_thread(self._exchange, request, fds)
         except _Absent:
@@ -108,7 +108,7 @@ class TemplateSpawner:
         await self._start_template()
         return await asyncio.to_thread(self._exchange, request, fds)
 
-    def _exchange(self, request: bytes, fds: list[int]) -> int:
+    def _exchange(self, request: bytes, fds: list[int]) -> tuple[int, int]:
         """Blocking (run in a thread): one request on one connection."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
             conn.settimeout(EXCHANGE_TIMEOUT_SECS)
@@ -126,7 +126,7 @@ class TemplateSpawner:
             reply = json.loads(conn.recv(MESSAGE_BYTES) or b"null")
             if not isinstance(reply, dict) or "pid" not in reply:
                 raise SpawnerError(f"the template refused: {reply}")
-            return int(reply["pid"])
+            return int(reply["pid"]), int(hello["pid"])
 
     async def _start_template(self) -> None:
         read_fd, write_fd = os.pipe()
