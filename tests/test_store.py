@@ -117,6 +117,38 @@ def test_schema_is_versioned_and_durable(tmp_path: Path) -> None:
         SqliteStore(tmp_path / "db.sqlite")
 
 
+async def test_concurrent_writes_share_commits_and_fail_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: writes that wait for a commit go together; a failing one fails alone."""
+    batches: list[int] = []
+    apply = SqliteStore.apply
+
+    def counted(self: SqliteStore, ops: list[Callable[[SqliteStore], None]]) -> object:
+        batches.append(len(ops))
+        return apply(self, ops)
+
+    monkeypatch.setattr(SqliteStore, "apply", counted)
+    store = await AsyncStore(tmp_path / "db.sqlite").open()
+    await store.put(sample("taken"))
+    clash = evolve(sample("other"), name="taken")  # another id with a taken name: UNIQUE
+    results = await asyncio.gather(
+        *(store.put(sample(f"p{i}")) for i in range(30)),
+        store.put(clash),
+        store.delete("id-p0"),
+        return_exceptions=True,
+    )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and "UNIQUE" in str(failed[0]), failed
+    names = [r.name for r in await store.load_all()]
+    assert "other" not in names and "p0" not in names and len(names) == 30  # taken + p1..p29
+    assert len(batches) < 30, batches  # 32 writes did not take 32 commits
+    await store.close()
+    reopened = SqliteStore(tmp_path / "db.sqlite")  # committed: durable, seen by a new reader
+    assert len(reopened.load_all()) == 30
+    reopened.close()
+
+
 def test_api_key_lookup_by_hash_uses_the_index(tmp_path: Path) -> None:
     SqliteStore(tmp_path / "db.sqlite").close()
     db = sqlite3.connect(tmp_path / "db.sqlite")

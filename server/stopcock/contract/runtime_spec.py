@@ -44,7 +44,7 @@ class RuntimeSpec:
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w") as f:
-            json.dump(dataclasses.asdict(self), f)
+            f.write(json.dumps(dataclasses.asdict(self)))  # one write, not one per token
         os.replace(tmp, path)
 
     @classmethod

@@ -478,11 +478,15 @@ class PipelineActor:
                     )
                 if not await _first(self._follow(client), changed.wait()):
                     return  # fenced
+                if changed.is_set() and thawed.is_set():
+                    # Only who finds a hang changed (template gone or found):
+                    # reconnect with or without pings, with no blip in between.
+                    continue
                 if self.connected:
                     backoff = 0.05  # it answered: a break now is news, retry soon
                 self._disconnected()
                 if changed.is_set():
-                    continue  # at once: wait for the thaw, or reconnect with pings
+                    continue  # stopped: wait for the thaw
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.exited.wait(), backoff)
                 backoff = min(backoff * 2, 1.0)

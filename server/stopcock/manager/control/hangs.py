@@ -33,7 +33,7 @@ from stopcock.contract.runtime_spec import PROTOCOL
 
 log = logging.getLogger("stopcock.runner")
 
-Event = Literal["stopped", "continued", "uncovered"]
+Event = Literal["stopped", "continued", "covered", "uncovered"]
 Listener = Callable[[Event], None]
 HANDSHAKE_TIMEOUT_SECS = 2.0  # the template answers at once; a hung one must not hang us
 MESSAGE_BYTES = 1 << 20  # a snapshot lists every child's pid
@@ -50,6 +50,7 @@ class HangWatch:
         self._children: set[int] = set()
         self._stopped: set[int] = set()
         self._listeners: dict[int, Listener] = {}
+        self._connecting: asyncio.Task[bool] | None = None
 
     # -- what the actors ask ------------------------------------------
 
@@ -72,26 +73,37 @@ class HangWatch:
 
     def forked(self, pid: int, template_pid: int) -> None:
         """The spawner's news (it may come before the template's own event)."""
-        if self._sock is None or template_pid != self.template_pid:
-            self.connect()
         if self._sock is not None and template_pid == self.template_pid:
             self._children.add(pid)
+            return
+        # A template we do not watch yet (just started, or replaced): once
+        # subscribed, its snapshot lists this pid. Until then it is pinged.
+        self._reconnect()
+
+    def _reconnect(self) -> None:
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.create_task(self.connect())
 
     # -- the subscription ---------------------------------------------
 
-    def connect(self) -> bool:
+    async def connect(self) -> bool:
         """Subscribes if not subscribed yet; False if no (compatible) template answers.
 
-        Called at start and whenever a spawn found a template: never on a
-        timer, since with no template there is nothing to hear.
+        Called at start and whenever a spawn found a template we do not
+        watch: never on a timer, since with no template there is nothing to
+        hear. The handshake runs on a thread: a template busy forking must
+        not hold up the event loop.
         """
         if self._sock is not None:
             return True
         try:
-            sock, snapshot, template_pid = self._handshake()
+            sock, snapshot, template_pid = await asyncio.to_thread(self._handshake)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.debug("no runtime template to watch at %s: %s", self._path, exc)
             return False
+        if self._sock is not None:  # another connect won meanwhile
+            sock.close()
+            return True
         self._sock = sock
         self.template_pid = template_pid
         self._children = {int(pid) for pid in snapshot["children"]}
@@ -107,6 +119,10 @@ class HangWatch:
             self._apply("stopped", pid)
         for pid in self._stopped - stopped:
             self._apply("continued", pid)
+        # Runtimes pinged so far that this template watches: pings can stop.
+        for pid, listener in list(self._listeners.items()):
+            if pid in self._children and pid not in stopped:
+                listener("covered")
         return True
 
     def _handshake(self) -> tuple[socket.socket, dict[str, Any], int]:
@@ -189,6 +205,8 @@ class HangWatch:
                 listener("uncovered")
 
     def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._sock is not None:
             with contextlib.suppress(RuntimeError):  # the loop may be closed already
                 asyncio.get_running_loop().remove_reader(self._sock.fileno())

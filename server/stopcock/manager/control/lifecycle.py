@@ -76,7 +76,7 @@ class Lifecycle:
         recs = await self.records.load()
         if self._runner.hangs is not None:
             # Before any actor re-adopts a runtime: it asks whether one is watched.
-            self._runner.hangs.connect()
+            await self._runner.hangs.connect()
         if self._replica is not None:
             await self._replica.start(self._supervisor)
             return

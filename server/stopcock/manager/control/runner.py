@@ -202,15 +202,14 @@ class LocalProcessRunner:
         self, pipeline_id: str, spec: RuntimeSpec, on_event: Callable[[], None]
     ) -> RuntimeProcess:
         run_dir = self.run_dir(pipeline_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.storage_dir(pipeline_id).mkdir(parents=True, exist_ok=True, mode=0o700)
-        (run_dir / "runtime.json").unlink(missing_ok=True)
         exit_file = run_dir / EXIT_STATUS_FILE
-        exit_file.unlink(missing_ok=True)  # a previous runtime's
         token = secrets.token_urlsafe(32)
-        dataclasses.replace(spec, runtime_token=token, protocol=PROTOCOL).write(run_dir)
+        # Files and directories on a thread: 500 pipelines starting at once
+        # must not queue their file system calls on the event loop.
+        log_fd = await asyncio.to_thread(
+            self._prepare, pipeline_id, dataclasses.replace(spec, runtime_token=token)
+        )
         read_fd, write_fd = os.pipe()
-        log_fd = os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             pid: int | None = None
             if self._template is not None:
@@ -239,6 +238,16 @@ class LocalProcessRunner:
         self._watch_exit(proc, on_event)
         log.info("spawned runtime pid %d for pipeline %s (%s)", pid, pipeline_id, how)
         return proc
+
+    def _prepare(self, pipeline_id: str, spec: RuntimeSpec) -> int:
+        """The run directory, with the spec and nothing of a previous runtime; the log's fd."""
+        run_dir = self.run_dir(pipeline_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.storage_dir(pipeline_id).mkdir(parents=True, exist_ok=True, mode=0o700)
+        (run_dir / "runtime.json").unlink(missing_ok=True)
+        (run_dir / EXIT_STATUS_FILE).unlink(missing_ok=True)  # a previous runtime's
+        dataclasses.replace(spec, protocol=PROTOCOL).write(run_dir)
+        return os.open(run_dir / "runtime.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def _spawn_cold(self, run_dir: Path, write_fd: int, log_fd: int) -> int:
         os.set_inheritable(write_fd, True)
