@@ -8,7 +8,9 @@ on shutdown (and on a crash): the next manager re-adopts them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 import sys
 
@@ -80,7 +82,20 @@ async def serve(settings: Settings, auth: AuthSettings) -> None:
     await store.close()
 
 
+def raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: each running pipeline holds a
+    connection and a pidfd here, and a soft limit of 1,024 (a common default)
+    would cap a host at a few hundred pipelines."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and wanted > soft:
+        # Failing that, keep the limit we have.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def main() -> None:
+    raise_fd_limit()
     # Before anything is created: the database, its WAL, run directories and
     # logs are private, and runtime processes inherit this umask.
     private_umask()
