@@ -8,7 +8,10 @@ is taken before the load it is compared with:
    of `duration` seconds each, the median of their p50/p99;
 2. `defined` pipelines (1,000 by default) created over native gRPC
    (CreatePipeline, CONCURRENCY calls in flight), until every program has
-   compiled (context, not a target);
+   compiled (context, not a target). Each has runtime_config
+   provisioning_timeout_secs PROVISIONING_TIMEOUT_SECS: with the default
+   (20 s, counted from the start request) the last of 500 started together
+   on a 2-core machine time out (ProvisioningTimeout) before their turn;
 3. bulk start: StartPipeline of N of them (`--scale-pipelines`, 500),
    CONCURRENCY calls in flight (grpc futures from one thread), watched by
    polling ListPipelines(selector=status) over gRPC until all N report
@@ -91,6 +94,10 @@ GET_CONNECTIONS = 4  # wrk connections for the flat GET figure
 GET_RUNS = 5  # wrk runs per GET figure (the median p50/p99 of them)
 LIST_REQUESTS = 200
 IDLE_SETTLE_SECS = 2.0  # after the last Running, before the idle window
+# runtime_config.provisioning_timeout_secs of every pipeline: the default (20 s)
+# counts from the StartPipeline, and the manager spawns ~15 runtimes a second on
+# a loaded 2-core machine, so the last of 500 started together would time out.
+PROVISIONING_TIMEOUT_SECS = 600
 
 START_RATE_TARGET = 50.0  # pipelines/s, at least
 IDLE_TARGET_PCT = 5.0  # % of one core for the whole system, at most
@@ -361,6 +368,7 @@ def _get(stack: Stack, name: str, wrk: str, duration: int, *, defined: int, runn
 def _create(stack: Stack, names: Sequence[str]) -> None:
     def create(name: str) -> Callable[[], grpc.Future[Any]]:
         definition = pb.PipelineDefinition(name=name, program_code=PROGRAM)
+        definition.runtime_config.update({"provisioning_timeout_secs": PROVISIONING_TIMEOUT_SECS})
         request = pb.CreatePipelineRequest(pipeline=definition)
         return lambda: stack.stub.CreatePipeline.future(request, timeout=CALL_TIMEOUT)
 
