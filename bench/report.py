@@ -665,6 +665,14 @@ def _scale_notes(r: ScaleResult) -> list[str]:
         f"itself {r.start_cores['runtimes'] * r.start_seen_s / r.pipelines * 1000:.1f} "
         f"(the watch's lists: {r.start_watch_s:.2f} s of calls)"
     )
+    if r.restart_up_s > scale_bench.RESTART_TARGET_S:
+        notes.append(
+            f"scale: after the kill the new manager answered CheckHealth only after "
+            f"{r.restart_up_s:.1f} s, {r.restart_s - r.restart_up_s:.1f} s before the last "
+            f"re-adoption was seen: it re-adopts ({r.restart_cores['manager']:.2f} cores, "
+            f"~{r.restart_cores['manager'] * r.restart_s / r.pipelines * 1000:.0f} ms of CPU a "
+            "runtime) before it serves, so the API (and /metrics) is down for that long"
+        )
     spread = r.get_one.run_p99_ms + r.get_loaded.run_p99_ms
     if max(spread) > 3 * min(spread):
         notes.append(
