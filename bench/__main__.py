@@ -28,11 +28,19 @@ measures in one run:
    pipeline; `--failover-kills` times, kill -9 of its owner until another
    replica holds the lease (and has re-adopted the runtime in place), then
    the killed replica restarted; p50/p99/max against the lease TTL.
+8. Scale (bench.scale), on a stack of its own (SQLite): REST GetPipeline
+   p99 with one pipeline defined, then with `--scale-defined` (1,000)
+   defined and `--scale-pipelines` N (500) running, and the ratio; N
+   pipelines started together (rate to all Running); the whole system's
+   CPU while the N idle (manager, Envoy, template, runtimes, % of one core)
+   and each runtime's PSS; `GET /v0/pipelines?selector=status` p50/p99;
+   kill -9 + restart of the manager until every runtime is re-adopted in
+   place; a force stop of all N together until no runtime is left.
 
 `--skip SECTION` leaves a section out (get, force-stop, suspend, ingress,
-bodies, store, failover). Sections 1-5 share one stack (SQLite); 6 and 7
-start their own, one after the other, and PostgreSQL is started only if one
-of them runs.
+bodies, store, failover, scale). Sections 1-5 share one stack (SQLite); 6, 7
+and 8 start their own, one after the other, and PostgreSQL is started only
+if 6 or 7 runs.
 
 It prints a table (bench.report) and, with `--json PATH`, writes the
 figures as JSON. Targets are reported as met / not met; the exit status is
@@ -61,7 +69,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from bench import bodies, failover, force_stop, ingress, procs, stores, suspend
+from bench import bodies, failover, force_stop, ingress, procs, scale, stores, suspend
 from bench.load import BenchError, Comparison, CpuProbe, compare, grpc_subject, wrk_subject
 from bench.report import Figures, Setup, as_json, observe, render
 from tests.postgres import EmbeddedPostgres
@@ -70,7 +78,7 @@ from tests.support import Stack
 GET_PIPELINE = "bench-get"
 STOP_PIPELINE = "bench-stop"
 INGRESS_PIPELINE = "bench-ingress"
-SECTIONS = ("get", "force-stop", "suspend", "ingress", "bodies", "store", "failover")
+SECTIONS = ("get", "force-stop", "suspend", "ingress", "bodies", "store", "failover", "scale")
 # The sections measured on the one shared SQLite stack; the others start their own.
 SHARED_STACK_SECTIONS = frozenset(SECTIONS[:5])
 
@@ -145,6 +153,9 @@ class Options:
     store_clients: int
     failover_kills: int
     failover_ttl: float | None
+    scale_pipelines: int
+    scale_defined: int
+    scale_idle_secs: float
 
 
 def _measure(stack: Stack, opts: Options, wrk: str) -> Figures:
@@ -250,6 +261,34 @@ def _failover(root: Path, pg: EmbeddedPostgres, opts: Options) -> failover.Failo
     # process has it): failover.run reports the TTL the replicas logged.
     with _stack(root / "failover", env, replicas=3) as stack:
         return failover.run(stack, url, kills=opts.failover_kills, progress=_progress)
+
+
+def _own_stacks(root: Path, opts: Options, wrk: str, measured: Figures) -> Figures:
+    """The sections that start stacks of their own (6-8), one after the other."""
+    with _postgres(not opts.skip >= {"store", "failover"}) as pg:
+        if pg is not None and "store" not in opts.skip:
+            measured = replace(measured, stores=_stores(root, pg, opts, wrk))
+        if pg is not None and "failover" not in opts.skip:
+            measured = replace(measured, failover=_failover(root, pg, opts))
+    if "scale" not in opts.skip:
+        measured = replace(measured, scale=_scale(root, opts, wrk))
+    return measured
+
+
+def _scale(root: Path, opts: Options, wrk: str) -> scale.ScaleResult:
+    # 500 runtimes cost the manager a connection and a pidfd each: it inherits
+    # this process's limit (it does not raise its own).
+    scale.raise_nofile()
+    with _stack(root / "scale") as stack:
+        return scale.run(
+            stack,
+            pipelines=opts.scale_pipelines,
+            defined=opts.scale_defined,
+            idle_secs=opts.scale_idle_secs,
+            duration=opts.duration,
+            wrk=wrk,
+            progress=_progress,
+        )
 
 
 def _getpipeline(
@@ -380,10 +419,29 @@ def _parse(argv: list[str] | None) -> Options:
         metavar="SECS",
         help="failover section: STOPCOCK_LEASE_TTL_SECS (unset: the manager's default)",
     )
+    parser.add_argument(
+        "--scale-pipelines",
+        type=int,
+        default=500,
+        help="scale section: pipelines started together, then idle, restarted, stopped (500)",
+    )
+    parser.add_argument(
+        "--scale-defined",
+        type=int,
+        default=1000,
+        help="scale section: pipelines defined in all, the started ones included (1000)",
+    )
+    parser.add_argument(
+        "--scale-idle-secs",
+        type=float,
+        default=10.0,
+        help="scale section: seconds of the idle CPU window (10)",
+    )
     args = parser.parse_args(argv)
     counts = [args.duration, args.rounds, args.warmup, args.connections, args.cycles]
     counts += [args.ingress_batches, args.ingress_batch_rows, args.ingress_rounds]
     counts += [args.store_pipelines, args.store_clients, args.failover_kills]
+    counts += [args.scale_pipelines, args.scale_defined, args.scale_idle_secs]
     if min(counts) < 1:
         parser.error("every count and duration must be at least 1")
     try:
@@ -394,6 +452,8 @@ def _parse(argv: list[str] | None) -> Options:
         parser.error(str(exc))
     if min(clients) < 1:
         parser.error("--ingress-clients: at least 1 client")
+    if args.scale_defined < args.scale_pipelines:
+        parser.error("--scale-defined: at least --scale-pipelines")
     if args.bodies_name_bytes < 14:
         parser.error("--bodies-name-bytes: at least 14 (a name starts with its row's id)")
     return Options(
@@ -416,6 +476,9 @@ def _parse(argv: list[str] | None) -> Options:
         store_clients=args.store_clients,
         failover_kills=args.failover_kills,
         failover_ttl=args.failover_ttl,
+        scale_pipelines=args.scale_pipelines,
+        scale_defined=args.scale_defined,
+        scale_idle_secs=args.scale_idle_secs,
     )
 
 
@@ -423,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = _parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     wrk = shutil.which("wrk") or ""
-    if not wrk and not opts.skip >= {"get", "store"}:
+    if not wrk and not opts.skip >= {"get", "store", "scale"}:
         print(
             "bench: wrk not found; `make bench` installs it (apt-get install wrk)", file=sys.stderr
         )
@@ -440,12 +503,9 @@ def main(argv: list[str] | None = None) -> int:
             if not opts.skip >= SHARED_STACK_SECTIONS:
                 with _stack(root) as stack:
                     measured = _measure(stack, opts, wrk)
-            with _postgres(not opts.skip >= {"store", "failover"}) as pg:
-                if pg is not None and "store" not in opts.skip:
-                    measured = replace(measured, stores=_stores(root, pg, opts, wrk))
-                if pg is not None and "failover" not in opts.skip:
-                    measured = replace(measured, failover=_failover(root, pg, opts))
-            figures = measured  # only once every section asked for has its figures
+            figures = _own_stacks(
+                root, opts, wrk, measured
+            )  # only once every section asked for has its figures
         finally:
             with _signals_held():
                 left = _sweep(root)

@@ -12,6 +12,7 @@ processes left behind.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,12 +20,14 @@ from typing import Any
 from bench import bodies as bodies_bench
 from bench import failover as failover_bench
 from bench import ingress as ingress_bench
+from bench import scale as scale_bench
 from bench import suspend as suspend_bench
 from bench.bodies import BodiesResult, QueryBodies, QueryRun, SizeBodies
 from bench.failover import FailoverResult
 from bench.force_stop import Latency, StopCycle
 from bench.ingress import IngressComparison, IngressRun, median_of
 from bench.load import Comparison, LoadRun
+from bench.scale import ScaleResult
 from bench.stats import median, percentile, ratio
 from bench.stores import StoreResult
 from bench.suspend import SizeResult
@@ -59,6 +62,7 @@ class Figures:
     bodies: BodiesResult | None = None
     stores: StoreResult | None = None
     failover: FailoverResult | None = None
+    scale: ScaleResult | None = None
 
 
 def _met(ok: bool) -> str:
@@ -113,6 +117,8 @@ def render(setup: Setup, figures: Figures, observations: list[str]) -> str:
         lines += ["", *stores_section(setup, figures.stores)]
     if figures.failover is not None and figures.failover.kills:
         lines += ["", *failover_section(figures.failover)]
+    if figures.scale is not None:
+        lines += ["", *scale_section(figures.scale)]
     lines += ["", "Observations", *(f"  - {o}" for o in observations)]
     return "\n".join(lines)
 
@@ -475,6 +481,210 @@ def failover_section(f: FailoverResult) -> list[str]:
     ]
 
 
+def _scale_targets(r: ScaleResult) -> dict[str, tuple[str, str, bool]]:
+    """Each scale target: (the figure, the target, met), keyed as in the JSON."""
+    b = scale_bench
+    list_p99 = scale_bench.list_latency(r)[1]
+    pss_max = scale_bench.runtime_pss(r)[1]
+    return {
+        "scale_start_rate_ge_50_per_s": (
+            f"{r.start_rate:.1f}/s",
+            f">= {b.START_RATE_TARGET:.0f}/s",
+            r.start_rate >= b.START_RATE_TARGET,
+        ),
+        "scale_idle_cpu_le_5pct_core": (
+            f"{r.idle_total_pct:.2f}%",
+            f"<= {b.IDLE_TARGET_PCT:.0f}%",
+            r.idle_total_pct <= b.IDLE_TARGET_PCT,
+        ),
+        "scale_runtime_pss_le_5mib": (
+            f"max {pss_max:.2f} MiB",
+            f"<= {b.PSS_TARGET_MIB:.0f} MiB",
+            pss_max <= b.PSS_TARGET_MIB,
+        ),
+        "scale_list_p99_le_50ms": (
+            f"p99 {list_p99:.1f} ms",
+            f"<= {b.LIST_P99_TARGET_MS:.0f} ms",
+            list_p99 <= b.LIST_P99_TARGET_MS,
+        ),
+        "scale_get_p99_ratio_le_1_5": (
+            f"{_vs(r.get_ratio, b.GET_RATIO_TARGET)}",
+            f"<= {b.GET_RATIO_TARGET:.1f}x",
+            r.get_ratio <= b.GET_RATIO_TARGET,
+        ),
+        "scale_restart_readopt_le_5s": (
+            f"{r.restart_s:.2f} s",
+            f"<= {b.RESTART_TARGET_S:.0f} s",
+            r.restart_s <= b.RESTART_TARGET_S,
+        ),
+        "scale_force_stop_le_5s": (
+            f"{r.stop_worst_s:.2f} s",
+            f"<= {b.STOP_TARGET_S:.0f} s",
+            r.stop_worst_s <= b.STOP_TARGET_S,
+        ),
+    }
+
+
+def scale_section(r: ScaleResult) -> list[str]:
+    targets = _scale_targets(r)
+
+    def verdict(key: str) -> str:
+        got, want, ok = targets[key]
+        return f"    -> {got}, target {want}: {_met(ok)}"
+
+    b = scale_bench
+    list_p50, list_p99 = b.list_latency(r)
+    pss_med, pss_max = b.runtime_pss(r)
+    per = r.idle_pct["runtimes"] / r.pipelines if r.pipelines else math.nan
+    one, loaded = r.get_one, r.get_loaded
+    cost = r.request_cost
+    return [
+        f"Scale: {r.pipelines} pipelines started together, {r.defined} defined, one manager "
+        "(SQLite); status watched by",
+        f"  {r.watch}; {b.CONCURRENCY} gRPC calls in flight for the bulk create / start / stop",
+        f"  bulk start: {r.pipelines} x StartPipeline -> the last Running since: {r.start_s:.2f} "
+        f"s; the calls answered after {r.start_requests_s:.2f} s; all Running seen after "
+        f"{r.start_seen_s:.2f} s",
+        f"  ({r.start_polls} polls, {r.start_watch_s:.2f} s in ListPipelines calls)",
+        verdict("scale_start_rate_ge_50_per_s"),
+        f"  idle CPU over {r.idle_window_s:g} s, % of one core (schedstat, every thread): "
+        f"manager {r.idle_pct['manager']:.2f}, Envoy {r.idle_pct['Envoy']:.2f}, template "
+        f"{r.idle_pct['template']:.2f},",
+        f"  runtimes {r.idle_pct['runtimes']:.2f} ({per:.4f} each); total "
+        f"{r.idle_total_pct:.2f} (the whole machine: {r.idle_machine_pct:.0f}, others' work "
+        "included)",
+        verdict("scale_idle_cpu_le_5pct_core"),
+        f"  PSS (smaps_rollup), MiB: runtime median {pss_med:.2f}, max {pss_max:.2f} (all "
+        f"{len(r.runtime_pss_mib)}); template {r.template_pss_mib:.1f}, manager "
+        f"{r.manager_pss_mib:.1f}, Envoy {r.envoy_pss_mib:.1f}",
+        verdict("scale_runtime_pss_le_5mib"),
+        f"  GET /v0/pipelines?selector=status through Envoy ({r.defined} pipelines, "
+        f"{r.list_bytes / 1e6:.2f} MB), {len(r.list_ms)} sequential: p50 {list_p50:.1f} ms, "
+        f"p99 {list_p99:.1f} ms, max {max(r.list_ms):.1f} ms",
+        f"  the same over gRPC straight to the manager: p50 "
+        f"{percentile(r.list_grpc_ms, 50):.1f} ms, p99 {percentile(r.list_grpc_ms, 99):.1f} ms",
+        verdict("scale_list_p99_le_50ms"),
+        f"  GET /v0/pipelines/{{name}} (wrk, {b.GET_CONNECTIONS} connections, {b.GET_RUNS} runs, "
+        "medians):",
+        _row("", ["req/s", "p50 ms", "p99 ms", "errors"]),
+        _row(
+            "one pipeline defined (first)",
+            [f"{one.rps:.0f}", f"{one.p50_ms:.2f}", f"{one.p99_ms:.2f}", str(one.errors)],
+        ),
+        _row(
+            f"{loaded.defined} defined, {loaded.running} running",
+            [
+                f"{loaded.rps:.0f}",
+                f"{loaded.p50_ms:.2f}",
+                f"{loaded.p99_ms:.2f}",
+                str(loaded.errors),
+            ],
+        ),
+        _row(
+            "ratio loaded / one",
+            [
+                _x(ratio(loaded.rps, one.rps)),
+                _x(ratio(loaded.p50_ms, one.p50_ms)),
+                _x(r.get_ratio),
+            ],
+        ),
+        verdict("scale_get_p99_ratio_le_1_5"),
+        # Item 7, bench/request_cost.py (not written yet): its figure goes here.
+        "  manager CPU per no-op request vs a bare grpc.aio server: "
+        + (
+            "not measured (bench/request_cost.py does not exist yet)"
+            if cost is None
+            else f"bare {cost.bare_us:.0f} us, manager {cost.manager_us:.0f} us, {cost.ratio:.2f}x"
+        ),
+        f"  restart: kill -9 of the manager -> the new one answers {r.restart_up_s:.2f} s -> all "
+        f"{r.pipelines} Running, same deployment and pid, {r.readoptions} re-adoptions counted: "
+        f"{r.restart_s:.2f} s",
+        verdict("scale_restart_readopt_le_5s"),
+        f"  force stop: {r.pipelines} x StopPipeline(force) answered {r.stop_requests_s:.2f} s, "
+        f"the last Stopped since {r.stop_s:.2f} s (seen {r.stop_seen_s:.2f} s), no runtime "
+        f"process left {r.stop_gone_s:.2f} s",
+        verdict("scale_force_stop_le_5s"),
+        "  CPU cores, manager / Envoy / template / runtimes / this process / other, during:",
+        *(
+            f"  {what:<16}" + _scale_cores(cores)
+            for what, cores in (
+                ("the start", r.start_cores),
+                ("REST lists", r.list_cores),
+                ("the restart", r.restart_cores),
+                ("the force stop", r.stop_cores),
+            )
+        ),
+        f"  (context) {r.defined} created over gRPC and compiled in {r.create_s:.1f} s; the "
+        f"manager held {r.manager_fds} descriptors with {r.pipelines} running, soft limit "
+        f"{r.nofile_soft}",
+    ]
+
+
+def _scale_cores(cores: dict[str, float]) -> str:
+    keys = (*scale_bench.PARTS, "bench")
+    ours = [cores[k] for k in keys if k in cores]
+    cells = [f"{cores[k]:.2f}" if k in cores else "-" for k in keys]
+    return " / ".join([*cells, f"{_other(cores['machine'], ours):.2f}"])
+
+
+def _scale_notes(r: ScaleResult) -> list[str]:
+    notes = []
+    needed = scale_bench.nofile_needed(r.pipelines)
+    notes.append(
+        f"scale: the manager does not raise its own RLIMIT_NOFILE: it ran with the soft limit "
+        f"it inherited ({r.nofile_soft}; the benchmark raised its own to the hard limit) and held "
+        f"{r.manager_fds} descriptors with {r.pipelines} running"
+        + (
+            f"; a default soft limit of 1024 would not do for {r.pipelines} runtimes"
+            if max(needed, r.manager_fds) > 1024
+            else ""
+        )
+    )
+    if r.idle_machine_pct - r.idle_total_pct > 20:
+        notes.append(
+            f"scale: during the idle window other processes used "
+            f"{r.idle_machine_pct - r.idle_total_pct:.0f}% of a core (not in the idle figure, "
+            "which counts the stack's own processes only)"
+        )
+    each = r.idle_pct["runtimes"] / r.pipelines
+    notes.append(
+        f"scale: an idle runtime used {each:.3f}% of a core ({each * 10:.2f} ms of CPU every "
+        f"second): {scale_bench.IDLE_TARGET_PCT:.0f}% of a core for the whole system allows "
+        f"~{scale_bench.IDLE_TARGET_PCT / each:.0f} idle runtimes and nothing else"
+        if each > 0
+        else "scale: the idle runtimes used no measurable CPU"
+    )
+    busiest = max(scale_bench.PARTS, key=lambda k: r.start_cores.get(k, 0.0))
+    notes.append(
+        f"scale: during the bulk start the busiest part was the {busiest} at "
+        f"{r.start_cores[busiest]:.2f} cores; the machine was "
+        f"{r.start_cores['machine']:.2f} of {os.cpu_count() or 1} CPUs busy; per started "
+        f"runtime, CPU ms: manager "
+        f"{r.start_cores['manager'] * r.start_seen_s / r.pipelines * 1000:.1f}, template "
+        f"{r.start_cores['template'] * r.start_seen_s / r.pipelines * 1000:.1f}, the runtime "
+        f"itself {r.start_cores['runtimes'] * r.start_seen_s / r.pipelines * 1000:.1f} "
+        f"(the watch's lists: {r.start_watch_s:.2f} s of calls)"
+    )
+    if r.restart_up_s > scale_bench.RESTART_TARGET_S:
+        notes.append(
+            f"scale: after the kill the new manager answered CheckHealth only after "
+            f"{r.restart_up_s:.1f} s, {r.restart_s - r.restart_up_s:.1f} s before the last "
+            f"re-adoption was seen: it re-adopts ({r.restart_cores['manager']:.2f} cores, "
+            f"~{r.restart_cores['manager'] * r.restart_s / r.pipelines * 1000:.0f} ms of CPU a "
+            "runtime) before it serves, so the API (and /metrics) is down for that long"
+        )
+    spread = r.get_one.run_p99_ms + r.get_loaded.run_p99_ms
+    if max(spread) > 3 * min(spread):
+        notes.append(
+            "scale: GET p99 of the runs (one pipeline, then loaded): "
+            + ", ".join(f"{v:.1f}" for v in r.get_one.run_p99_ms)
+            + " / "
+            + ", ".join(f"{v:.1f}" for v in r.get_loaded.run_p99_ms)
+            + " ms: noisy machine, the ratio is not interleaved (the baseline must come first)"
+        )
+    return notes
+
+
 def _cells(latency: Latency, digits: int = 1) -> list[str]:
     return [f"{v:.{digits}f}" for v in (latency.p50, latency.p99, latency.max)]
 
@@ -533,6 +743,8 @@ def observe(setup: Setup, figures: Figures, leftovers: list[str]) -> list[str]:
         notes += _stores_notes(figures.stores, setup.cpus)
     if figures.failover is not None:
         notes += _failover_notes(figures.failover)
+    if figures.scale is not None:
+        notes += _scale_notes(figures.scale)
     if leftovers:
         notes.append("processes left behind: " + "; ".join(leftovers))
     else:
@@ -924,6 +1136,22 @@ def as_json(setup: Setup, figures: Figures, observations: list[str]) -> dict[str
             "kills": [asdict(k) for k in f.kills],
         }
         targets["failover_p99_le_5s"] = lease.p99 <= failover_bench.TARGET_P99_S * 1000
+    if figures.scale is not None:
+        sc = figures.scale
+        list_p50, list_p99 = scale_bench.list_latency(sc)
+        pss_med, pss_max = scale_bench.runtime_pss(sc)
+        doc["scale"] = {
+            **asdict(sc),
+            "start_rate_per_s": sc.start_rate,
+            "idle_total_pct_core": sc.idle_total_pct,
+            "runtime_pss_median_mib": pss_med,
+            "runtime_pss_max_mib": pss_max,
+            "list_p50_ms": list_p50,
+            "list_p99_ms": list_p99,
+            "get_p99_ratio": sc.get_ratio,
+            "stop_worst_s": sc.stop_worst_s,
+        }
+        targets.update({k: ok for k, (_, _, ok) in _scale_targets(sc).items()})
     doc["targets"] = targets
     doc["observations"] = observations
     return doc
