@@ -229,7 +229,8 @@ class PipelineActor:
             log.warning("pipeline %s: its runtime is gone", rec.name)
         else:
             READOPTIONS.inc()
-        strays = self._runner.kill_strays(rec.id, self.proc.pid if self.proc else None)
+        scan = self._runner.process_scan(not_before=self._lease.granted_at)
+        strays = self._runner.kill_strays(rec.id, self.proc.pid if self.proc else None, scan)
         if strays:
             log.warning("pipeline %s: stopped runtimes nobody recorded: %s", rec.name, strays)
 

@@ -15,6 +15,7 @@ PostgreSQL form: leases claimed and kept by heartbeats.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -29,6 +30,9 @@ class Lease:
         self.fence = fence  # None: the sole owner's writes need no fence
         self._alive = alive
         self.revoked = False
+        # When this manager took the pipeline (time.monotonic()): no earlier
+        # owner can have started a runtime for it since (runner.process_scan).
+        self.granted_at = time.monotonic()
 
     @property
     def epoch(self) -> int:

@@ -42,6 +42,7 @@ import secrets
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,7 @@ class LocalProcessRunner:
         if spawner not in SPAWNERS:
             raise ValueError(f"unknown spawner {spawner!r}: one of {SPAWNERS}")
         self._template = TemplateSpawner(data_dir, python) if spawner == "template" else None
+        self._scan: tuple[float, dict[Path, list[int]]] | None = None  # see process_scan
         # Hears from the template when one of its runtimes hangs (None: cold spawns only).
         self.hangs = HangWatch(self._template.socket_path, python) if self._template else None
         # Checkpoints: STOPCOCK_STORAGE_DIR/<id> when set (shared by replicas
@@ -381,24 +383,50 @@ class LocalProcessRunner:
         log.info("re-adopted runtime pid %d", pid)
         return proc
 
-    def kill_strays(self, pipeline_id: str, keep: int | None) -> list[int]:
+    def process_scan(self, not_before: float) -> dict[Path, list[int]]:
+        """Runtime processes by run directory, from a scan of /proc made after `not_before`.
+
+        A restart re-adopts every pipeline and looks for strays of each: one
+        scan of /proc per pipeline would make that quadratic (500 pipelines,
+        a minute). The scan is reused while it is recent enough for the
+        caller: one made after the caller's lease was granted sees every
+        runtime any earlier owner started.
+        """
+        if self._scan is None or self._scan[0] < not_before:
+            found: dict[Path, list[int]] = {}
+            taken = time.monotonic()
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    run_dir = runtime_run_dir(int(entry.name))
+                    if run_dir is not None:
+                        found.setdefault(run_dir, []).append(int(entry.name))
+            self._scan = (taken, found)
+        return self._scan[1]
+
+    def kill_strays(
+        self, pipeline_id: str, keep: int | None, scan: dict[Path, list[int]] | None = None
+    ) -> list[int]:
         """Kills the pipeline's runtime processes but `keep`; returns their pids.
 
         A manager that died between spawning a runtime and recording its pid
         (or before the runtime wrote runtime.json) leaves one nobody knows;
         a new manager finds it (runtime_run_dir: by its command line or its
         working directory) and stops it before it could ever run beside its
-        successor.
+        successor. `scan` (process_scan) saves a scan of /proc; without it,
+        /proc is scanned now.
         """
         run_dir = self.run_dir(pipeline_id)
+        if scan is None:
+            candidates = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+        else:
+            candidates = scan.get(run_dir, [])
         strays = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == keep:
-                continue
-            if runtime_run_dir(int(entry.name)) == run_dir:
+        for pid in candidates:
+            # Checked again even from a scan: that pid may be another process by now.
+            if pid != keep and runtime_run_dir(pid) == run_dir:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(entry.name), signal.SIGKILL)
-                strays.append(int(entry.name))
+                    os.killpg(pid, signal.SIGKILL)
+                strays.append(pid)
         return strays
 
     def find_runtime(self, pipeline_id: str, deployment_id: str) -> tuple[int, int, int] | None:
