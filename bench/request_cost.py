@@ -140,29 +140,30 @@ def load(port: int, pid: int, seconds: float, concurrency: int) -> Run:
     """bench.grpc_client's CheckHealth load on `port`; the CPU of `pid` over its window."""
     cmd = [sys.executable, "-m", "bench.grpc_client", f"--port={port}", f"--method={METHOD}"]
     cmd += [f"--concurrency={concurrency}", f"--duration={seconds}"]
-    proc = subprocess.Popen(
+    # The with closes the pipes; the finally kills the client on any exception.
+    with subprocess.Popen(
         cmd,
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # Ctrl-C reaches our process only; the finally kills it
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        if (ready := proc.stdout.readline().strip()) != "ready":
-            raise BenchError(f"the load client did not start against port {port}: {ready!r}")
-        before = schedstat_ns(pid)
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        line = proc.stdout.readline()
-        after = schedstat_ns(pid)
-        if proc.wait(timeout=30) != 0 or not line:
-            raise BenchError(f"the load client failed against port {port}: exit {proc.returncode}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        start_new_session=True,  # Ctrl-C reaches our process only
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            if (ready := proc.stdout.readline().strip()) != "ready":
+                raise BenchError(f"the load client did not start against port {port}: {ready!r}")
+            before = schedstat_ns(pid)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+            after = schedstat_ns(pid)
+            if proc.wait(timeout=30) != 0 or not line:
+                raise BenchError(f"the load client failed against port {port}: {proc.returncode}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     out = json.loads(line)
     if out["errors"]:
         raise BenchError(f"CheckHealth failed against port {port}: {out['errors']}")
@@ -183,26 +184,26 @@ class Server:
 @contextmanager
 def bare_server() -> Iterator[Server]:
     """bench.bare_server in its own process, on a free port; stopped on exit."""
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "bench.bare_server", "--port=0"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
-    )
-    assert proc.stdout is not None
-    try:
-        line = proc.stdout.readline().split()
-        if len(line) != 2 or line[0] != "port":
-            raise BenchError(f"the bare server did not start: {line!r}")
-        yield Server(port=int(line[1]), pid=proc.pid)
-    finally:
-        proc.terminate()
+    ) as proc:
+        assert proc.stdout is not None
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            line = proc.stdout.readline().split()
+            if len(line) != 2 or line[0] != "port":
+                raise BenchError(f"the bare server did not start: {line!r}")
+            yield Server(port=int(line[1]), pid=proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @contextmanager
@@ -248,22 +249,27 @@ def measure(
     envoy_port: int | None = None,
     bare_envoy_port: int | None = None,
     concurrency: int = CONCURRENCY,
+    warmup: float = WARMUP_SECONDS,
     progress: Callable[[str], None] = lambda _: None,
 ) -> RequestCost:
     """The manager's CPU per CheckHealth beside a bare grpc.aio server's.
 
     `manager_port` is the manager's gRPC port, `manager_pid` its process.
     With `envoy_port` (the manager's Envoy), the Envoy path is measured too,
-    the bare server behind an Envoy of its own on `bare_envoy_port` (a free
-    port; required with `envoy_port`). Runs `rounds` rounds of `seconds` per
-    server and path, after one warm-up run of each.
+    the bare server behind an Envoy of its own on `bare_envoy_port` (any
+    free port when None). Runs `rounds` rounds of `seconds` per server and
+    path, after one warm-up run of `warmup` seconds of each.
     """
-    if envoy_port is not None and bare_envoy_port is None:
-        raise ValueError("the Envoy path needs a free port for the bare server's Envoy")
+    bare_envoy: int | None = None
+    if envoy_port is not None:
+        # tests.support's ports lie outside the range the kernel hands out for port 0.
+        from tests.support import free_port
+
+        bare_envoy = bare_envoy_port if bare_envoy_port is not None else free_port()
     manager = Server(manager_port, manager_pid)
     with bare_server() as bare:
         subjects: list[tuple[str, Server, Server]] = [("grpc", bare, manager)]
-        with _maybe_envoy(bare, bare_envoy_port if envoy_port is not None else None) as via:
+        with _maybe_envoy(bare, bare_envoy) as via:
             if via is not None and envoy_port is not None:
                 subjects.append(("envoy", Server(via, bare.pid), Server(envoy_port, manager_pid)))
             runs: dict[tuple[str, str], list[Run]] = {}
@@ -273,7 +279,7 @@ def measure(
                 for role, server in (("bare", b), ("manager", m))
             ]
             for path, role, server in order:
-                load(server.port, server.pid, WARMUP_SECONDS, concurrency)
+                load(server.port, server.pid, warmup, concurrency)
                 runs[path, role] = []
             for i in range(rounds):
                 # A B C D, then D C B A: each server runs as often early as late.
@@ -326,8 +332,8 @@ def render(cost: RequestCost) -> str:
 
 
 def main() -> int:
-    # tests.support is imported here only: the module's API needs no test code.
-    from tests.support import Stack, free_port
+    # The stack the tests and `python -m bench` start: a manager process and its Envoy.
+    from tests.support import Stack
 
     parser = argparse.ArgumentParser(prog="python -m bench.request_cost")
     parser.add_argument("--rounds", type=int, default=6)
@@ -353,7 +359,6 @@ def main() -> int:
                 args.rounds,
                 args.seconds,
                 envoy_port=None if args.no_envoy else stack.rest_port,
-                bare_envoy_port=None if args.no_envoy else free_port(),
                 concurrency=args.concurrency,
                 progress=progress,
             )
