@@ -15,8 +15,10 @@ polling threads count; precise, unlike the clock ticks of /proc/PID/stat),
 then divided by the requests the client completed. Runs alternate between
 the servers, the order flipping every round (A B, B A, ...), so a drift in
 the machine's load hits both alike; a short warm-up run of each is
-discarded first. Each figure is the median over rounds; `round_ratios` (the
-ratio within each round) shows the noise.
+discarded first. The CPU per request of each server is the median over
+rounds; the ratio is the median of the ratios within each round (two
+adjacent runs, which share the machine's conditions best), and
+`round_ratios` lists them, which shows the noise.
 
 Two paths, both loaded by the same client in the same run:
 
@@ -93,7 +95,7 @@ class PathCost:
     path: str  # "grpc" or "envoy"
     bare_us: float  # the bare server's CPU per request, µs (median over rounds)
     manager_us: float  # the manager's, µs
-    ratio: float  # manager_us / bare_us
+    ratio: float  # manager / bare: the median of round_ratios
     bare_requests: int  # requests counted, over every round
     manager_requests: int
     round_ratios: tuple[float, ...]  # manager / bare within each round
@@ -225,18 +227,20 @@ def envoy_in_front(upstream: int, rest_port: int) -> Iterator[int]:
 
 
 def _path_cost(path: str, bare: list[Run], manager: list[Run]) -> PathCost:
-    bare_us = median([r.us_per_request for r in bare])
-    manager_us = median([r.us_per_request for r in manager])
+    # Each round's two runs are adjacent in time, so their ratio cancels most
+    # of the machine's drift; the median of those ratios is the figure. (The
+    # ratio of the two medians is close, but pairs runs far apart in time.)
+    rounds = tuple(
+        ratio(m.us_per_request, b.us_per_request) for b, m in zip(bare, manager, strict=True)
+    )
     return PathCost(
         path=path,
-        bare_us=bare_us,
-        manager_us=manager_us,
-        ratio=ratio(manager_us, bare_us),
+        bare_us=median([r.us_per_request for r in bare]),
+        manager_us=median([r.us_per_request for r in manager]),
+        ratio=median(rounds),
         bare_requests=sum(r.requests for r in bare),
         manager_requests=sum(r.requests for r in manager),
-        round_ratios=tuple(
-            ratio(m.us_per_request, b.us_per_request) for b, m in zip(bare, manager, strict=True)
-        ),
+        round_ratios=rounds,
     )
 
 
