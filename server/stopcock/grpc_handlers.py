@@ -4,7 +4,8 @@ grpc's handler and interceptor classes are generic only in their type
 stubs, hence the aliases. `refusing` makes a handler that refuses a call
 whatever the method's kind: an interceptor that refuses must answer with a
 handler of the same kind as the method's (unary or server-streaming,
-client-streaming), or gRPC reads the request wrongly.
+client-streaming), or gRPC reads the request wrongly. `metadata_value`
+reads one key of a call's metadata, as interceptors do on every call.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ else:
     Interceptor = grpc.aio.ServerInterceptor
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    """The text value of `key` in gRPC metadata (the last one, as a dict of it would keep).
+
+    A scan of the few pairs a call carries, rather than a dict of them per call.
+    """
+    found: str | bytes | None = None
+    for k, v in metadata or ():
+        if k == key:
+            found = v
+    return found if isinstance(found, str) else None
 
 
 def refusing(

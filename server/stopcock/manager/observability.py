@@ -27,8 +27,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +37,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from stopcock.grpc_handlers import Handler, Interceptor
+from stopcock.grpc_handlers import Handler, Interceptor, metadata_value
 
 pipeline_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("pipeline", default=None)
 request_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request", default=None)
@@ -175,82 +175,155 @@ def _code_name(context: Any) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
+# uuid.uuid4()'s version and variant bits, set on 128 random bits without
+# building a UUID object (that costs several µs, per call without an id).
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_request_id() -> str:
+    """A fresh request id: what uuid.uuid4().hex returns (32 hex digits, a version-4 UUID)."""
+    return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
+
+
+class _MethodMetrics:
+    """One method's RPC metrics, the label children looked up once, not per call.
+
+    `labels()` validates and joins the label values and takes the metric's
+    lock on every call; a child, once made, is the same object for the life
+    of the process (nothing here removes children).
+    """
+
+    __slots__ = ("_codes", "_duration", "_method")
+
+    def __init__(self, method: str) -> None:
+        self._method = method
+        self._duration = RPC_DURATION.labels(method)
+        self._codes: dict[str, Any] = {}
+
+    def end(self, context: Any, started: float, failed: bool) -> None:
+        code = _code_name(context)
+        if failed and code == "OK":
+            code = "UNKNOWN"
+        counter = self._codes.get(code)
+        if counter is None:
+            counter = self._codes[code] = RPC_REQUESTS.labels(self._method, code)
+        counter.inc()
+        self._duration.observe(time.perf_counter() - started)
+
+
+_NAMES_A_PIPELINE: dict[type, bool] = {}
+
+
+def _names_a_pipeline(message_type: type) -> bool:
+    """Whether requests of this type have a `name` (a pipeline's): asked once per type.
+
+    getattr(request, "name", None) on a message without the field raises
+    and catches an AttributeError inside protobuf, on every call.
+    """
+    named = _NAMES_A_PIPELINE.get(message_type)
+    if named is None:
+        descriptor = getattr(message_type, "DESCRIPTOR", None)
+        named = descriptor is not None and "name" in descriptor.fields_by_name
+        _NAMES_A_PIPELINE[message_type] = named
+    return named
+
+
+def _pipeline_of(request: Any) -> str | None:
+    if not _names_a_pipeline(type(request)):
+        return None
+    name = request.name
+    return name if isinstance(name, str) and name else None
+
+
+def _instrumented(handler: Handler, method: str) -> Handler:
+    """`handler`, timed and counted, with the pipeline it names in the log context.
+
+    Built once per method (RequestInterceptor caches it): it holds nothing
+    of one call. The request id is not set here but by the interceptor, in
+    the call's context, which the handler's task inherits.
+    """
+    metrics = _MethodMetrics(method)
+    kinds = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None or handler.stream_unary is not None:
+        # Answers once. A client stream names its pipeline in its first
+        # message, which is not read here: no pipeline in the context.
+        named = handler.unary_unary is not None
+        inner: Any = handler.unary_unary if named else handler.stream_unary
+
+        async def answer(request: Any, context: Any) -> Any:
+            pipeline_var.set(_pipeline_of(request) if named else None)
+            started = time.perf_counter()
+            try:
+                result = await inner(request, context)
+            except BaseException:
+                metrics.end(context, started, failed=True)
+                raise
+            metrics.end(context, started, failed=False)
+            return result
+
+        if named:
+            return grpc.unary_unary_rpc_method_handler(answer, **kinds)
+        return grpc.stream_unary_rpc_method_handler(answer, **kinds)
+    if handler.unary_stream is not None:
+        inner_stream: Any = handler.unary_stream  # an async generator under grpc.aio
+
+        async def stream(request: Any, context: Any) -> Any:
+            pipeline_var.set(_pipeline_of(request))
+            started = time.perf_counter()
+            failed = True
+            try:
+                async for item in inner_stream(request, context):
+                    yield item
+                failed = False
+            finally:
+                metrics.end(context, started, failed)
+
+        return grpc.unary_stream_rpc_method_handler(stream, **kinds)
+    return handler  # bidirectional streams (reflection's): not counted, as ever
+
+
 class RequestInterceptor(Interceptor):
     """Counts and times every RPC, and sets the request id and pipeline for logs.
 
     It wraps the handler the rest of the chain (authentication included)
     chose, so refused calls are counted with their code too.
+
+    What it does per call is kept small, since every request pays it: the
+    chain answers every call of a method with the same handler object (gRPC
+    keeps one per registered method; authentication passes it through), so
+    the instrumented handler is made once per method and reused while the
+    chain keeps choosing that handler. A handler made for one call (a
+    refusal) gets a wrapper of its own, as every call once did.
     """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Any],
         details: grpc.HandlerCallDetails,
     ) -> Handler:
+        # Set in the call's own task, before the rest of the chain: gRPC runs
+        # the handler in a task made after this returns, which copies this
+        # context, so the handler (and authentication) log with the id.
+        # Envoy's x-request-id is reused, so REST calls match Envoy's id.
+        request_id = metadata_value(details.invocation_metadata, "x-request-id")
+        request_var.set(request_id or new_request_id())
         handler: Handler | None = await continuation(details)
         if handler is None:
             return handler  # type: ignore[return-value]
-        method = details.method.rsplit("/", 1)[-1]
-        metadata = dict(details.invocation_metadata or ())
-        request_id = metadata.get("x-request-id")
-        request_id = request_id if isinstance(request_id, str) else uuid.uuid4().hex
-
-        def begin(request: Any) -> float:
-            request_var.set(request_id)
-            name = getattr(request, "name", None)
-            pipeline_var.set(name if isinstance(name, str) and name else None)
-            return time.perf_counter()
-
-        def end(context: Any, started: float, failed: bool) -> None:
-            code = _code_name(context)
-            if failed and code == "OK":
-                code = "UNKNOWN"
-            RPC_REQUESTS.labels(method, code).inc()
-            RPC_DURATION.labels(method).observe(time.perf_counter() - started)
-
-        def answered(inner: Any, named: bool) -> Any:
-            """Wraps a handler that answers once (unary or client-streaming requests)."""
-
-            async def handle(request: Any, context: Any) -> Any:
-                # A client stream names its pipeline in its first message, unread here.
-                started = begin(request if named else None)
-                failed = True
-                try:
-                    result = await inner(request, context)
-                    failed = False
-                    return result
-                finally:
-                    end(context, started, failed)
-
-            return handle
-
-        kinds = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                answered(handler.unary_unary, named=True), **kinds
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                answered(handler.stream_unary, named=False), **kinds
-            )
-        if handler.unary_stream is not None:
-            inner_stream: Any = handler.unary_stream  # an async generator under grpc.aio
-
-            async def stream(request: Any, context: Any) -> Any:
-                started = begin(request)
-                failed = True
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                    failed = False
-                finally:
-                    end(context, started, failed)
-
-            return grpc.unary_stream_rpc_method_handler(stream, **kinds)
-        return handler
+        method: str = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _instrumented(handler, method.rsplit("/", 1)[-1])
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 # -- logs --------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import grpc
-from stopcock.grpc_handlers import Handler, Interceptor, refusing
+from stopcock.grpc_handlers import Handler, Interceptor, metadata_value, refusing
 from stopcock.manager.api.servicer import abort_args
 from stopcock.manager.auth.authenticator import Authenticator
 from stopcock.manager.domain import errors
@@ -35,13 +35,9 @@ class AuthInterceptor(Interceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler  # unknown method: gRPC answers UNIMPLEMENTED
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        authorization = metadata.get("authorization")
+        authorization = metadata_value(handler_call_details.invocation_metadata, "authorization")
         try:
-            await self._auth.check(
-                handler_call_details.method,
-                authorization if isinstance(authorization, str) else None,
-            )
+            await self._auth.check(handler_call_details.method, authorization)
         except errors.ApiError as err:
             return _refusing_handler(handler, err)
         return handler
