@@ -522,6 +522,11 @@ def _scale_targets(r: ScaleResult) -> dict[str, tuple[str, str, bool]]:
             f"<= {b.STOP_TARGET_S:.0f} s",
             r.stop_worst_s <= b.STOP_TARGET_S,
         ),
+        "scale_request_cost_ratio_le_1_3": (
+            f"{r.request_cost.ratio:.2f}x direct, {r.request_cost.envoy_ratio:.2f}x via Envoy",
+            f"<= {b.REQUEST_COST_TARGET:.1f}x",
+            max(r.request_cost.ratio, r.request_cost.envoy_ratio) <= b.REQUEST_COST_TARGET,
+        ),
     }
 
 
@@ -589,13 +594,12 @@ def scale_section(r: ScaleResult) -> list[str]:
             ],
         ),
         verdict("scale_get_p99_ratio_le_1_5"),
-        # Item 7, bench/request_cost.py (not written yet): its figure goes here.
-        "  manager CPU per no-op request vs a bare grpc.aio server: "
-        + (
-            "not measured (bench/request_cost.py does not exist yet)"
-            if cost is None
-            else f"bare {cost.bare_us:.0f} us, manager {cost.manager_us:.0f} us, {cost.ratio:.2f}x"
-        ),
+        "  manager CPU per no-op request (CheckHealth) vs a bare grpc.aio server, same client, "
+        "same run:",
+        f"  direct gRPC: bare {cost.bare_us:.0f} us, manager {cost.manager_us:.0f} us, "
+        f"{cost.ratio:.2f}x; through Envoy: bare {cost.envoy_bare_us:.0f} us, manager "
+        f"{cost.envoy_manager_us:.0f} us, {cost.envoy_ratio:.2f}x (median of per-round ratios)",
+        verdict("scale_request_cost_ratio_le_1_3"),
         f"  restart: kill -9 of the manager -> the new one answers {r.restart_up_s:.2f} s -> all "
         f"{r.pipelines} Running, same deployment and pid, {r.readoptions} re-adoptions counted: "
         f"{r.restart_s:.2f} s",

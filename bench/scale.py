@@ -38,8 +38,9 @@ is taken before the load it is compared with:
    straight to the manager (context: the manager's share of the time);
 6. flat GET, loaded: as 1., now with `defined` pipelines and N running;
    target p99 ratio loaded / one-pipeline <= GET_RATIO_TARGET;
-7. (placeholder) manager CPU per no-op request vs a bare grpc.aio server:
-   bench/request_cost.py, when it exists (see `_request_cost`);
+7. manager CPU per no-op request (CheckHealth) vs a bare grpc.aio server
+   serving the same method, same client, same run, direct and through Envoy
+   (bench.request_cost); target ratio <= REQUEST_COST_TARGET;
 8. restart re-adoption: kill -9 of the manager with N running, started again
    at once; time from the kill until all N are Running with the deployment
    id they had, the manager's `stopcock_runtime_readoptions_total` counts N
@@ -64,7 +65,6 @@ its own.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 import re
 import resource
@@ -80,7 +80,7 @@ import grpc
 import httpx
 from stopcock.v1 import pipeline_service_pb2 as pb
 
-from bench import procs
+from bench import procs, request_cost
 from bench.load import BenchError, parse_wrk
 from bench.stats import median, percentile, ratio
 from tests.support import PROGRAM, WAIT, Stack
@@ -107,6 +107,7 @@ GET_RATIO_TARGET = 1.5  # loaded p99 / one-pipeline p99, at most
 RESTART_TARGET_S = 5.0
 RESTART_BOUND_S_PER_PIPELINE = 0.6  # the restart's wait, at least WAIT
 STOP_TARGET_S = 5.0
+REQUEST_COST_TARGET = 1.3  # manager / bare grpc.aio server, CPU per no-op request
 
 _READOPTIONS = re.compile(r"^stopcock_runtime_readoptions_total\s+(\S+)$", re.M)
 
@@ -126,11 +127,14 @@ class GetRun:
 
 @dataclass(frozen=True, slots=True)
 class RequestCostFigure:
-    """bench/request_cost.py's figure (placeholder until that module exists)."""
+    """bench.request_cost's figures: CPU per CheckHealth, direct gRPC and through Envoy."""
 
     bare_us: float
     manager_us: float
-    ratio: float
+    ratio: float  # median of the rounds' manager / bare ratios
+    envoy_bare_us: float
+    envoy_manager_us: float
+    envoy_ratio: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +164,7 @@ class ScaleResult:
     list_bytes: int
     get_one: GetRun
     get_loaded: GetRun
-    request_cost: RequestCostFigure | None
+    request_cost: RequestCostFigure
     restart_up_s: float  # kill -> the new manager answers CheckHealth
     restart_s: float  # kill -> all re-adopted (see the module doc)
     readoptions: int
@@ -458,24 +462,25 @@ def _list_latency(stack: Stack) -> tuple[list[float], int]:
     return times, size
 
 
-def _request_cost(stack: Stack) -> RequestCostFigure | None:
-    # ------------------------------------------------------------------------
-    # PLACEHOLDER (item 7): manager CPU per no-op request vs a bare grpc.aio
-    # server. bench/request_cost.py is written by someone else; this picks it
-    # up once it exists and expects `measure(manager_port=, manager_pid=)`
-    # returning an object with bare_us, manager_us and ratio. Until then the
-    # report prints "not measured". Adjust the call here if its interface differs.
-    # ------------------------------------------------------------------------
-    try:
-        module: Any = importlib.import_module("bench.request_cost")
-    except ModuleNotFoundError as exc:
-        if exc.name == "bench.request_cost":
-            return None
-        raise
+def _request_cost(stack: Stack, progress: Callable[[str], None]) -> RequestCostFigure:
+    """Manager CPU per no-op request beside a bare grpc.aio server (bench.request_cost),
+    direct and through Envoy, with N running."""
     assert stack.manager is not None
-    cost = module.measure(manager_port=stack.grpc_port, manager_pid=stack.manager.pid)
+    progress("scale: CPU per no-op request, manager beside a bare grpc.aio server")
+    cost = request_cost.measure(
+        manager_port=stack.grpc_port,
+        manager_pid=stack.manager.pid,
+        envoy_port=stack.rest_port,
+        progress=progress,
+    )
+    envoy = cost.envoy
     return RequestCostFigure(
-        bare_us=float(cost.bare_us), manager_us=float(cost.manager_us), ratio=float(cost.ratio)
+        bare_us=float(cost.bare_us),
+        manager_us=float(cost.manager_us),
+        ratio=float(cost.ratio),
+        envoy_bare_us=float(envoy.bare_us) if envoy else math.nan,
+        envoy_manager_us=float(envoy.manager_us) if envoy else math.nan,
+        envoy_ratio=float(envoy.ratio) if envoy else math.nan,
     )
 
 
@@ -698,7 +703,7 @@ def run(
     progress(f"scale: GET with {defined} defined, {pipelines} running")
     get_loaded = _get(stack, names[0], wrk, duration, defined=defined, running=pipelines)
 
-    request_cost = _request_cost(stack)
+    cost = _request_cost(stack, progress)
 
     progress(f"scale: kill -9 of the manager with {pipelines} running, and a restart")
     window = CpuWindow(stack)
@@ -745,7 +750,7 @@ def run(
         list_cores=list_cores,
         get_one=get_one,
         get_loaded=get_loaded,
-        request_cost=request_cost,
+        request_cost=cost,
         restart_up_s=up_s,
         restart_s=restart_s,
         readoptions=readoptions,
