@@ -227,13 +227,10 @@ class PipelineServiceServicer:
 
     def ListPipelinesJson(self, request, context):
         """Returns every pipeline, ordered by name: REST answers a JSON array of
-        pipelines. This is the REST form of ListPipelines (which typed gRPC
-        clients call): each element is a Pipeline's proto3 JSON as Envoy's
-        transcoder would print it (snake_case names, every field without
-        presence), but printed by the manager, from a rendering of each
-        pipeline cached per `refresh_version`, and passed through by Envoy
-        untouched. Transcoding a thousand Pipeline messages in Envoy took most
-        of a list's time.
+        pipelines. The REST form of ListPipelines (which typed gRPC clients
+        call): each element is a Pipeline as the REST face prints it everywhere
+        (snake_case names, every field without presence), printed by the
+        manager and passed through by Envoy.
 
         buf:lint:ignore RPC_REQUEST_STANDARD_NAME
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE

@@ -107,13 +107,10 @@ class PipelineServiceStub:
     """
     ListPipelinesJson: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelinesRequest, _pipeline_service_pb2.ListPipelinesJsonResponse]
     """Returns every pipeline, ordered by name: REST answers a JSON array of
-    pipelines. This is the REST form of ListPipelines (which typed gRPC
-    clients call): each element is a Pipeline's proto3 JSON as Envoy's
-    transcoder would print it (snake_case names, every field without
-    presence), but printed by the manager, from a rendering of each
-    pipeline cached per `refresh_version`, and passed through by Envoy
-    untouched. Transcoding a thousand Pipeline messages in Envoy took most
-    of a list's time.
+    pipelines. The REST form of ListPipelines (which typed gRPC clients
+    call): each element is a Pipeline as the REST face prints it everywhere
+    (snake_case names, every field without presence), printed by the
+    manager and passed through by Envoy.
 
     buf:lint:ignore RPC_REQUEST_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
@@ -296,13 +293,10 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """
     ListPipelinesJson: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelinesRequest, _pipeline_service_pb2.ListPipelinesJsonResponse]  # type: ignore[assignment]
     """Returns every pipeline, ordered by name: REST answers a JSON array of
-    pipelines. This is the REST form of ListPipelines (which typed gRPC
-    clients call): each element is a Pipeline's proto3 JSON as Envoy's
-    transcoder would print it (snake_case names, every field without
-    presence), but printed by the manager, from a rendering of each
-    pipeline cached per `refresh_version`, and passed through by Envoy
-    untouched. Transcoding a thousand Pipeline messages in Envoy took most
-    of a list's time.
+    pipelines. The REST form of ListPipelines (which typed gRPC clients
+    call): each element is a Pipeline as the REST face prints it everywhere
+    (snake_case names, every field without presence), printed by the
+    manager and passed through by Envoy.
 
     buf:lint:ignore RPC_REQUEST_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
@@ -512,13 +506,10 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pipeline_service_pb2.ListPipelinesJsonResponse, _abc.Awaitable[_pipeline_service_pb2.ListPipelinesJsonResponse]]:
         """Returns every pipeline, ordered by name: REST answers a JSON array of
-        pipelines. This is the REST form of ListPipelines (which typed gRPC
-        clients call): each element is a Pipeline's proto3 JSON as Envoy's
-        transcoder would print it (snake_case names, every field without
-        presence), but printed by the manager, from a rendering of each
-        pipeline cached per `refresh_version`, and passed through by Envoy
-        untouched. Transcoding a thousand Pipeline messages in Envoy took most
-        of a list's time.
+        pipelines. The REST form of ListPipelines (which typed gRPC clients
+        call): each element is a Pipeline as the REST face prints it everywhere
+        (snake_case names, every field without presence), printed by the
+        manager and passed through by Envoy.
 
         buf:lint:ignore RPC_REQUEST_STANDARD_NAME
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
