@@ -403,8 +403,8 @@ function envoy_on_response(handle)
     if handle:metadata():get("sole_field") then
       -- The response message has no other field (tests/test_envoy_config.py
       -- checks the routes that say so): the value is everything between the
-      -- prefix and the closing brace, found without scanning a megabyte of
-      -- JSON token by token (a list of 1,000 pipelines).
+      -- prefix and the closing brace, found without scanning the JSON token
+      -- by token (a long list of API keys).
       local prefix = '{"' .. field .. '":'
       if json:sub(1, #prefix) == prefix and json:sub(-1) == "}" then
         inner = json:sub(#prefix + 1, -2)

@@ -77,11 +77,7 @@ def test_validate_reports_what_envoy_refused(tmp_path: Path) -> None:
 def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path) -> None:
     first, second = tmp_path / "a.pb", tmp_path / "b.pb"
     changed = sidecar.prepare_descriptor(sidecar.DESCRIPTOR, first)
-    assert {name.rsplit(".", 1)[1] for name in changed} == {
-        "PutPipeline",
-        "ListPipelines",
-        "ListApiKeys",
-    }
+    assert {name.rsplit(".", 1)[1] for name in changed} == {"PutPipeline", "ListApiKeys"}
     assert sidecar.prepare_descriptor(first, second) == []
     kept = {}
     for file in descriptor_pb2.FileDescriptorSet.FromString(second.read_bytes()).file:
@@ -91,7 +87,12 @@ def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path)
                     if option.full_name == "google.api.http" and rule.response_body:
                         kept[method.name] = rule.response_body
     # HttpBody fields: Envoy passes them through raw.
-    assert kept == {"QueryPipeline": "body", "GetPipelineLogs": "body", "GetOpenApi": "body"}
+    assert kept == {
+        "ListPipelinesJson": "body",
+        "QueryPipeline": "body",
+        "GetPipelineLogs": "body",
+        "GetOpenApi": "body",
+    }
 
 
 @pytest.mark.e2e
@@ -337,7 +338,7 @@ def test_routes_that_unwrap_a_sole_field_name_messages_with_no_other_field(
                         meta = lua.get("envoy.filters.http.lua", {})
                         if meta.get("sole_field"):
                             sole[route["match"]["path"].rsplit("/", 1)[1]] = meta["response_body"]
-    assert sole == {"ListPipelines": "pipelines", "ListApiKeys": "api_keys"}
+    assert sole == {"ListApiKeys": "api_keys"}
     for method, field in sole.items():
         fields = [f.name for f in service.methods_by_name[method].output_type.fields]
         assert fields == [field], method

@@ -7,7 +7,7 @@ three (health checks, LEAST_REQUEST, safe retries; envoy/envoy.yaml).
 
 Which replica served a call is read from each replica's own metrics
 (`stopcock_rpc_requests_total{method,code}`), so the calls checked use
-methods no health check makes: ListPipelines (REST, GET /v0/pipelines) and
+methods no health check makes: ListPipelinesJson (REST, GET /v0/pipelines) and
 GetConfig (native gRPC through Envoy's port). Envoy's health checks are
 `grpc.health.v1.Health/Check`, counted under method "Check". These tests do
 not depend on how replicas share the lifecycle of pipelines (owned through
@@ -84,9 +84,9 @@ class FrontDoor:
         return True
 
     def served(self) -> list[tuple[int, int]]:
-        """(REST ListPipelines, gRPC GetConfig) answered by each live replica."""
+        """(REST ListPipelinesJson, gRPC GetConfig) answered by each live replica."""
         return [
-            (r.served("ListPipelines"), r.served("GetConfig"))
+            (r.served("ListPipelinesJson"), r.served("GetConfig"))
             for r in self.replicas
             if r.process is not None
         ]

@@ -146,6 +146,22 @@ RAW_BODIES: dict[str, JSON] = {
     },
 }
 
+# google.api.HttpBody fields whose bytes the manager prints as the proto3 JSON
+# of a message's field, exactly as Envoy's transcoder would print that field
+# (server/stopcock/manager/api/rendering.py): documented with that field's
+# schema. Keyed like RAW_BODIES; the value names the message and its field.
+JSON_BODIES: dict[str, tuple[str, str]] = {
+    # GET /v0/pipelines: ListPipelines' `pipelines`, a JSON array of Pipeline.
+    ".stopcock.v1.ListPipelinesJsonResponse.body": (
+        ".stopcock.v1.ListPipelinesResponse",
+        "pipelines",
+    ),
+}
+
+# Methods with no REST binding, and the method that serves their REST face.
+# Any other method without a google.api.http rule fails generation.
+GRPC_ONLY: dict[str, str] = {"ListPipelines": "ListPipelinesJson"}
+
 # Server streams of messages (not HttpBody): Envoy prints one JSON object per
 # line (`stream_newline_delimited`) with this content type.
 STREAM_CONTENT_TYPE = "application/json"
@@ -414,6 +430,14 @@ class Builder:
         op["security"] = [] if role is None else [{"bearer": [role]}]
         return op
 
+    def json_body(self, full: str, response_body: str) -> JSON:
+        """The schema of an HttpBody answer that holds the JSON of a message's field."""
+        message_name, field_name = JSON_BODIES[f"{full}.{response_body}"]
+        message = self.d.messages[message_name]
+        field = next(f for f in message.proto.field if f.name == field_name)
+        self.response_messages.add(message_name)
+        return self.field_schema(field, response=True)
+
     def parameter(self, message: Message, index: int, field: FieldProto, where: str) -> JSON:
         if field.type in (FieldProto.TYPE_MESSAGE, FieldProto.TYPE_GROUP):
             raise OpenApiError(f"{message.name}.{field.name}: message-typed {where} parameter")
@@ -465,7 +489,9 @@ class Builder:
         full = f".{response.file.package}.{response.name}"
         if response_body:
             field = next(f for f in response.proto.field if f.name == response_body)
-            if field.type_name == HTTP_BODY:
+            if field.type_name == HTTP_BODY and f"{full}.{response_body}" in JSON_BODIES:
+                content = {"application/json": {"schema": self.json_body(full, response_body)}}
+            elif field.type_name == HTTP_BODY:
                 content = raw_body(f"{full}.{response_body}")
             else:
                 self.response_messages.add(full)
@@ -616,7 +642,11 @@ def build(
     for method_index, method in enumerate(service.method):
         rule = method.options.Extensions[annotations_pb2.http]
         if rule.WhichOneof("pattern") is None:
+            if method.name in GRPC_ONLY:
+                continue
             raise OpenApiError(f"{method.name} has no google.api.http rule")
+        if method.name in GRPC_ONLY:
+            raise OpenApiError(f"{method.name} is listed in GRPC_ONLY but has a REST binding")
         comment = d.comment(file, (6, service_index, 2, method_index))
         for n, (verb, path, each) in enumerate(http_rules(rule)):
             operation_id = method.name if n == 0 else f"{method.name}{n + 1}"

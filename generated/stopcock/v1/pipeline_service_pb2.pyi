@@ -20,8 +20,9 @@ Design choices that shape this file (and why):
 * GetPipeline and CreatePipeline return `Pipeline` itself, as AIP-131/133
   ask (buf's STANDARD lint wants a wrapper; those two rules are ignored
   on them by comment). Put and List keep wrappers: Put reports `created`,
-  and List's REST answer is a bare array. Fields that `selector=status` omits are `optional` or
-  messages, so that leaving them unset omits them from the JSON.
+  and List's REST form (ListPipelinesJson) answers a bare array. Fields
+  that `selector=status` omits are `optional` or messages, so that leaving
+  them unset omits them from the JSON.
 * Counters are `int32`/`uint32`: the JSON mapping prints 64-bit integers as
   strings, and the REST contract wants JSON numbers.
 * Package `stopcock.v1` (buf wants a versioned package); the REST paths
@@ -510,7 +511,7 @@ Global___WatchPipelineResponse: _TypeAlias = WatchPipelineResponse  # noqa: Y015
 
 @_typing.final
 class ListPipelinesRequest(_message.Message):
-    """Request of ListPipelines."""
+    """Request of ListPipelines and ListPipelinesJson."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -553,6 +554,30 @@ class ListPipelinesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPipelinesResponse: _TypeAlias = ListPipelinesResponse  # noqa: Y015
+
+@_typing.final
+class ListPipelinesJsonResponse(_message.Message):
+    """Response of ListPipelinesJson."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """A JSON array of Pipeline objects (content type application/json)."""
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPipelinesJsonResponse: _TypeAlias = ListPipelinesJsonResponse  # noqa: Y015
 
 @_typing.final
 class DeletePipelineRequest(_message.Message):

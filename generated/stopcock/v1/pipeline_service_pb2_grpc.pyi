@@ -20,8 +20,9 @@ Design choices that shape this file (and why):
 * GetPipeline and CreatePipeline return `Pipeline` itself, as AIP-131/133
   ask (buf's STANDARD lint wants a wrapper; those two rules are ignored
   on them by comment). Put and List keep wrappers: Put reports `created`,
-  and List's REST answer is a bare array. Fields that `selector=status` omits are `optional` or
-  messages, so that leaving them unset omits them from the JSON.
+  and List's REST form (ListPipelinesJson) answers a bare array. Fields
+  that `selector=status` omits are `optional` or messages, so that leaving
+  them unset omits them from the JSON.
 * Counters are `int32`/`uint32`: the JSON mapping prints 64-bit integers as
   strings, and the REST contract wants JSON numbers.
 * Package `stopcock.v1` (buf wants a versioned package); the REST paths
@@ -99,7 +100,21 @@ class PipelineServiceStub:
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     ListPipelines: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelinesRequest, _pipeline_service_pb2.ListPipelinesResponse]
-    """Returns every pipeline, ordered by name. REST answers a JSON array."""
+    """Returns every pipeline, ordered by name. gRPC only: REST
+    `GET /v0/pipelines` is ListPipelinesJson, the same list as JSON.
+
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    ListPipelinesJson: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelinesRequest, _pipeline_service_pb2.ListPipelinesJsonResponse]
+    """Returns every pipeline, ordered by name: REST answers a JSON array of
+    pipelines. The REST form of ListPipelines (which typed gRPC clients
+    call): each element is a Pipeline as the REST face prints it everywhere
+    (snake_case names, every field without presence), printed by the
+    manager and passed through by Envoy.
+
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     DeletePipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.DeletePipelineRequest, _pipeline_service_pb2.DeletePipelineResponse]
     """Deletes a pipeline. Requires it to be fully stopped
     (DeleteRestrictedToFullyStopped) with cleared storage
@@ -271,7 +286,21 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     ListPipelines: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelinesRequest, _pipeline_service_pb2.ListPipelinesResponse]  # type: ignore[assignment]
-    """Returns every pipeline, ordered by name. REST answers a JSON array."""
+    """Returns every pipeline, ordered by name. gRPC only: REST
+    `GET /v0/pipelines` is ListPipelinesJson, the same list as JSON.
+
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    ListPipelinesJson: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelinesRequest, _pipeline_service_pb2.ListPipelinesJsonResponse]  # type: ignore[assignment]
+    """Returns every pipeline, ordered by name: REST answers a JSON array of
+    pipelines. The REST form of ListPipelines (which typed gRPC clients
+    call): each element is a Pipeline as the REST face prints it everywhere
+    (snake_case names, every field without presence), printed by the
+    manager and passed through by Envoy.
+
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     DeletePipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.DeletePipelineRequest, _pipeline_service_pb2.DeletePipelineResponse]  # type: ignore[assignment]
     """Deletes a pipeline. Requires it to be fully stopped
     (DeleteRestrictedToFullyStopped) with cleared storage
@@ -464,7 +493,27 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _pipeline_service_pb2.ListPipelinesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_pipeline_service_pb2.ListPipelinesResponse, _abc.Awaitable[_pipeline_service_pb2.ListPipelinesResponse]]:
-        """Returns every pipeline, ordered by name. REST answers a JSON array."""
+        """Returns every pipeline, ordered by name. gRPC only: REST
+        `GET /v0/pipelines` is ListPipelinesJson, the same list as JSON.
+
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+
+    @_abc_1.abstractmethod
+    def ListPipelinesJson(
+        self,
+        request: _pipeline_service_pb2.ListPipelinesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.ListPipelinesJsonResponse, _abc.Awaitable[_pipeline_service_pb2.ListPipelinesJsonResponse]]:
+        """Returns every pipeline, ordered by name: REST answers a JSON array of
+        pipelines. The REST form of ListPipelines (which typed gRPC clients
+        call): each element is a Pipeline as the REST face prints it everywhere
+        (snake_case names, every field without presence), printed by the
+        manager and passed through by Envoy.
+
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
 
     @_abc_1.abstractmethod
     def DeletePipeline(

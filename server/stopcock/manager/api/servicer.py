@@ -31,7 +31,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from stopcock.contract import error_codec
-from stopcock.manager.api import convert, ingress
+from stopcock.manager.api import convert, ingress, rendering
 from stopcock.manager.auth.api_keys import ApiKeys
 from stopcock.manager.control.lifecycle import Lifecycle
 from stopcock.manager.control.logs import read_log
@@ -151,6 +151,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     def __init__(self, lifecycle: Lifecycle, api_keys: ApiKeys) -> None:
         self._lc = lifecycle
         self._keys = api_keys
+        self._json = rendering.PipelineJson()
 
     @_guard
     async def CreateApiKey(
@@ -207,6 +208,18 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         full = convert.check_selector(request.selector)
         return pb.ListPipelinesResponse(
             pipelines=[convert.to_proto(rec, full) for rec in await self._lc.list()]
+        )
+
+    @_guard
+    async def ListPipelinesJson(
+        self, request: pb.ListPipelinesRequest, context: Context
+    ) -> pb.ListPipelinesJsonResponse:
+        # REST's list: printed here from cached renderings, passed through by
+        # Envoy (see api/rendering.py for why and how it matches ListPipelines).
+        full = convert.check_selector(request.selector)
+        body = self._json.list_json(await self._lc.list(), full)
+        return pb.ListPipelinesJsonResponse(
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=body)
         )
 
     @_guard

@@ -41,6 +41,7 @@ READ_METHODS = frozenset(
     for name in (
         "GetPipeline",
         "ListPipelines",
+        "ListPipelinesJson",
         "GetCheckpointStatus",
         "QueryPipeline",
         "GetCompletionStatus",

@@ -135,3 +135,15 @@ def database_unavailable() -> ApiError:
 def internal() -> ApiError:
     """What a client sees of an unexpected failure: no stack trace, no detail."""
     return ApiError(500, "InternalError", "An internal error occurred", {}, "INTERNAL")
+
+
+def response_too_large(limit_bytes: int) -> ApiError:
+    """An answer over the REST face's limit: the body Envoy gives it too (envoy.yaml)."""
+    return ApiError(
+        500,
+        "ResponseTooLarge",
+        f"The answer is larger than the REST API's limit of {limit_bytes} bytes; ask for less"
+        " (GET /v0/pipelines?selector=status leaves the programs out)",
+        {"limit_bytes": limit_bytes},
+        "RESOURCE_EXHAUSTED",
+    )
