@@ -276,8 +276,8 @@ def _own_stacks(root: Path, opts: Options, wrk: str, measured: Figures) -> Figur
 
 
 def _scale(root: Path, opts: Options, wrk: str) -> scale.ScaleResult:
-    # 500 runtimes cost the manager a connection and a pidfd each: it inherits
-    # this process's limit (it does not raise its own).
+    # 500 runtimes cost the manager a connection and a pidfd each (it raises
+    # its soft limit to the hard one); Envoy and the load generators inherit ours.
     scale.raise_nofile()
     with _stack(root / "scale") as stack:
         return scale.run(

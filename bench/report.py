@@ -635,9 +635,8 @@ def _scale_notes(r: ScaleResult) -> list[str]:
     notes = []
     needed = scale_bench.nofile_needed(r.pipelines)
     notes.append(
-        f"scale: the manager does not raise its own RLIMIT_NOFILE: it ran with the soft limit "
-        f"it inherited ({r.nofile_soft}; the benchmark raised its own to the hard limit) and held "
-        f"{r.manager_fds} descriptors with {r.pipelines} running"
+        f"scale: the manager ran with a soft RLIMIT_NOFILE of {r.nofile_soft} (it raises its "
+        f"own to the hard limit) and held {r.manager_fds} descriptors with {r.pipelines} running"
         + (
             f"; a default soft limit of 1024 would not do for {r.pipelines} runtimes"
             if max(needed, r.manager_fds) > 1024

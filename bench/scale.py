@@ -57,9 +57,8 @@ is taken before the load it is compared with:
 
 The manager's file descriptors (open, and its soft RLIMIT_NOFILE) are
 recorded with N running: every runtime costs it at least a connection and a
-pidfd. This process raises its own soft limit to its hard limit before the
-stack starts (the manager and Envoy inherit it); the manager does not raise
-its own.
+pidfd. The manager raises its soft limit to its hard limit; this process
+raises its own too (Envoy and the load generators inherit it).
 """
 
 from __future__ import annotations
