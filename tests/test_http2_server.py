@@ -176,12 +176,13 @@ async def harness() -> AsyncIterator[Harness]:
 
 
 async def test_unary_call_with_metadata(harness: Harness) -> None:
-    md = (*AUTH, ("x-stopcock-epoch", "7"), ("blob-bin", b"\x00\x01\xfe"))
+    md = (*AUTH, ("x-stopcock-epoch", "7"), ("blob-bin", b"\x00\x01\xfe"), ("spaced", " 2"))
     reply = await harness.stub.SetDesiredStatus(pb.SetDesiredStatusRequest(), metadata=md)
     assert reply == pb.SetDesiredStatusResponse()
     seen = harness.servicer.metadata[-1]
     assert seen["x-stopcock-epoch"] == "7"
     assert seen["blob-bin"] == b"\x00\x01\xfe"
+    assert seen["spaced"] == " 2"  # as sent: h2's strictness would have closed the connection
     assert "content-type" not in seen
 
 

@@ -57,7 +57,17 @@ class Connection(asyncio.Protocol):
         self._server = server
         self.max_message = server.max_message
         self.stream_credit_batch = STREAM_WINDOW // 4
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # Headers pass as gRPC's C core passes them: h2's checks would make a
+        # metadata value with a leading space (` 2`) a connection error, ending
+        # every call on it; wire.py checks what we send, `_open` what a call needs.
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self.h2 = h2.connection.H2Connection(config=config)
         self.transport: asyncio.Transport | None = None
         self.writable = asyncio.Event()
@@ -236,8 +246,10 @@ class Connection(asyncio.Protocol):
         path = fields.get(b":path", b"").decode("latin-1")
         stream = Stream(self, stream_id, path, wire.invocation_metadata(headers), deadline)
         content_type = fields.get(b"content-type", b"")
-        if fields.get(b":method") != b"POST":
-            stream.refuse_http(405, grpc.StatusCode.UNIMPLEMENTED, "gRPC calls are POSTs")
+        if fields.get(b":method") != b"POST" or not path.startswith("/"):
+            stream.refuse_http(
+                405, grpc.StatusCode.UNIMPLEMENTED, "a gRPC call is a POST to /service/method"
+            )
             return
         if not (
             content_type == b"application/grpc" or content_type.startswith(b"application/grpc+")

@@ -63,7 +63,7 @@ def invocation_metadata(headers: Iterable[Header]) -> Metadata:
     for raw_key, raw_value in headers:
         if raw_key.startswith(b":") or raw_key in _RESERVED:
             continue
-        key = raw_key.decode("ascii")
+        key = raw_key.decode("latin-1")
         if key.endswith("-bin"):
             try:
                 pairs.append((key, _unbase64(raw_value)))
