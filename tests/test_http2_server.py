@@ -32,7 +32,7 @@ from stopcock.contract import error_codec
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.runtime.h2grpc import Server
-from stopcock.runtime.h2grpc.connection import STREAM_WINDOW
+from stopcock.runtime.h2grpc.connection import MAX_FRAME_SIZE, STREAM_WINDOW, FrameSizeGuard
 from stopcock.runtime.h2grpc.stream import Stream
 from stopcock.runtime.service import TokenCheck
 
@@ -386,6 +386,18 @@ async def test_stop_lets_calls_finish_within_the_grace(harness: Harness) -> None
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "SetDesiredStatus" in harness.servicer.cancelled
     assert not harness.server.connections
+
+
+def test_the_frame_guard_follows_frames_across_reads() -> None:
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    fine = MAX_FRAME_SIZE.to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01"
+    too_big = (MAX_FRAME_SIZE + 1).to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x03"
+    data = preface + fine + b"x" * MAX_FRAME_SIZE + too_big
+    guard = FrameSizeGuard()
+    pieces = [data[i : i + 7] for i in range(0, len(data), 7)]
+    verdicts = [guard.accept(memoryview(piece)) for piece in pieces]
+    # Refused exactly when the oversize header is complete (the last piece), not before.
+    assert verdicts == [True] * (len(pieces) - 1) + [False]
 
 
 # -- a raw HTTP/2 client, for what grpcio will not send ---------------------------------

@@ -1,6 +1,7 @@
 """One HTTP/2 connection: h2's state machine between the socket and the calls' streams.
 
-An asyncio protocol: bytes in go through h2, whose events open streams
+An asyncio protocol (buffered: reads land in one buffer per connection, not
+a fresh 256 KiB bytes object per read): bytes in go through h2, whose events open streams
 (each call a task, see call.py), feed them data, end or reset them; bytes
 h2 wants out are written at once. h2 answers PINGs and SETTINGS itself.
 Nothing here sets a timer: an idle connection costs nothing until bytes come.
@@ -49,10 +50,11 @@ MAX_CONCURRENT_STREAMS = 256
 MAX_HEADER_LIST_SIZE = 64 << 10
 # The transport's write buffer: a sender waits above it (stream.py).
 WRITE_BUFFER_HIGH = 1 << 20
+READ_BUFFER = 256 << 10  # as asyncio reads by default
 DEFAULT_WINDOW = 65535  # RFC 9113's initial window, before SETTINGS
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     def __init__(self, server: Server) -> None:
         self._server = server
         self.max_message = server.max_message
@@ -78,6 +80,9 @@ class Connection(asyncio.Protocol):
         self._uncredited = 0  # bytes received, connection window not given back
         self.closing = False  # GOAWAY sent: no new calls
         self._frames = FrameSizeGuard()
+        # Its pages are touched only as far as reads fill it: small for a
+        # connection that only ever carries control calls.
+        self._read_buffer = memoryview(bytearray(READ_BUFFER))
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -100,7 +105,14 @@ class Connection(asyncio.Protocol):
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - DEFAULT_WINDOW)
         self.flush()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # h2 copies what it is given into its frame buffer: no copy here.
+        self._received(self._read_buffer[:nbytes])
+
+    def _received(self, data: memoryview) -> None:
         if not self._frames.accept(data):
             log.info(
                 "closing a connection from %s: a frame over %d bytes", self.peer, MAX_FRAME_SIZE
@@ -278,7 +290,7 @@ class FrameSizeGuard:
         self._header = b""  # a frame header received in part
         self._body = 0  # bytes of the current frame's payload still to come
 
-    def accept(self, data: bytes) -> bool:
+    def accept(self, data: memoryview) -> bool:
         """False once a frame header announces an oversize frame."""
         position = min(self._preface, len(data))
         self._preface -= position
@@ -290,7 +302,7 @@ class FrameSizeGuard:
                 position += step
                 continue
             need = 9 - len(self._header)
-            self._header += data[position : position + need]
+            self._header += bytes(data[position : position + need])
             position += need
             if len(self._header) == 9:
                 self._body = int.from_bytes(self._header[:3], "big")
