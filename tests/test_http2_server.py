@@ -27,11 +27,12 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
+from hyperframe.frame import DataFrame, Frame
 from stopcock import flow_control
 from stopcock.contract import error_codec
 from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
-from stopcock.runtime.h2grpc import Server
+from stopcock.runtime.h2grpc import Server, frame_repr
 from stopcock.runtime.h2grpc.connection import MAX_FRAME_SIZE, STREAM_WINDOW, FrameSizeGuard
 from stopcock.runtime.h2grpc.stream import Stream
 from stopcock.runtime.service import TokenCheck
@@ -386,6 +387,19 @@ async def test_stop_lets_calls_finish_within_the_grace(harness: Harness) -> None
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "SetDesiredStatus" in harness.servicer.cancelled
     assert not harness.server.connections
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"abc", b"0123456789", b"0123456789a", bytes(range(256)) * 9]
+)
+@pytest.mark.parametrize("padding", [None, 0, 3, 20])
+def test_a_data_frames_repr_is_hyperframes(data: bytes, padding: int | None) -> None:
+    data_frame = DataFrame(1, data=data)
+    if padding is not None:
+        data_frame.flags.add("PADDED")
+        data_frame.pad_length = padding
+    cheap = frame_repr.data_frame_body_repr(data_frame)
+    assert cheap == Frame._body_repr(data_frame)  # hyperframe's own, from the whole body
 
 
 def test_the_frame_guard_follows_frames_across_reads() -> None:

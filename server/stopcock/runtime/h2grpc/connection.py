@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from typing import TYPE_CHECKING
 
 import grpc
@@ -32,13 +33,14 @@ import h2.exceptions
 from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 from stopcock import flow_control
-from stopcock.runtime.h2grpc import wire
+from stopcock.runtime.h2grpc import frame_repr, wire
 from stopcock.runtime.h2grpc.stream import Stream
 
 if TYPE_CHECKING:
     from stopcock.runtime.h2grpc.server import Server
 
 log = logging.getLogger("stopcock.runtime.h2grpc")
+frame_repr.install()  # see there: h2 builds a repr of every frame it receives
 
 STREAM_WINDOW = flow_control.WINDOW_BYTES
 CONNECTION_WINDOW = flow_control.WINDOW_BYTES
@@ -90,6 +92,13 @@ class Connection(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        # Headers, messages and trailers go out as separate small writes:
+        # with Nagle's algorithm each waits for the peer's delayed ACK (~40
+        # ms a call). asyncio sets this only on sockets made with
+        # IPPROTO_TCP, which an accepted one may not say it is.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         host, port, *_ = transport.get_extra_info("peername") or ("?", 0)
         self.peer = f"ipv4:{host}:{port}"
         self._server.connections.add(self)
