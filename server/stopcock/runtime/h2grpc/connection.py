@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import socket
 from typing import TYPE_CHECKING
 
@@ -82,9 +83,10 @@ class Connection(asyncio.BufferedProtocol):
         self._uncredited = 0  # bytes received, connection window not given back
         self.closing = False  # GOAWAY sent: no new calls
         self._frames = FrameSizeGuard()
-        # Its pages are touched only as far as reads fill it: small for a
-        # connection that only ever carries control calls.
-        self._read_buffer = memoryview(bytearray(READ_BUFFER))
+        # Anonymous memory, not a bytearray (which zero-fills all of it): its
+        # pages exist only as far as reads have filled it, a few KiB for a
+        # connection that carries only control calls and pings.
+        self._read_buffer = memoryview(mmap.mmap(-1, READ_BUFFER))
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
