@@ -26,11 +26,10 @@ import os
 import signal
 from pathlib import Path
 
-import grpc
-from stopcock import flow_control
 from stopcock.contract import defaults
 from stopcock.contract.runtime_spec import RuntimeSpec
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
+from stopcock.runtime import h2grpc
 from stopcock.runtime.checkpoints import CheckpointStore
 from stopcock.runtime.engine import Engine
 from stopcock.runtime.faults import Faults
@@ -74,21 +73,10 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
         query_timeout=float(config.get("query_timeout_secs", defaults.QUERY_TIMEOUT_SECS)),
         spool_dir=spool_dir(run_dir),
     )
-    # Ingest bodies arrive in chunks of ~1 MiB; leave room for larger ones
-    # from gRPC clients that send bigger messages.
-    limit = 256 << 20
-    server = grpc.aio.server(
-        interceptors=[TokenCheck(spec.runtime_token, then=fence.screen)],
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            # The manager pings every second to detect a hung runtime: allow it.
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
-            ("grpc.http2.max_ping_strikes", 0),
-            *flow_control.OPTIONS,
-        ],
-    )
+    # A gRPC server without gRPC's C core (stopcock.runtime.h2grpc says why):
+    # messages up to 256 MiB each way (ingest chunks are ~1 MiB, but gRPC
+    # clients may send larger ones); flow control as stopcock.flow_control.
+    server = h2grpc.Server(interceptors=[TokenCheck(spec.runtime_token, then=fence.screen)])
     pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(engine, fence), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

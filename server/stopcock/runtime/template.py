@@ -60,8 +60,9 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-# Everything a runtime imports, imported once here (grpc.aio and the stubs
-# come with it); nothing of it may start a thread or a gRPC core at import.
+# Everything a runtime imports, imported once here (grpc.aio, the stubs and
+# the runtime's HTTP/2 server with h2 come with it); nothing of it may start a
+# thread or a gRPC core at import.
 import grpc.aio  # noqa: F401
 from stopcock.contract.build import code_fingerprint
 from stopcock.contract.runtime_spec import PROTOCOL
