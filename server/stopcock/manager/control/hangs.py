@@ -203,6 +203,9 @@ class HangWatch:
             listener = self._listeners.get(pid)
             if listener is not None:
                 listener("uncovered")
+        # The template may live and have dropped us (too far behind): then it
+        # takes us back, with its snapshot, and its runtimes are covered again.
+        self._reconnect()
 
     def close(self) -> None:
         if self._connecting is not None:
