@@ -158,17 +158,23 @@ def front_door(postgres_url: str, tmp_path: Path) -> Iterator[FrontDoor]:
 
 
 def test_rest_and_grpc_calls_are_spread_over_the_replicas(front_door: FrontDoor) -> None:
-    before = front_door.served()
     calls = 45  # with three replicas, one left out by chance: ~1 in 10^7
-    assert [front_door.rest_call() for _ in range(calls)] == [200] * calls
-    assert [front_door.grpc_call() for _ in range(calls)] == [True] * calls
-    after = front_door.served()
-    rest = [a[0] - b[0] for a, b in zip(after, before, strict=True)]
-    native = [a[1] - b[1] for a, b in zip(after, before, strict=True)]
-    # Every call answered exactly once (no retry doubled one), by every replica in turn.
-    assert sum(rest) == calls and sum(native) == calls, (rest, native)
-    assert all(n > 0 for n in rest), rest
-    assert all(n > 0 for n in native), native
+
+    def window() -> bool:
+        before = front_door.served()
+        assert [front_door.rest_call() for _ in range(calls)] == [200] * calls
+        assert [front_door.grpc_call() for _ in range(calls)] == [True] * calls
+        after = front_door.served()
+        rest = [a[0] - b[0] for a, b in zip(after, before, strict=True)]
+        native = [a[1] - b[1] for a, b in zip(after, before, strict=True)]
+        # Every call answered exactly once (no retry doubled one), in every window.
+        assert sum(rest) == calls and sum(native) == calls, (rest, native)
+        return all(n > 0 for n in rest) and all(n > 0 for n in native)
+
+    # Every replica in turn. A replica whose health check timed out (200 ms:
+    # a loaded machine) is out of rotation until the next one passes, so a
+    # window may miss it; a later one must not.
+    wait_until(window, "a window of calls that reaches every replica")
 
 
 def test_calls_through_envoy_go_on_after_a_replica_is_killed(front_door: FrontDoor) -> None:

@@ -28,6 +28,7 @@ from stopcock.manager.control.records import Records
 from stopcock.manager.control.replica import Replica
 from stopcock.manager.control.runner import LocalProcessRunner
 from stopcock.manager.control.shared_records import SharedRecords
+from stopcock.manager.idle_gc import IdleCollector
 from stopcock.manager.observability import RequestInterceptor, manager_registry
 from stopcock.manager.store import SharedStore, Store
 from stopcock.v1 import pipeline_service_pb2 as pb
@@ -52,11 +53,13 @@ class Manager:
     lifecycle: Lifecycle
     health: Any  # grpc_health's asyncio HealthServicer (untyped)
     metrics: CollectorRegistry
+    idle_gc: IdleCollector
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stops serving; runtime processes keep running (the next manager re-adopts them)."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace=grace)
+        await self.idle_gc.stop()
         await self.lifecycle.close()
 
 
@@ -72,7 +75,8 @@ def _lifecycle(settings: Settings, deps: Deps) -> Lifecycle:
 async def build_server(settings: Settings, deps: Deps) -> Manager:
     api_keys = ApiKeys(deps.store)
     await api_keys.load()
-    interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = [RequestInterceptor()]
+    requests = RequestInterceptor()
+    interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = [requests]
     if deps.verifier is not None:
         interceptors.append(AuthInterceptor(Authenticator(api_keys, deps.verifier)))
     lifecycle = _lifecycle(settings, deps)
@@ -98,4 +102,7 @@ async def build_server(settings: Settings, deps: Deps) -> Manager:
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Manager(server, port, lifecycle, health_servicer, manager_registry(lifecycle.statuses))
+    idle_gc = IdleCollector(lambda: requests.calls)
+    idle_gc.start()
+    registry = manager_registry(lifecycle.statuses)
+    return Manager(server, port, lifecycle, health_servicer, registry, idle_gc)

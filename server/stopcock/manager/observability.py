@@ -302,6 +302,7 @@ class RequestInterceptor(Interceptor):
 
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        self.calls = 0  # calls started, ever (idle_gc.IdleCollector looks for quiet)
 
     async def intercept_service(
         self,
@@ -312,6 +313,7 @@ class RequestInterceptor(Interceptor):
         # the handler in a task made after this returns, which copies this
         # context, so the handler (and authentication) log with the id.
         # Envoy's x-request-id is reused, so REST calls match Envoy's id.
+        self.calls += 1
         request_id = metadata_value(details.invocation_metadata, "x-request-id")
         request_var.set(request_id or new_request_id())
         handler: Handler | None = await continuation(details)
