@@ -550,6 +550,26 @@ def test_errors_carry_the_contracts_code_and_status(sdk: Sdk, name: str) -> None
     api_error(lambda: client.create_pipeline(duplicate), 409, "DuplicateName", None)
 
 
+def test_felderas_definition_checks_reach_the_sdk(sdk: Sdk, name: str) -> None:
+    client = sdk.client
+    api_error(lambda: create(sdk, name, tags=["a,b"]), 400, "InvalidTag")
+    err = api_error(
+        lambda: create(sdk, name, runtime_config=RuntimeConfig(workers="four")),
+        400,
+        "InvalidRuntimeConfig",
+    )
+    assert err.details is not None
+    assert err.details["error"] == {
+        "DeserializationFailed": 'invalid type: string "four", expected u16'
+    }
+    api_error(
+        lambda: create(sdk, name, runtime_config=RuntimeConfig(env={"FELDERA_X": "1"})),
+        400,
+        "InvalidRuntimeConfig",
+    )
+    api_error(lambda: Pipeline.get(name, client), 404, "UnknownPipelineName")
+
+
 def test_start_while_stopping_is_an_illegal_action(held_sdk: Sdk, name: str) -> None:
     hold = kill_hold(held_sdk)
     p = create(held_sdk, name)

@@ -80,10 +80,29 @@ def test_grpc_codes_for_contract_errors(stack: Stack, name: str) -> None:
         ),
         (
             lambda: stack.stub.CreatePipeline(
-                pb.CreatePipelineRequest(pipeline=pb.PipelineDefinition(name="a b"))
+                pb.CreatePipelineRequest(
+                    pipeline=pb.PipelineDefinition(name="a b", program_code="")
+                )
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "NameDoesNotMatchPattern",
+        ),
+        (
+            # No program_code at all (unset, not ""): refused as Feldera does.
+            lambda: stack.stub.CreatePipeline(
+                pb.CreatePipelineRequest(pipeline=pb.PipelineDefinition(name=f"{name}-x"))
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "InvalidRequest",
+        ),
+        (
+            lambda: stack.stub.CreatePipeline(
+                pb.CreatePipelineRequest(
+                    pipeline=pb.PipelineDefinition(name=f"{name}-x", program_code="", tags=["a,b"])
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "InvalidTag",
         ),
         (
             lambda: stack.stub.StartPipeline(pb.StartPipelineRequest(name=name, initial="x")),

@@ -180,6 +180,76 @@ def test_invalid_configs_change_nothing(stack: Stack, name: str) -> None:
     assert_error(stack.rest.get(f"/v0/pipelines/{name}"), 404, "UnknownPipelineName")
 
 
+def test_missing_program_code_is_refused_on_create_and_put(stack: Stack, name: str) -> None:
+    # Feldera's PostPutPipeline requires program_code ("" is an empty program).
+    for r in (
+        stack.rest.post("/v0/pipelines", json={"name": name}),
+        stack.rest.put(f"/v0/pipelines/{name}", json={"name": name}),
+    ):
+        body = assert_error(r, 400, "InvalidRequest", None)
+        assert "missing field `program_code`" in body["message"]
+    assert_error(stack.rest.get(f"/v0/pipelines/{name}"), 404, "UnknownPipelineName")
+    r = stack.rest.post("/v0/pipelines", json={"name": name, "program_code": ""})
+    assert r.status_code == 201, r.text
+    r = stack.rest.put(f"/v0/pipelines/{name}", json={"name": name, "description": "new"})
+    assert_error(r, 400, "InvalidRequest", None)
+    # The definition is untouched (its compilation goes on meanwhile, so not the whole object).
+    after = stack.rest.get(f"/v0/pipelines/{name}").json()
+    assert (after["version"], after["description"], after["program_code"]) == (1, "", "")
+
+
+def test_felderas_tag_and_config_types_are_checked(stack: Stack, name: str) -> None:
+    def post(**fields: Any) -> Any:
+        return stack.rest.post("/v0/pipelines", json={"name": name, "program_code": "", **fields})
+
+    body = assert_error(post(tags=["ok", "a,b"]), 400, "InvalidTag")
+    assert body["details"]["tag"] == "a,b"
+    assert body["message"].startswith("Tag 'a,b' is invalid: it may contain only ASCII letters")
+    assert_error(
+        post(tags=[f"t{i}" for i in range(51)]), 400, "TooManyTags", {"count": 51, "maximum": 50}
+    )
+    runtime_config = {"workers": 2, "resources": {"storage_mb_max": "10GB"}}
+    body = assert_error(post(runtime_config=runtime_config), 400, "InvalidRuntimeConfig")
+    error = 'invalid type: string "10GB", expected u64'
+    assert body["details"] == {"value": runtime_config, "error": {"DeserializationFailed": error}}
+    assert body["message"].endswith(f"is not valid due to: could not deserialize due to: {error}")
+    body = assert_error(
+        post(runtime_config={"env": {"RUST_LOG": "debug"}}), 400, "InvalidRuntimeConfig"
+    )
+    assert set(body["details"]["error"]) == {"InvalidPipelineEnv"}
+    assert_error(post(runtime_config={"workers": 1.5}), 400, "InvalidRuntimeConfig")
+    body = assert_error(post(program_config={"cache": "no"}), 400, "InvalidProgramConfig")
+    assert body["details"]["error"] == {
+        "DeserializationFailed": 'invalid type: string "no", expected a boolean'
+    }
+    assert_error(stack.rest.get(f"/v0/pipelines/{name}"), 404, "UnknownPipelineName")
+
+    # What Feldera accepts still is: its own types, unknown keys, the legacy FT strings.
+    r = post(
+        tags=["env=prod", "team/data"],
+        runtime_config={
+            "workers": 4,
+            "resources": {"storage_mb_max": 1024, "cpu_cores_max": 1.5},
+            "env": {"MY_VAR": "x"},
+            "fault_tolerance": "initial_state",
+            "a_future_key": True,
+        },
+        program_config={"cache": False, "profile": "dev"},
+    )
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["runtime_config"]["resources"]["storage_mb_max"] == 1024
+    assert created["runtime_config"]["fault_tolerance"]["model"] == "exactly_once"
+    # A refused replace changes nothing.
+    for fields in ({"tags": ["x,y"]}, {"runtime_config": {"tracing": "on"}}):
+        r = stack.rest.put(
+            f"/v0/pipelines/{name}", json={"name": name, "program_code": "", **fields}
+        )
+        assert r.status_code == 400, r.text
+    after = stack.rest.get(f"/v0/pipelines/{name}").json()
+    assert (after["version"], after["tags"]) == (created["version"], ["env=prod", "team/data"])
+
+
 def test_put_creates_replaces_and_renames(stack: Stack, name: str) -> None:
     r = stack.rest.put(f"/v0/pipelines/{name}", json={"name": name, "program_code": PROGRAM})
     assert r.status_code == 201, r.text

@@ -108,6 +108,20 @@ FIELD_CONSTRAINTS: dict[str, JSON] = {
     ".stopcock.v1.CreateApiKeyRequest.role": {"enum": list(api_keys.ROLES)},
     ".stopcock.v1.CreateApiKeyResponse.role": {"enum": list(api_keys.ROLES)},
     ".stopcock.v1.ApiKey.role": {"enum": list(api_keys.ROLES)},
+    ".stopcock.v1.PipelineDefinition.tags": {
+        "maxItems": definition.TAGS_MAX,
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": definition.TAG_MAX_CHARS,
+            "pattern": definition.TAG_PATTERN,
+        },
+    },
+}
+# Fields a request body must carry (the manager refuses it with InvalidRequest
+# otherwise), as Feldera's PostPutPipeline requires them.
+REQUEST_REQUIRED: dict[str, list[str]] = {
+    ".stopcock.v1.PipelineDefinition": ["name", "program_code"],
 }
 # Query parameters with a fixed set of values. An empty value is refused too
 # (envoy/stopcock.lua, VALUED_QUERY_PARAMETERS; checked by main below): leave
@@ -380,6 +394,8 @@ class Builder:
         # body may leave any field out.
         if response and required:
             schema["required"] = required
+        elif not response and full in REQUEST_REQUIRED:
+            schema["required"] = REQUEST_REQUIRED[full]
         return schema
 
     # -- operations ----------------------------------------------------

@@ -306,7 +306,9 @@ class PipelineDefinition(_message.Message):
     description: _builtins.str
     """See Pipeline.description."""
     program_code: _builtins.str
-    """See Pipeline.program_code."""
+    """See Pipeline.program_code. Required (as in Feldera): a definition without it
+    is refused with InvalidRequest; "" is an empty program.
+    """
     udf_rust: _builtins.str
     """See Pipeline.udf_rust."""
     udf_toml: _builtins.str
@@ -329,17 +331,19 @@ class PipelineDefinition(_message.Message):
         name: _builtins.str = ...,
         description: _builtins.str = ...,
         runtime_config: _struct_pb2.Struct | None = ...,
-        program_code: _builtins.str = ...,
+        program_code: _builtins.str | None = ...,
         udf_rust: _builtins.str = ...,
         udf_toml: _builtins.str = ...,
         program_config: _struct_pb2.Struct | None = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["program_config", b"program_config", "runtime_config", b"runtime_config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "program_code", b"program_code", "program_config", b"program_config", "runtime_config", b"runtime_config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "program_code", b"program_code", "program_config", b"program_config", "runtime_config", b"runtime_config", "tags", b"tags", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "description", b"description", "name", b"name", "program_code", b"program_code", "program_config", b"program_config", "runtime_config", b"runtime_config", "tags", b"tags", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__program_code: _TypeAlias = _typing.Literal["program_code"]  # noqa: Y015
+    _WhichOneofArgType__program_code: _TypeAlias = _typing.Literal["_program_code", b"_program_code"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__program_code) -> _WhichOneofReturnType__program_code | None: ...
 
 Global___PipelineDefinition: _TypeAlias = PipelineDefinition  # noqa: Y015
 

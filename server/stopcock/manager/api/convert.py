@@ -136,7 +136,8 @@ def definition_from_proto(d: pb.PipelineDefinition) -> Definition:
         name=d.name,
         description=d.description,
         runtime_config=_struct(d, "runtime_config"),
-        program_code=d.program_code,
+        # Presence, not value: Feldera refuses a body without program_code, not "".
+        program_code=d.program_code if d.HasField("program_code") else None,
         udf_rust=d.udf_rust,
         udf_toml=d.udf_toml,
         program_config=_struct(d, "program_config"),

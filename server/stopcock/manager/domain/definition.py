@@ -6,13 +6,14 @@ bad input is refused before anything is written.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from stopcock.contract import defaults
-from stopcock.manager.domain import errors
+from stopcock.manager.domain import config_types, errors
 from stopcock.manager.domain.model import JsonObject
 
 NAME_PATTERN = r"^([A-Za-z0-9][-A-Za-z0-9_]*)?[A-Za-z0-9]$"
@@ -21,6 +22,12 @@ NAME_PATTERN_DESCRIPTION = (
 )
 NAME_MAX_BYTES = 63
 DESCRIPTION_MAX_CHARS = 300
+# Feldera's tag rules (pipeline-manager db/types/utils.rs, PATTERN_VALID_TAG and
+# validate_tags): a closed character set, so a comma, for one, is refused.
+TAG_PATTERN = r"^[a-zA-Z0-9 ._/|\\:=-]+$"
+TAG_MAX_CHARS = 50
+TAGS_MAX = 50
+_TAG_RE = re.compile(TAG_PATTERN)
 _NAME_RE = re.compile(NAME_PATTERN)
 
 FT_MODELS = ("none", "at_least_once", "exactly_once")
@@ -67,12 +74,54 @@ def validate_name(name: str) -> str:
     return name
 
 
-def _invalid_runtime(value: Any, error: str) -> errors.ApiError:
+def _invalid_config(field: str, value: Any, kind: str, error: str) -> errors.ApiError:
+    """Feldera's InvalidRuntimeConfig / InvalidProgramConfig: `details.error` is its
+    ValidationError serialized by serde ({"DeserializationFailed": "..."}), and the
+    message shows the JSON as sent, pretty-printed, then the reason."""
+    reason = {
+        "DeserializationFailed": "could not deserialize due to",
+        "InvalidPipelineEnv": "invalid pipeline environment",
+    }[kind]
+    code = "InvalidRuntimeConfig" if field == "runtime_config" else "InvalidProgramConfig"
     return errors.bad_request(
-        "InvalidRuntimeConfig",
-        f"Invalid runtime_config: {error}",
-        {"value": value, "error": error},
+        code,
+        f"JSON for '{field}' field:\n{json.dumps(value, indent=2, ensure_ascii=False)}\n\n"
+        f"... is not valid due to: {reason}: {error}",
+        {"value": value, "error": {kind: error}},
     )
+
+
+def _invalid_runtime(
+    value: Any, error: str, kind: str = "DeserializationFailed"
+) -> errors.ApiError:
+    return _invalid_config("runtime_config", value, kind, error)
+
+
+def validate_tags(tags: list[str]) -> None:
+    """Feldera's validate_tags: at most 50 tags; each non-empty, at most 50 characters,
+    of the allowed characters; the first rule a tag breaks names the refusal."""
+    if len(tags) > TAGS_MAX:
+        raise errors.bad_request(
+            "TooManyTags",
+            f"Pipeline has more tags ({len(tags)}) than the maximum allowed ({TAGS_MAX})",
+            {"count": len(tags), "maximum": TAGS_MAX},
+        )
+    for tag in tags:
+        if not tag:
+            reason = "it cannot be empty"
+        elif len(tag) > TAG_MAX_CHARS:
+            reason = f"it is {len(tag)} characters long, but the maximum is {TAG_MAX_CHARS}"
+        elif not _TAG_RE.fullmatch(tag):
+            # fullmatch: Python's `$` would also match before a final newline; Rust's not.
+            reason = (
+                "it may contain only ASCII letters (a-z, A-Z), numbers (0-9), or one of space, "
+                "'.', '_', '/', '|', '\\', ':', '=' and '-'"
+            )
+        else:
+            continue
+        raise errors.bad_request(
+            "InvalidTag", f"Tag '{tag}' is invalid: {reason}", {"tag": tag, "reason": reason}
+        )
 
 
 def _as_int(value: Any, what: str, raw: JsonObject) -> int:
@@ -143,6 +192,13 @@ def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
     """Fills defaults and checks the keys Stopcock acts on; keeps the rest."""
     cfg: JsonObject = dict(raw or {})
     original = dict(cfg)
+    # Feldera's types first (what it refuses, with its message), then Stopcock's own rules.
+    type_error = config_types.RUNTIME_CONFIG(cfg)
+    if type_error is not None:
+        raise _invalid_runtime(original, type_error)
+    env_error = config_types.reserved_env_error(cfg.get("env") or {})
+    if env_error is not None:
+        raise _invalid_runtime(original, env_error, "InvalidPipelineEnv")
 
     storage = cfg.get("storage", {})
     if storage is True:
@@ -156,6 +212,9 @@ def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
     ft = cfg.get("fault_tolerance")
     if ft is None:
         ft = {}
+    elif ft in config_types.LEGACY_FT_STRINGS:
+        # Feldera reads the legacy strings as its default model.
+        ft = {"model": "exactly_once"}
     if not isinstance(ft, dict):
         raise _invalid_runtime(original, "fault_tolerance must be an object")
     ft = dict(ft)
@@ -205,19 +264,9 @@ def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
 
 def normalize_program_config(raw: JsonObject | None) -> JsonObject:
     cfg: JsonObject = dict(raw or {})
-    profile = cfg.get("profile")
-    if profile is not None and profile not in (
-        "dev",
-        "unoptimized",
-        "optimized",
-        "optimized_symbols",
-    ):
-        raise errors.bad_request(
-            "InvalidProgramConfig",
-            "Invalid program_config: profile must be one of dev, unoptimized, optimized, "
-            "optimized_symbols",
-            {"value": raw, "error": "unknown profile"},
-        )
+    type_error = config_types.PROGRAM_CONFIG(cfg)
+    if type_error is not None:
+        raise _invalid_config("program_config", dict(cfg), "DeserializationFailed", type_error)
     cfg.setdefault("profile", "optimized")
     cfg.setdefault("cache", True)
     cfg.setdefault("runtime_version", None)
@@ -229,12 +278,20 @@ def validate_definition(
     name: str,
     description: str,
     runtime_config: JsonObject | None,
-    program_code: str,
+    program_code: str | None,
     udf_rust: str,
     udf_toml: str,
     program_config: JsonObject | None,
     tags: list[str],
 ) -> Definition:
+    """Checks a create/replace body in Feldera's order: the body's own shape, the
+    name, the description, the tags, runtime_config, program_config."""
+    if program_code is None:
+        # Feldera's PostPutPipeline has `program_code: String`: actix's JSON extractor
+        # refuses a body without it before anything else is looked at.
+        raise errors.bad_request(
+            "InvalidRequest", "Json deserialize error: missing field `program_code`", None
+        )
     validate_name(name)
     if len(description) > DESCRIPTION_MAX_CHARS:
         raise errors.bad_request(
@@ -243,6 +300,7 @@ def validate_definition(
             f"of {DESCRIPTION_MAX_CHARS}",
             {"length": len(description), "maximum": DESCRIPTION_MAX_CHARS},
         )
+    validate_tags(tags)
     return Definition(
         name=name,
         description=description,
