@@ -200,6 +200,11 @@ def test_client_connects_with_the_modes_credentials(
     )
 
 
+def test_sdk_finds_the_cluster_healthy(sdk: Sdk) -> None:
+    """The SDK probes /v0/cluster_healthz on a 502 and retries only if `all_healthy`."""
+    assert sdk.client.http._check_cluster_health() is True
+
+
 # -- definition ------------------------------------------------------------
 
 

@@ -64,6 +64,11 @@ SUCCESS_STATUS: dict[str, dict[str, str]] = {
     "ResumePipeline": {"202": "Accepted: the resume proceeds asynchronously"},
     "StopPipeline": {"202": "Accepted: the stop proceeds asynchronously"},
     "ClearStorage": {"202": "Accepted: clearing proceeds asynchronously"},
+    # Feldera's get_cluster_health: the same body with 200 and with 503.
+    "GetClusterHealth": {
+        "200": "All services healthy",
+        "503": "One or more services unhealthy (an unreachable manager answers the error body)",
+    },
 }
 
 
@@ -522,7 +527,8 @@ class Builder:
         if has_body:
             errors.append("413")
         for status in sorted(errors):
-            responses[status] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
+            # A success status documented above (GetClusterHealth's 503) keeps its body.
+            responses.setdefault(status, {"$ref": f"#/components/responses/{ERRORS[status][0]}"})
         return responses
 
 

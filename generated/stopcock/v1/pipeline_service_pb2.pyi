@@ -1517,6 +1517,99 @@ class GetConfigResponse(_message.Message):
 Global___GetConfigResponse: _TypeAlias = GetConfigResponse  # noqa: Y015
 
 @_typing.final
+class GetClusterHealthRequest(_message.Message):
+    """Request of GetClusterHealth."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterHealthRequest: _TypeAlias = GetClusterHealthRequest  # noqa: Y015
+
+@_typing.final
+class ServiceHealth(_message.Message):
+    """Health of one part of the installation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    UNCHANGED_SINCE_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    healthy: _builtins.bool
+    """Whether the part passed this check."""
+    message: _builtins.str
+    """What the check found."""
+    unchanged_since: _builtins.str
+    """When the part last changed between healthy and unhealthy, as far as
+    this manager process knows (RFC 3339).
+    """
+    checked_at: _builtins.str
+    """When this check ran (RFC 3339)."""
+    def __init__(
+        self,
+        *,
+        healthy: _builtins.bool = ...,
+        message: _builtins.str = ...,
+        unchanged_since: _builtins.str = ...,
+        checked_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "healthy", b"healthy", "message", b"message", "unchanged_since", b"unchanged_since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceHealth: _TypeAlias = ServiceHealth  # noqa: Y015
+
+@_typing.final
+class GetClusterHealthResponse(_message.Message):
+    """Response of GetClusterHealth."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALL_HEALTHY_FIELD_NUMBER: _builtins.int
+    API_FIELD_NUMBER: _builtins.int
+    COMPILER_FIELD_NUMBER: _builtins.int
+    RUNNER_FIELD_NUMBER: _builtins.int
+    all_healthy: _builtins.bool
+    """Whether api, compiler and runner are all healthy."""
+    @_builtins.property
+    def api(self) -> Global___ServiceHealth:
+        """This manager and its store."""
+
+    @_builtins.property
+    def compiler(self) -> Global___ServiceHealth:
+        """The in-process SQL compiler."""
+
+    @_builtins.property
+    def runner(self) -> Global___ServiceHealth:
+        """The runner of runtime processes."""
+
+    def __init__(
+        self,
+        *,
+        all_healthy: _builtins.bool = ...,
+        api: Global___ServiceHealth | None = ...,
+        compiler: Global___ServiceHealth | None = ...,
+        runner: Global___ServiceHealth | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "compiler", b"compiler", "runner", b"runner"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_healthy", b"all_healthy", "api", b"api", "compiler", b"compiler", "runner", b"runner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterHealthResponse: _TypeAlias = GetClusterHealthResponse  # noqa: Y015
+
+@_typing.final
 class CheckHealthRequest(_message.Message):
     """Request of CheckHealth."""
 

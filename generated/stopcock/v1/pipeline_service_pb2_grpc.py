@@ -160,6 +160,11 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigResponse.FromString,
                 _registered_method=True)
+        self.GetClusterHealth = channel.unary_unary(
+                '/stopcock.v1.PipelineService/GetClusterHealth',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthResponse.FromString,
+                _registered_method=True)
         self.CheckHealth = channel.unary_unary(
                 '/stopcock.v1.PipelineService/CheckHealth',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthRequest.SerializeToString,
@@ -442,6 +447,18 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClusterHealth(self, request, context):
+        """Health of the installation's parts, as Feldera's `GET
+        /v0/cluster_healthz`: the api (this manager and its store), the compiler
+        (in-process) and the runner (spawns runtime processes), each checked on
+        the call. REST answers 200 when all are healthy, else 503 with the same
+        body. Needs the read role, as in Feldera; `/healthz` is the open probe.
+        Feldera's SDK reads `all_healthy` to tell a passing 502 from an outage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckHealth(self, request, context):
         """Liveness of the manager, always open: REST `GET /healthz` answers
         `{"status": "healthy"}`. It does no other work, which also makes it the
@@ -573,6 +590,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.GetConfig,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigResponse.SerializeToString,
+            ),
+            'GetClusterHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterHealth,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthResponse.SerializeToString,
             ),
             'CheckHealth': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckHealth,
@@ -1234,6 +1256,33 @@ class PipelineService:
             '/stopcock.v1.PipelineService/GetConfig',
             stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/GetClusterHealth',
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

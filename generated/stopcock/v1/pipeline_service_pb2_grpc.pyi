@@ -241,6 +241,14 @@ class PipelineServiceStub:
     clients read it when they connect). `version` is the Feldera API version
     Stopcock's REST face is compatible with; `revision` names Stopcock's own.
     """
+    GetClusterHealth: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetClusterHealthRequest, _pipeline_service_pb2.GetClusterHealthResponse]
+    """Health of the installation's parts, as Feldera's `GET
+    /v0/cluster_healthz`: the api (this manager and its store), the compiler
+    (in-process) and the runner (spawns runtime processes), each checked on
+    the call. REST answers 200 when all are healthy, else 503 with the same
+    body. Needs the read role, as in Feldera; `/healthz` is the open probe.
+    Feldera's SDK reads `all_healthy` to tell a passing 502 from an outage.
+    """
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.CheckHealthRequest, _pipeline_service_pb2.CheckHealthResponse]
     """Liveness of the manager, always open: REST `GET /healthz` answers
     `{"status": "healthy"}`. It does no other work, which also makes it the
@@ -426,6 +434,14 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """Describes this installation, as Feldera's `GET /v0/config` does (its
     clients read it when they connect). `version` is the Feldera API version
     Stopcock's REST face is compatible with; `revision` names Stopcock's own.
+    """
+    GetClusterHealth: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetClusterHealthRequest, _pipeline_service_pb2.GetClusterHealthResponse]  # type: ignore[assignment]
+    """Health of the installation's parts, as Feldera's `GET
+    /v0/cluster_healthz`: the api (this manager and its store), the compiler
+    (in-process) and the runner (spawns runtime processes), each checked on
+    the call. REST answers 200 when all are healthy, else 503 with the same
+    body. Needs the read role, as in Feldera; `/healthz` is the open probe.
+    Feldera's SDK reads `all_healthy` to tell a passing 502 from an outage.
     """
     CheckHealth: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.CheckHealthRequest, _pipeline_service_pb2.CheckHealthResponse]  # type: ignore[assignment]
     """Liveness of the manager, always open: REST `GET /healthz` answers
@@ -753,6 +769,20 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Describes this installation, as Feldera's `GET /v0/config` does (its
         clients read it when they connect). `version` is the Feldera API version
         Stopcock's REST face is compatible with; `revision` names Stopcock's own.
+        """
+
+    @_abc_1.abstractmethod
+    def GetClusterHealth(
+        self,
+        request: _pipeline_service_pb2.GetClusterHealthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.GetClusterHealthResponse, _abc.Awaitable[_pipeline_service_pb2.GetClusterHealthResponse]]:
+        """Health of the installation's parts, as Feldera's `GET
+        /v0/cluster_healthz`: the api (this manager and its store), the compiler
+        (in-process) and the runner (spawns runtime processes), each checked on
+        the call. REST answers 200 when all are healthy, else 503 with the same
+        body. Needs the read role, as in Feldera; `/healthz` is the open probe.
+        Feldera's SDK reads `all_healthy` to tell a passing 502 from an outage.
         """
 
     @_abc_1.abstractmethod

@@ -33,10 +33,11 @@ from grpc_status import rpc_status
 from stopcock.contract import error_codec
 from stopcock.manager.api import convert, ingress, rendering
 from stopcock.manager.auth.api_keys import ApiKeys
+from stopcock.manager.control.health import ServiceHealth
 from stopcock.manager.control.lifecycle import Lifecycle
 from stopcock.manager.control.logs import read_log
 from stopcock.manager.domain import errors
-from stopcock.manager.domain.model import PLATFORM_VERSION
+from stopcock.manager.domain.model import PLATFORM_VERSION, rfc3339
 from stopcock.manager.store import ApiKeyRecord, StoreError
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
@@ -431,6 +432,30 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
             license_validity=convert.value(None),
             telemetry="",
             update_info=convert.value(None),
+        )
+
+    @_guard
+    async def GetClusterHealth(
+        self, request: pb.GetClusterHealthRequest, context: Context
+    ) -> pb.GetClusterHealthResponse:
+        health = await self._lc.cluster_health()
+        if not health.all_healthy:
+            # Feldera answers 503 with the same body when a service is unhealthy.
+            await _http_status(context, 503)
+
+        def service(s: ServiceHealth) -> pb.ServiceHealth:
+            return pb.ServiceHealth(
+                healthy=s.healthy,
+                message=s.message,
+                unchanged_since=rfc3339(s.unchanged_since),
+                checked_at=rfc3339(s.checked_at),
+            )
+
+        return pb.GetClusterHealthResponse(
+            all_healthy=health.all_healthy,
+            api=service(health.api),
+            compiler=service(health.compiler),
+            runner=service(health.runner),
         )
 
     async def CheckHealth(

@@ -48,6 +48,8 @@ READ_METHODS = frozenset(
         "GetConfig",
         "WatchPipeline",
         "GetPipelineLogs",
+        # Role::Read in Feldera's rbac.rs, as GET /v0/config.
+        "GetClusterHealth",
     )
 )
 ROLES = ("read", "write")
