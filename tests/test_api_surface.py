@@ -23,6 +23,7 @@ CONTRACT = {
     ("post", "/v0/pipelines/{name}/clear"),
     ("get", "/healthz"),
     ("get", "/v0/cluster_healthz"),
+    ("get", "/v0/pipelines/{name}/stats"),
 }
 
 

@@ -392,6 +392,7 @@ def test_every_operation_answers_as_documented(stack: Stack, name: str) -> None:
     ingested = check(stack.ingest(name, [{"id": 1, "name": "a"}]))
     done = check(rest.get(f"{base}/completion_status", params={"token": ingested["token"]}))
     assert done["status"] == "complete"
+    assert check(rest.get(f"{base}/stats"))["global_metrics"]["total_processed_records"] == 1
     rows = check(rest.get(f"{base}/query", params={"sql": "SELECT id FROM t", "format": "json"}))
     assert [json.loads(line) for line in rows.splitlines()] == [{"id": 1}]
     checkpoint = check(stack.post(name, "checkpoint"))

@@ -1409,6 +1409,52 @@ class GetPipelineLogsResponse(_message.Message):
 Global___GetPipelineLogsResponse: _TypeAlias = GetPipelineLogsResponse  # noqa: Y015
 
 @_typing.final
+class GetPipelineStatsRequest(_message.Message):
+    """Request of GetPipelineStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPipelineStatsRequest: _TypeAlias = GetPipelineStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetPipelineStatsResponse(_message.Message):
+    """Response of GetPipelineStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The statistics, as Feldera's JSON (content type application/json)."""
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPipelineStatsResponse: _TypeAlias = GetPipelineStatsResponse  # noqa: Y015
+
+@_typing.final
 class GetOpenApiRequest(_message.Message):
     """Request of GetOpenApi."""
 

@@ -150,6 +150,11 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsResponse.FromString,
                 _registered_method=True)
+        self.GetPipelineStats = channel.unary_unary(
+                '/stopcock.v1.PipelineService/GetPipelineStats',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsResponse.FromString,
+                _registered_method=True)
         self.GetOpenApi = channel.unary_unary(
                 '/stopcock.v1.PipelineService/GetOpenApi',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetOpenApiRequest.SerializeToString,
@@ -430,6 +435,18 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPipelineStats(self, request, context):
+        """The runtime's statistics, in the shape of Feldera's `GET
+        /v0/pipelines/{name}/stats` (its ControllerStatus: `global_metrics`,
+        `inputs`, `outputs`...): records processed, the process's incarnation,
+        start time, memory, CPU time and checkpoint bytes; figures Stopcock has
+        no notion of carry Feldera's neutral values. A pipeline that is not
+        deployed answers 503 PipelineInteractionNotDeployed, as Feldera does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOpenApi(self, request, context):
         """The OpenAPI 3 document of the REST face, generated from this file's
         annotations by `make generate`. Always open.
@@ -580,6 +597,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.GetPipelineLogs,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsResponse.SerializeToString,
+            ),
+            'GetPipelineStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPipelineStats,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsResponse.SerializeToString,
             ),
             'GetOpenApi': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOpenApi,
@@ -1202,6 +1224,33 @@ class PipelineService:
             '/stopcock.v1.PipelineService/GetPipelineLogs',
             stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPipelineStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/GetPipelineStats',
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -232,6 +232,14 @@ class PipelineServiceStub:
     until the runtime process is gone (like `tail -f`); otherwise ends at the
     current end. A pipeline that never ran has an empty log.
     """
+    GetPipelineStats: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineStatsRequest, _pipeline_service_pb2.GetPipelineStatsResponse]
+    """The runtime's statistics, in the shape of Feldera's `GET
+    /v0/pipelines/{name}/stats` (its ControllerStatus: `global_metrics`,
+    `inputs`, `outputs`...): records processed, the process's incarnation,
+    start time, memory, CPU time and checkpoint bytes; figures Stopcock has
+    no notion of carry Feldera's neutral values. A pipeline that is not
+    deployed answers 503 PipelineInteractionNotDeployed, as Feldera does.
+    """
     GetOpenApi: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetOpenApiRequest, _pipeline_service_pb2.GetOpenApiResponse]
     """The OpenAPI 3 document of the REST face, generated from this file's
     annotations by `make generate`. Always open.
@@ -425,6 +433,14 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     rotates), as text/plain chunks. With `follow`, keeps streaming new lines
     until the runtime process is gone (like `tail -f`); otherwise ends at the
     current end. A pipeline that never ran has an empty log.
+    """
+    GetPipelineStats: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineStatsRequest, _pipeline_service_pb2.GetPipelineStatsResponse]  # type: ignore[assignment]
+    """The runtime's statistics, in the shape of Feldera's `GET
+    /v0/pipelines/{name}/stats` (its ControllerStatus: `global_metrics`,
+    `inputs`, `outputs`...): records processed, the process's incarnation,
+    start time, memory, CPU time and checkpoint bytes; figures Stopcock has
+    no notion of carry Feldera's neutral values. A pipeline that is not
+    deployed answers 503 PipelineInteractionNotDeployed, as Feldera does.
     """
     GetOpenApi: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetOpenApiRequest, _pipeline_service_pb2.GetOpenApiResponse]  # type: ignore[assignment]
     """The OpenAPI 3 document of the REST face, generated from this file's
@@ -748,6 +764,20 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         rotates), as text/plain chunks. With `follow`, keeps streaming new lines
         until the runtime process is gone (like `tail -f`); otherwise ends at the
         current end. A pipeline that never ran has an empty log.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPipelineStats(
+        self,
+        request: _pipeline_service_pb2.GetPipelineStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.GetPipelineStatsResponse, _abc.Awaitable[_pipeline_service_pb2.GetPipelineStatsResponse]]:
+        """The runtime's statistics, in the shape of Feldera's `GET
+        /v0/pipelines/{name}/stats` (its ControllerStatus: `global_metrics`,
+        `inputs`, `outputs`...): records processed, the process's incarnation,
+        start time, memory, CPU time and checkpoint bytes; figures Stopcock has
+        no notion of carry Feldera's neutral values. A pipeline that is not
+        deployed answers 503 PipelineInteractionNotDeployed, as Feldera does.
         """
 
     @_abc_1.abstractmethod

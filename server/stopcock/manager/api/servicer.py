@@ -31,7 +31,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from stopcock.contract import error_codec
-from stopcock.manager.api import convert, ingress, rendering
+from stopcock.manager.api import convert, ingress, rendering, stats
 from stopcock.manager.auth.api_keys import ApiKeys
 from stopcock.manager.control.health import ServiceHealth
 from stopcock.manager.control.lifecycle import Lifecycle
@@ -304,6 +304,16 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         )
         return pb.GetCheckpointStatusResponse(
             success=convert.value(success), failure=convert.value(failure)
+        )
+
+    @_guard
+    async def GetPipelineStats(
+        self, request: pb.GetPipelineStatsRequest, context: Context
+    ) -> pb.GetPipelineStatsResponse:
+        _, runtime = await self._lc.runtime_for(request.name, "stats")
+        body = json.dumps(stats.render(await runtime.stats()), separators=(",", ":"))
+        return pb.GetPipelineStatsResponse(
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=body.encode())
         )
 
     @_guard
