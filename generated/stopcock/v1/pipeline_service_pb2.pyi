@@ -1528,7 +1528,12 @@ class GetConfigResponse(_message.Message):
     version: _builtins.str
     """The Feldera API version the REST face is compatible with."""
     edition: _builtins.str
-    """"Open source": Stopcock gates nothing by edition."""
+    """"Open source". Clients switch features on by this name: an "Enterprise"
+    edition would also claim checkpoint sync, standby activation and the
+    enterprise test suites of Feldera's SDK, none of which Stopcock serves,
+    and Feldera's SDK 0.337 refuses any other name. Stopcock serves
+    stop?force=false and /checkpoint whatever the edition.
+    """
     revision: _builtins.str
     """Stopcock's own version."""
     changelog_url: _builtins.str
