@@ -22,6 +22,8 @@ CONTRACT = {
     ("post", "/v0/pipelines/{name}/dismiss_error"),
     ("post", "/v0/pipelines/{name}/clear"),
     ("get", "/healthz"),
+    ("get", "/v0/cluster_healthz"),
+    ("get", "/v0/pipelines/{name}/stats"),
 }
 
 

@@ -146,6 +146,9 @@ def test_roles(secured: Stack, tokens: Tokens, keys: dict[str, str]) -> None:
     )
     assert bearer(tokens.rs256(stopcock_role="read"))  # a read JWT reads
     assert rest_get(secured, bearer(tokens.rs256(stopcock_role="read"))).status_code == 200
+    # Cluster health needs a credential with the read role, as in Feldera's rbac.rs.
+    assert_error(secured.rest.get("/v0/cluster_healthz"), 401, "AuthenticationFailed")
+    assert secured.rest.get("/v0/cluster_healthz", headers=read).json()["all_healthy"] is True
     # Key management needs write; the listing never shows a key.
     assert_error(secured.rest.get("/v0/api_keys", headers=read), 403, "InsufficientPermissions")
     listed = secured.rest.get("/v0/api_keys", headers=write).json()

@@ -92,6 +92,7 @@ def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path)
         "QueryPipeline": "body",
         "GetPipelineLogs": "body",
         "GetOpenApi": "body",
+        "GetPipelineStats": "body",
     }
 
 

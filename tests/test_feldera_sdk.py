@@ -175,6 +175,8 @@ def test_client_connects_with_the_modes_credentials(
     monkeypatch.delenv("FELDERA_API_KEY", raising=False)
     config = sdk.client.get_config()
     assert config.version and config.edition.value == "Open source"
+    # Not enterprise: its SDK would switch on suites for what Stopcock does not serve (README).
+    assert not config.edition.is_enterprise()
     create(sdk, name)
     if sdk.mode == AUTH_OFF:
         assert name in [p.name for p in sdk.connect().pipelines()]
@@ -198,6 +200,27 @@ def test_client_connects_with_the_modes_credentials(
         "InsufficientPermissions",
         {"required": "write", "actual": "read"},
     )
+
+
+def test_sdk_finds_the_cluster_healthy(sdk: Sdk) -> None:
+    """The SDK probes /v0/cluster_healthz on a 502 and retries only if `all_healthy`."""
+    assert sdk.client.http._check_cluster_health() is True
+
+
+def test_stats_and_the_waits_that_poll_them(sdk: Sdk, name: str) -> None:
+    # (Stopped, it answers 503 PipelineInteractionNotDeployed, which the SDK
+    # retries for about 15 s: tests/test_pipeline_stats.py checks that over REST.)
+    p = create(sdk, name)
+    p.start(timeout_s=WAIT_S)
+    p.input_json("t", [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}])
+    metrics = p.stats().global_metrics
+    assert metrics.state == PipelineStatus.RUNNING
+    assert metrics.total_processed_records == metrics.total_input_records == 2
+    assert metrics.incarnation_uuid is not None and metrics.pipeline_complete is True
+    # Each returns once the stats say so: all received records processed.
+    p.wait_for_idle(idle_interval_s=0.2, timeout_s=WAIT_S, poll_interval_s=0.1)
+    p.wait_for_completion(timeout_s=WAIT_S)
+    p.stop(force=True, timeout_s=WAIT_S)
 
 
 # -- definition ------------------------------------------------------------

@@ -104,6 +104,9 @@ class Servicer(pb_grpc.RuntimeServiceServicer):
     ) -> pb.GetCheckpointStatusResponse:
         return pb.GetCheckpointStatusResponse()
 
+    async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
+        return pb.GetStatsResponse()
+
     async def WatchStatus(
         self, request: pb.WatchStatusRequest, context: Context
     ) -> AsyncIterator[pb.WatchStatusResponse]:

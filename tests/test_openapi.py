@@ -166,7 +166,9 @@ def test_success_statuses_are_those_the_manager_sends() -> None:
                 and isinstance(call.args[1], ast.Constant)
             }
     for op_id, (verb, path, op) in by_id(load()).items():
-        success = {status for status in op["responses"] if status.startswith("2")}
+        # Answers with the method's own body (not the error body): 2xx, and
+        # GetClusterHealth's 503, which Feldera sends with the health body.
+        success = {status for status, answer in op["responses"].items() if "$ref" not in answer}
         assert success - {"200"} == sent[op_id], f"{verb} {path}"
         if not sent[op_id]:
             assert success == {"200"}, f"{verb} {path}"
@@ -188,6 +190,8 @@ def test_errors_share_one_body_and_503_says_when_to_retry() -> None:
         if "{" in path:
             assert "404" in statuses, f"{verb} {path}"
         for status, response in op["responses"].items():
+            if (op["operationId"], status) == ("GetClusterHealth", "503"):
+                continue  # Feldera's unhealthy answer: the health body (see tools/openapi.py)
             if status[0] in "45":
                 assert response["$ref"].startswith("#/components/responses/")
     unavailable = resolve(document, by_id(document)["GetPipeline"][2]["responses"]["503"]["$ref"])
@@ -361,9 +365,8 @@ def test_every_operation_answers_as_documented(stack: Stack, name: str) -> None:
     check = checker.check
     base = f"/v0/pipelines/{name}"
 
-    check(rest.get("/healthz"))
-    check(rest.get("/v0/config"))
-    check(rest.get("/v0/openapi.json"))
+    for path in ("/healthz", "/v0/config", "/v0/cluster_healthz", "/v0/openapi.json"):
+        check(rest.get(path))
     created = check(rest.post("/v0/pipelines", json={"name": name, "program_code": PROGRAM}))
     assert created["name"] == name
     for selector in ("all", "status"):
@@ -389,6 +392,7 @@ def test_every_operation_answers_as_documented(stack: Stack, name: str) -> None:
     ingested = check(stack.ingest(name, [{"id": 1, "name": "a"}]))
     done = check(rest.get(f"{base}/completion_status", params={"token": ingested["token"]}))
     assert done["status"] == "complete"
+    assert check(rest.get(f"{base}/stats"))["global_metrics"]["total_processed_records"] == 1
     rows = check(rest.get(f"{base}/query", params={"sql": "SELECT id FROM t", "format": "json"}))
     assert [json.loads(line) for line in rows.splitlines()] == [{"id": 1}]
     checkpoint = check(stack.post(name, "checkpoint"))

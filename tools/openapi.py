@@ -39,7 +39,8 @@ from typing import Any
 from google.api import annotations_pb2  # registers the google.api.http option
 from google.protobuf import descriptor_pb2
 from stopcock import limits
-from stopcock.manager.api import convert, ingress
+from stopcock.internal.v1 import runtime_service_pb2 as rpb
+from stopcock.manager.api import convert, ingress, stats
 from stopcock.manager.auth import api_keys
 from stopcock.manager.auth import authenticator as auth
 from stopcock.manager.domain import definition, state_machine
@@ -64,6 +65,11 @@ SUCCESS_STATUS: dict[str, dict[str, str]] = {
     "ResumePipeline": {"202": "Accepted: the resume proceeds asynchronously"},
     "StopPipeline": {"202": "Accepted: the stop proceeds asynchronously"},
     "ClearStorage": {"202": "Accepted: clearing proceeds asynchronously"},
+    # Feldera's get_cluster_health: the same body with 200 and with 503.
+    "GetClusterHealth": {
+        "200": "All services healthy",
+        "503": "One or more services unhealthy (an unreachable manager answers the error body)",
+    },
 }
 
 
@@ -135,6 +141,57 @@ QUERY_ENUMS: dict[str, list[str]] = {
     "json_flavor": ["default"],
 }
 
+# The global_metrics that Feldera's Python SDK reads (feldera/stats.py and the
+# waits of feldera/pipeline.py): required in the schema.
+STATS_SDK_FIELDS = (
+    "state",
+    "incarnation_uuid",
+    "start_time",
+    "transaction_status",
+    "total_input_records",
+    "total_processed_records",
+    "total_completed_records",
+    "buffered_input_records",
+    "pipeline_complete",
+)
+
+
+def _schema_of(value: Any) -> JSON:
+    """A JSON schema for a value the stats renderer puts in every answer."""
+    if value is None:
+        return {}
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "integer", "minimum": 0}
+    if isinstance(value, str):
+        return {"type": "string"}
+    if isinstance(value, list):
+        return {"type": "array"}
+    return {"type": "object"}
+
+
+def stats_schema() -> JSON:
+    """GET /stats, from what stopcock.manager.api.stats renders (so the two agree)."""
+    sample = stats.render(rpb.GetStatsResponse())
+    metrics: JSON = {name: _schema_of(v) for name, v in sample["global_metrics"].items()}
+    metrics["state"] = {"enum": ["Paused", "Running", "Terminated"]}
+    metrics["incarnation_uuid"] = {"type": "string", "format": "uuid"}
+    metrics["start_time"] = {"type": "integer", "description": "Unix time, seconds."}
+    properties: JSON = {name: _schema_of(v) for name, v in sample.items()}
+    properties["global_metrics"] = {
+        "type": "object",
+        "required": list(STATS_SDK_FIELDS),
+        "properties": metrics,
+    }
+    return {
+        "type": "object",
+        "description": "Feldera's ControllerStatus; figures Stopcock does not measure are 0.",
+        "required": list(sample),
+        "properties": properties,
+    }
+
+
 # google.api.HttpBody fields: raw bodies, by content type. Keyed by
 # `.package.Message.field`; an HttpBody field missing here fails generation.
 RAW_BODIES: dict[str, JSON] = {
@@ -154,6 +211,10 @@ RAW_BODIES: dict[str, JSON] = {
     },
     ".stopcock.v1.GetPipelineLogsResponse.body": {
         "text/plain": {"schema": {"type": "string"}},
+    },
+    # Feldera's ControllerStatus; see stats_schema.
+    ".stopcock.v1.GetPipelineStatsResponse.body": {
+        "application/json": {"schema": stats_schema()},
     },
     ".stopcock.v1.GetOpenApiResponse.body": {
         "application/json": {"schema": {"type": "object", "description": "This document."}},
@@ -538,7 +599,8 @@ class Builder:
         if has_body:
             errors.append("413")
         for status in sorted(errors):
-            responses[status] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
+            # A success status documented above (GetClusterHealth's 503) keeps its body.
+            responses.setdefault(status, {"$ref": f"#/components/responses/{ERRORS[status][0]}"})
         return responses
 
 

@@ -1413,6 +1413,52 @@ class GetPipelineLogsResponse(_message.Message):
 Global___GetPipelineLogsResponse: _TypeAlias = GetPipelineLogsResponse  # noqa: Y015
 
 @_typing.final
+class GetPipelineStatsRequest(_message.Message):
+    """Request of GetPipelineStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPipelineStatsRequest: _TypeAlias = GetPipelineStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetPipelineStatsResponse(_message.Message):
+    """Response of GetPipelineStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The statistics, as Feldera's JSON (content type application/json)."""
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPipelineStatsResponse: _TypeAlias = GetPipelineStatsResponse  # noqa: Y015
+
+@_typing.final
 class GetOpenApiRequest(_message.Message):
     """Request of GetOpenApi."""
 
@@ -1486,7 +1532,12 @@ class GetConfigResponse(_message.Message):
     version: _builtins.str
     """The Feldera API version the REST face is compatible with."""
     edition: _builtins.str
-    """"Open source": Stopcock gates nothing by edition."""
+    """"Open source". Clients switch features on by this name: an "Enterprise"
+    edition would also claim checkpoint sync, standby activation and the
+    enterprise test suites of Feldera's SDK, none of which Stopcock serves,
+    and Feldera's SDK 0.337 refuses any other name. Stopcock serves
+    stop?force=false and /checkpoint whatever the edition.
+    """
     revision: _builtins.str
     """Stopcock's own version."""
     changelog_url: _builtins.str
@@ -1519,6 +1570,99 @@ class GetConfigResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetConfigResponse: _TypeAlias = GetConfigResponse  # noqa: Y015
+
+@_typing.final
+class GetClusterHealthRequest(_message.Message):
+    """Request of GetClusterHealth."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterHealthRequest: _TypeAlias = GetClusterHealthRequest  # noqa: Y015
+
+@_typing.final
+class ServiceHealth(_message.Message):
+    """Health of one part of the installation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    UNCHANGED_SINCE_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    healthy: _builtins.bool
+    """Whether the part passed this check."""
+    message: _builtins.str
+    """What the check found."""
+    unchanged_since: _builtins.str
+    """When the part last changed between healthy and unhealthy, as far as
+    this manager process knows (RFC 3339).
+    """
+    checked_at: _builtins.str
+    """When this check ran (RFC 3339)."""
+    def __init__(
+        self,
+        *,
+        healthy: _builtins.bool = ...,
+        message: _builtins.str = ...,
+        unchanged_since: _builtins.str = ...,
+        checked_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "healthy", b"healthy", "message", b"message", "unchanged_since", b"unchanged_since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceHealth: _TypeAlias = ServiceHealth  # noqa: Y015
+
+@_typing.final
+class GetClusterHealthResponse(_message.Message):
+    """Response of GetClusterHealth."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALL_HEALTHY_FIELD_NUMBER: _builtins.int
+    API_FIELD_NUMBER: _builtins.int
+    COMPILER_FIELD_NUMBER: _builtins.int
+    RUNNER_FIELD_NUMBER: _builtins.int
+    all_healthy: _builtins.bool
+    """Whether api, compiler and runner are all healthy."""
+    @_builtins.property
+    def api(self) -> Global___ServiceHealth:
+        """This manager and its store."""
+
+    @_builtins.property
+    def compiler(self) -> Global___ServiceHealth:
+        """The in-process SQL compiler."""
+
+    @_builtins.property
+    def runner(self) -> Global___ServiceHealth:
+        """The runner of runtime processes."""
+
+    def __init__(
+        self,
+        *,
+        all_healthy: _builtins.bool = ...,
+        api: Global___ServiceHealth | None = ...,
+        compiler: Global___ServiceHealth | None = ...,
+        runner: Global___ServiceHealth | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "compiler", b"compiler", "runner", b"runner"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_healthy", b"all_healthy", "api", b"api", "compiler", b"compiler", "runner", b"runner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterHealthResponse: _TypeAlias = GetClusterHealthResponse  # noqa: Y015
 
 @_typing.final
 class CheckHealthRequest(_message.Message):

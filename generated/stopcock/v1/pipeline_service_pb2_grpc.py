@@ -150,6 +150,11 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsResponse.FromString,
                 _registered_method=True)
+        self.GetPipelineStats = channel.unary_unary(
+                '/stopcock.v1.PipelineService/GetPipelineStats',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsResponse.FromString,
+                _registered_method=True)
         self.GetOpenApi = channel.unary_unary(
                 '/stopcock.v1.PipelineService/GetOpenApi',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetOpenApiRequest.SerializeToString,
@@ -159,6 +164,11 @@ class PipelineServiceStub:
                 '/stopcock.v1.PipelineService/GetConfig',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigResponse.FromString,
+                _registered_method=True)
+        self.GetClusterHealth = channel.unary_unary(
+                '/stopcock.v1.PipelineService/GetClusterHealth',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthResponse.FromString,
                 _registered_method=True)
         self.CheckHealth = channel.unary_unary(
                 '/stopcock.v1.PipelineService/CheckHealth',
@@ -425,6 +435,18 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPipelineStats(self, request, context):
+        """The runtime's statistics, in the shape of Feldera's `GET
+        /v0/pipelines/{name}/stats` (its ControllerStatus: `global_metrics`,
+        `inputs`, `outputs`...): records processed, the process's incarnation,
+        start time, memory, CPU time and checkpoint bytes; figures Stopcock has
+        no notion of carry Feldera's neutral values. A pipeline that is not
+        deployed answers 503 PipelineInteractionNotDeployed, as Feldera does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOpenApi(self, request, context):
         """The OpenAPI 3 document of the REST face, generated from this file's
         annotations by `make generate`. Always open.
@@ -437,6 +459,18 @@ class PipelineServiceServicer:
         """Describes this installation, as Feldera's `GET /v0/config` does (its
         clients read it when they connect). `version` is the Feldera API version
         Stopcock's REST face is compatible with; `revision` names Stopcock's own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClusterHealth(self, request, context):
+        """Health of the installation's parts, as Feldera's `GET
+        /v0/cluster_healthz`: the api (this manager and its store), the compiler
+        (in-process) and the runner (spawns runtime processes), each checked on
+        the call. REST answers 200 when all are healthy, else 503 with the same
+        body. Needs the read role, as in Feldera; `/healthz` is the open probe.
+        Feldera's SDK reads `all_healthy` to tell a passing 502 from an outage.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -564,6 +598,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineLogsResponse.SerializeToString,
             ),
+            'GetPipelineStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPipelineStats,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsResponse.SerializeToString,
+            ),
             'GetOpenApi': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOpenApi,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetOpenApiRequest.FromString,
@@ -573,6 +612,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.GetConfig,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigResponse.SerializeToString,
+            ),
+            'GetClusterHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterHealth,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthResponse.SerializeToString,
             ),
             'CheckHealth': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckHealth,
@@ -1191,6 +1235,33 @@ class PipelineService:
             _registered_method=True)
 
     @staticmethod
+    def GetPipelineStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/GetPipelineStats',
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetOpenApi(request,
             target,
             options=(),
@@ -1234,6 +1305,33 @@ class PipelineService:
             '/stopcock.v1.PipelineService/GetConfig',
             stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.GetConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/GetClusterHealth',
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetClusterHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -232,6 +232,14 @@ class PipelineServiceStub:
     until the runtime process is gone (like `tail -f`); otherwise ends at the
     current end. A pipeline that never ran has an empty log.
     """
+    GetPipelineStats: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineStatsRequest, _pipeline_service_pb2.GetPipelineStatsResponse]
+    """The runtime's statistics, in the shape of Feldera's `GET
+    /v0/pipelines/{name}/stats` (its ControllerStatus: `global_metrics`,
+    `inputs`, `outputs`...): records processed, the process's incarnation,
+    start time, memory, CPU time and checkpoint bytes; figures Stopcock has
+    no notion of carry Feldera's neutral values. A pipeline that is not
+    deployed answers 503 PipelineInteractionNotDeployed, as Feldera does.
+    """
     GetOpenApi: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetOpenApiRequest, _pipeline_service_pb2.GetOpenApiResponse]
     """The OpenAPI 3 document of the REST face, generated from this file's
     annotations by `make generate`. Always open.
@@ -240,6 +248,14 @@ class PipelineServiceStub:
     """Describes this installation, as Feldera's `GET /v0/config` does (its
     clients read it when they connect). `version` is the Feldera API version
     Stopcock's REST face is compatible with; `revision` names Stopcock's own.
+    """
+    GetClusterHealth: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetClusterHealthRequest, _pipeline_service_pb2.GetClusterHealthResponse]
+    """Health of the installation's parts, as Feldera's `GET
+    /v0/cluster_healthz`: the api (this manager and its store), the compiler
+    (in-process) and the runner (spawns runtime processes), each checked on
+    the call. REST answers 200 when all are healthy, else 503 with the same
+    body. Needs the read role, as in Feldera; `/healthz` is the open probe.
+    Feldera's SDK reads `all_healthy` to tell a passing 502 from an outage.
     """
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.CheckHealthRequest, _pipeline_service_pb2.CheckHealthResponse]
     """Liveness of the manager, always open: REST `GET /healthz` answers
@@ -418,6 +434,14 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     until the runtime process is gone (like `tail -f`); otherwise ends at the
     current end. A pipeline that never ran has an empty log.
     """
+    GetPipelineStats: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineStatsRequest, _pipeline_service_pb2.GetPipelineStatsResponse]  # type: ignore[assignment]
+    """The runtime's statistics, in the shape of Feldera's `GET
+    /v0/pipelines/{name}/stats` (its ControllerStatus: `global_metrics`,
+    `inputs`, `outputs`...): records processed, the process's incarnation,
+    start time, memory, CPU time and checkpoint bytes; figures Stopcock has
+    no notion of carry Feldera's neutral values. A pipeline that is not
+    deployed answers 503 PipelineInteractionNotDeployed, as Feldera does.
+    """
     GetOpenApi: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetOpenApiRequest, _pipeline_service_pb2.GetOpenApiResponse]  # type: ignore[assignment]
     """The OpenAPI 3 document of the REST face, generated from this file's
     annotations by `make generate`. Always open.
@@ -426,6 +450,14 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """Describes this installation, as Feldera's `GET /v0/config` does (its
     clients read it when they connect). `version` is the Feldera API version
     Stopcock's REST face is compatible with; `revision` names Stopcock's own.
+    """
+    GetClusterHealth: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetClusterHealthRequest, _pipeline_service_pb2.GetClusterHealthResponse]  # type: ignore[assignment]
+    """Health of the installation's parts, as Feldera's `GET
+    /v0/cluster_healthz`: the api (this manager and its store), the compiler
+    (in-process) and the runner (spawns runtime processes), each checked on
+    the call. REST answers 200 when all are healthy, else 503 with the same
+    body. Needs the read role, as in Feldera; `/healthz` is the open probe.
+    Feldera's SDK reads `all_healthy` to tell a passing 502 from an outage.
     """
     CheckHealth: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.CheckHealthRequest, _pipeline_service_pb2.CheckHealthResponse]  # type: ignore[assignment]
     """Liveness of the manager, always open: REST `GET /healthz` answers
@@ -735,6 +767,20 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def GetPipelineStats(
+        self,
+        request: _pipeline_service_pb2.GetPipelineStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.GetPipelineStatsResponse, _abc.Awaitable[_pipeline_service_pb2.GetPipelineStatsResponse]]:
+        """The runtime's statistics, in the shape of Feldera's `GET
+        /v0/pipelines/{name}/stats` (its ControllerStatus: `global_metrics`,
+        `inputs`, `outputs`...): records processed, the process's incarnation,
+        start time, memory, CPU time and checkpoint bytes; figures Stopcock has
+        no notion of carry Feldera's neutral values. A pipeline that is not
+        deployed answers 503 PipelineInteractionNotDeployed, as Feldera does.
+        """
+
+    @_abc_1.abstractmethod
     def GetOpenApi(
         self,
         request: _pipeline_service_pb2.GetOpenApiRequest,
@@ -753,6 +799,20 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Describes this installation, as Feldera's `GET /v0/config` does (its
         clients read it when they connect). `version` is the Feldera API version
         Stopcock's REST face is compatible with; `revision` names Stopcock's own.
+        """
+
+    @_abc_1.abstractmethod
+    def GetClusterHealth(
+        self,
+        request: _pipeline_service_pb2.GetClusterHealthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.GetClusterHealthResponse, _abc.Awaitable[_pipeline_service_pb2.GetClusterHealthResponse]]:
+        """Health of the installation's parts, as Feldera's `GET
+        /v0/cluster_healthz`: the api (this manager and its store), the compiler
+        (in-process) and the runner (spawns runtime processes), each checked on
+        the call. REST answers 200 when all are healthy, else 503 with the same
+        body. Needs the read role, as in Feldera; `/healthz` is the open probe.
+        Feldera's SDK reads `all_healthy` to tell a passing 502 from an outage.
         """
 
     @_abc_1.abstractmethod

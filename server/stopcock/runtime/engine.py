@@ -44,6 +44,7 @@ import contextlib
 import logging
 import random
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -105,6 +106,9 @@ class Engine:
     ) -> None:
         self.deployment_id = deployment_id
         self.incarnation_uuid = str(uuid.uuid4())
+        # For GET /stats: Unix seconds and a monotonic origin for the uptime.
+        self.started_at = time.time()
+        self.started_monotonic = time.monotonic()
         self._program_code = program_code
         self._storage = storage
         self._interval = checkpoint_interval
@@ -127,6 +131,10 @@ class Engine:
         self._parse_thread = ThreadPoolExecutor(1, thread_name_prefix="parse")
         self._input_closed = asyncio.Event()
         self._applying = 0  # ingests submitted to the database thread, not yet done
+
+    @property
+    def ingests_in_flight(self) -> int:
+        return self._applying
 
     # -- status --------------------------------------------------------
 

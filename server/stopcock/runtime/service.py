@@ -12,7 +12,10 @@ refuses calls from a stale owner.
 from __future__ import annotations
 
 import hmac
+import resource
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
@@ -166,6 +169,31 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
             failure=pb.CheckpointFailure(**failure) if failure else None,
             incarnation_uuid=engine.incarnation_uuid,
         )
+
+    async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
+        engine = self._engine
+        status = engine.status
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return pb.GetStatsResponse(
+            incarnation_uuid=engine.incarnation_uuid,
+            state=runtime_wire.state(status.status),
+            processed_records=engine.processed_records,
+            ingests_in_flight=engine.ingests_in_flight,
+            start_time=int(engine.started_at),
+            uptime_msecs=int((time.monotonic() - engine.started_monotonic) * 1000),
+            rss_bytes=_rss_bytes(usage),
+            cpu_msecs=int((usage.ru_utime + usage.ru_stime) * 1000),
+            storage_bytes=sum(int(c.get("size", 0)) for c in status.checkpoints),
+        )
+
+
+def _rss_bytes(usage: resource.struct_rusage) -> int:
+    """The current resident set size; the peak (ru_maxrss, KiB) where /proc is absent."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return usage.ru_maxrss * 1024
+    return resident_pages * resource.getpagesize()
 
 
 class TokenCheck(Interceptor):

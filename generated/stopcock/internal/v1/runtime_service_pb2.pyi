@@ -448,3 +448,76 @@ class GetCheckpointStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__success) -> _WhichOneofReturnType__success | None: ...
 
 Global___GetCheckpointStatusResponse: _TypeAlias = GetCheckpointStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetStatsRequest(_message.Message):
+    """Request of GetStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsRequest: _TypeAlias = GetStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetStatsResponse(_message.Message):
+    """Response of GetStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCARNATION_UUID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PROCESSED_RECORDS_FIELD_NUMBER: _builtins.int
+    INGESTS_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    UPTIME_MSECS_FIELD_NUMBER: _builtins.int
+    RSS_BYTES_FIELD_NUMBER: _builtins.int
+    CPU_MSECS_FIELD_NUMBER: _builtins.int
+    STORAGE_BYTES_FIELD_NUMBER: _builtins.int
+    incarnation_uuid: _builtins.str
+    """This process's incarnation (as in WatchStatusResponse)."""
+    state: Global___RuntimeState.ValueType
+    """What the runtime is."""
+    processed_records: _builtins.int
+    """Records applied, counting those restored from the checkpoint it resumed."""
+    ingests_in_flight: _builtins.int
+    """Ingress requests received and not yet applied (their records are not
+    counted until they are).
+    """
+    start_time: _builtins.int
+    """When this process started (Unix time, seconds)."""
+    uptime_msecs: _builtins.int
+    """Since then, in milliseconds."""
+    rss_bytes: _builtins.int
+    """Resident set size of this process, in bytes."""
+    cpu_msecs: _builtins.int
+    """CPU time of this process (user + system), in milliseconds."""
+    storage_bytes: _builtins.int
+    """Bytes of the checkpoints in storage."""
+    def __init__(
+        self,
+        *,
+        incarnation_uuid: _builtins.str = ...,
+        state: Global___RuntimeState.ValueType = ...,
+        processed_records: _builtins.int = ...,
+        ingests_in_flight: _builtins.int = ...,
+        start_time: _builtins.int = ...,
+        uptime_msecs: _builtins.int = ...,
+        rss_bytes: _builtins.int = ...,
+        cpu_msecs: _builtins.int = ...,
+        storage_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_msecs", b"cpu_msecs", "incarnation_uuid", b"incarnation_uuid", "ingests_in_flight", b"ingests_in_flight", "processed_records", b"processed_records", "rss_bytes", b"rss_bytes", "start_time", b"start_time", "state", b"state", "storage_bytes", b"storage_bytes", "uptime_msecs", b"uptime_msecs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015

@@ -65,6 +65,11 @@ class RuntimeServiceStub:
                 request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusRequest.SerializeToString,
                 response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusResponse.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/stopcock.internal.v1.RuntimeService/GetStats',
+                request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -122,6 +127,14 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """What this process knows of its work and its resources, for the public
+        GET /v0/pipelines/{name}/stats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +167,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.GetCheckpointStatus,
                     request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusRequest.FromString,
                     response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsRequest.FromString,
+                    response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -319,6 +337,33 @@ class RuntimeService:
             '/stopcock.internal.v1.RuntimeService/GetCheckpointStatus',
             stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusRequest.SerializeToString,
             stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetCheckpointStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.internal.v1.RuntimeService/GetStats',
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsRequest.SerializeToString,
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

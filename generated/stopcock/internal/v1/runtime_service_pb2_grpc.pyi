@@ -69,6 +69,10 @@ class RuntimeServiceStub:
     """Requests a checkpoint; answers at once with its sequence number."""
     GetCheckpointStatus: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.GetCheckpointStatusRequest, _runtime_service_pb2.GetCheckpointStatusResponse]
     """The latest checkpoint success and failure of this incarnation."""
+    GetStats: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.GetStatsRequest, _runtime_service_pb2.GetStatsResponse]
+    """What this process knows of its work and its resources, for the public
+    GET /v0/pipelines/{name}/stats.
+    """
 
 @_typing.type_check_only
 class RuntimeServiceAsyncStub(RuntimeServiceStub):
@@ -100,6 +104,10 @@ class RuntimeServiceAsyncStub(RuntimeServiceStub):
     """Requests a checkpoint; answers at once with its sequence number."""
     GetCheckpointStatus: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.GetCheckpointStatusRequest, _runtime_service_pb2.GetCheckpointStatusResponse]  # type: ignore[assignment]
     """The latest checkpoint success and failure of this incarnation."""
+    GetStats: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.GetStatsRequest, _runtime_service_pb2.GetStatsResponse]  # type: ignore[assignment]
+    """What this process knows of its work and its resources, for the public
+    GET /v0/pipelines/{name}/stats.
+    """
 
 class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
     """RuntimeService is served by each runtime process."""
@@ -164,5 +172,15 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_runtime_service_pb2.GetCheckpointStatusResponse, _abc.Awaitable[_runtime_service_pb2.GetCheckpointStatusResponse]]:
         """The latest checkpoint success and failure of this incarnation."""
+
+    @_abc_1.abstractmethod
+    def GetStats(
+        self,
+        request: _runtime_service_pb2.GetStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runtime_service_pb2.GetStatsResponse, _abc.Awaitable[_runtime_service_pb2.GetStatsResponse]]:
+        """What this process knows of its work and its resources, for the public
+        GET /v0/pipelines/{name}/stats.
+        """
 
 def add_RuntimeServiceServicer_to_server(servicer: RuntimeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

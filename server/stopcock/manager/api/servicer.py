@@ -31,12 +31,13 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from stopcock.contract import error_codec
-from stopcock.manager.api import convert, ingress, rendering
+from stopcock.manager.api import convert, ingress, rendering, stats
 from stopcock.manager.auth.api_keys import ApiKeys
+from stopcock.manager.control.health import ServiceHealth
 from stopcock.manager.control.lifecycle import Lifecycle
 from stopcock.manager.control.logs import read_log
 from stopcock.manager.domain import errors
-from stopcock.manager.domain.model import PLATFORM_VERSION
+from stopcock.manager.domain.model import PLATFORM_VERSION, rfc3339
 from stopcock.manager.store import ApiKeyRecord, StoreError
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
@@ -306,6 +307,16 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         )
 
     @_guard
+    async def GetPipelineStats(
+        self, request: pb.GetPipelineStatsRequest, context: Context
+    ) -> pb.GetPipelineStatsResponse:
+        _, runtime = await self._lc.runtime_for(request.name, "stats")
+        body = json.dumps(stats.render(await runtime.stats()), separators=(",", ":"))
+        return pb.GetPipelineStatsResponse(
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=body.encode())
+        )
+
+    @_guard
     async def IngestRows(
         self, request_iterator: AsyncIterator[pb.IngestRowsRequest], context: Context
     ) -> pb.IngestRowsResponse:
@@ -425,12 +436,38 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     ) -> pb.GetConfigResponse:
         return pb.GetConfigResponse(
             version=FELDERA_API_VERSION,
+            # Not "Enterprise": see the proto's GetConfigResponse.edition and the
+            # README (Clients) for what each name switches on in Feldera's clients.
             edition="Open source",
             revision=PLATFORM_VERSION,
             changelog_url="https://github.com/feldera/feldera/releases",
             license_validity=convert.value(None),
             telemetry="",
             update_info=convert.value(None),
+        )
+
+    @_guard
+    async def GetClusterHealth(
+        self, request: pb.GetClusterHealthRequest, context: Context
+    ) -> pb.GetClusterHealthResponse:
+        health = await self._lc.cluster_health()
+        if not health.all_healthy:
+            # Feldera answers 503 with the same body when a service is unhealthy.
+            await _http_status(context, 503)
+
+        def service(s: ServiceHealth) -> pb.ServiceHealth:
+            return pb.ServiceHealth(
+                healthy=s.healthy,
+                message=s.message,
+                unchanged_since=rfc3339(s.unchanged_since),
+                checked_at=rfc3339(s.checked_at),
+            )
+
+        return pb.GetClusterHealthResponse(
+            all_healthy=health.all_healthy,
+            api=service(health.api),
+            compiler=service(health.compiler),
+            runner=service(health.runner),
         )
 
     async def CheckHealth(

@@ -48,6 +48,10 @@ READ_METHODS = frozenset(
         "GetConfig",
         "WatchPipeline",
         "GetPipelineLogs",
+        # Role::Read in Feldera's rbac.rs, as GET /v0/config.
+        "GetClusterHealth",
+        # Role::Read in Feldera (GET /v0/pipelines/{name}/stats).
+        "GetPipelineStats",
     )
 )
 ROLES = ("read", "write")

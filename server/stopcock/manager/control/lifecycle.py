@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from stopcock.manager.control.health import ClusterHealth, HealthHistory
 from stopcock.manager.control.links import RuntimeLinks
 from stopcock.manager.control.ownership import Ownership, SoleOwnership
 from stopcock.manager.control.records import PipelineRecords
@@ -67,6 +68,7 @@ class Lifecycle:
         self._links = RuntimeLinks(runner)
         self._background: set[asyncio.Task[Any]] = set()
         self._compiling: set[tuple[str, int]] = set()
+        self._health = HealthHistory()
 
     async def open(self) -> None:
         """Loads every pipeline and resumes the work that was under way.
@@ -118,6 +120,35 @@ class Lifecycle:
 
     def statuses(self) -> tuple[str, ...]:
         return self.records.statuses()
+
+    async def cluster_health(self) -> ClusterHealth:
+        """Checks the manager's three parts, as Feldera's cluster monitor does.
+
+        api: this manager answers and its store serves a read. compiler: the
+        in-process compiler compiles a one-table program (on the thread pool
+        the real compilations use). runner: a runtime could be spawned.
+        """
+        try:
+            count = len(await self.records.list())
+            api = (True, f"the pipeline manager answers; {count} pipelines")
+        except Exception as exc:  # any store failure is the answer
+            api = (False, f"the store fails: {exc}")
+        try:
+            probe = await asyncio.to_thread(compile_program, "CREATE TABLE t (x INTEGER);")
+            compiler = (
+                (True, f"in-process SQL compiler; {len(self._compiling)} compilations under way")
+                if probe.ok
+                else (False, f"the compiler refuses a valid program: {probe.program_error}")
+            )
+        except Exception as exc:  # as above: any failure is the answer
+            compiler = (False, f"the compiler fails: {exc}")
+        problem = await asyncio.to_thread(self._runner.health_problem)
+        runner = (
+            (True, "local process runner; runtimes can be spawned")
+            if problem is None
+            else (False, f"runtimes cannot be spawned: {problem}")
+        )
+        return await self._health.record({"api": api, "compiler": compiler, "runner": runner})
 
     def watch(self, name: str, after_version: int) -> AsyncIterator[tuple[PipelineRecord, bool]]:
         return self.records.watch(name, after_version)

@@ -189,6 +189,21 @@ class LocalProcessRunner:
         if self._kill_hold_file is not None:
             log.warning("TEST FAULTS ACTIVE: kill_hold_file=%s", self._kill_hold_file)
 
+    def health_problem(self) -> str | None:
+        """Why a runtime could not be spawned now, or None (GET /v0/cluster_healthz).
+
+        Spawning writes a run directory under the data directory (and storage
+        under the storage root) and executes the interpreter: each must be
+        usable. A file system check, so callers run it off the event loop.
+        """
+        dirs = [self._data_dir] + ([self._storage_root] if self._storage_root else [])
+        for directory in dirs:
+            if not os.access(directory, os.W_OK | os.X_OK):
+                return f"cannot write to {directory}"
+        if not os.access(self._python, os.X_OK):
+            return f"cannot execute {self._python}"
+        return None
+
     def pipeline_dir(self, pipeline_id: str) -> Path:
         return self._data_dir / "pipelines" / pipeline_id
 

@@ -167,5 +167,13 @@ class RuntimeClient:
             ),
         )
 
+    async def stats(self) -> pb.GetStatsResponse:
+        return await self._call(
+            "stats",
+            self._stub.GetStats(
+                pb.GetStatsRequest(), timeout=CALL_TIMEOUT, metadata=self._metadata
+            ),
+        )
+
     async def close(self) -> None:
         await self._channel.close(None)
