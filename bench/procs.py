@@ -22,7 +22,11 @@ was left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -101,6 +105,29 @@ def alive(pid: int) -> bool:
     """True if `pid` exists and is not a zombie."""
     fields = _stat_fields(pid)
     return fields is not None and fields[0] != "Z"
+
+
+def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
+    """Waits until every process in `pids` has ended, told by the kernel (a pidfd
+    each: no polling); returns those still alive after `timeout` seconds."""
+    fds: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            fds[os.pidfd_open(pid)] = pid
+    try:
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        waiting = set(fds)
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left * 1000):
+                poller.unregister(fd)
+                waiting.discard(fd)
+        return sorted(fds[fd] for fd in waiting)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _cmdline(pid: int) -> str:

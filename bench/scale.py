@@ -52,8 +52,9 @@ is taken before the load it is compared with:
    flight; time until all N report Stopped, and until no runtime process is
    left (every pid recorded before has exited, then one /proc scan finds no
    runtime of the stack at all). Stopped is timed like Running in 3. (the
-   latest `deployment_status_since`); the processes by this process (every
-   10 ms, /proc only: no load on the manager). Target: both <= STOP_TARGET_S.
+   latest `deployment_status_since`); the processes' exits by this process,
+   from a pidfd each (the kernel tells; no load on the manager). Target: both
+   <= STOP_TARGET_S.
 
 The manager's file descriptors (open, and its soft RLIMIT_NOFILE) are
 recorded with N running: every runtime costs it at least a connection and a
@@ -596,14 +597,9 @@ def _force_stop(stack: Stack, names: Iterable[str]) -> tuple[float, float, float
     )
     seen = time.perf_counter() - started
     stopped = max(_since_s(p) for p in watched.pipelines) - wall0
-    deadline = started + timeout
-    while any(procs.alive(p) for p in pids):
-        if time.perf_counter() > deadline:
-            left = [p for p in pids if procs.alive(p)]
-            raise BenchError(
-                f"scale: force stop: {len(left)} runtime processes left, e.g. {left[:5]}"
-            )
-        time.sleep(0.01)
+    left = procs.wait_gone(pids, max(0.0, started + timeout - time.perf_counter()))
+    if left:
+        raise BenchError(f"scale: force stop: {len(left)} runtime processes left, e.g. {left[:5]}")
     gone = time.perf_counter() - started
     if left := stack.runtime_pids():
         raise BenchError(f"scale: force stop: runtime processes left: {left[:10]}")

@@ -83,6 +83,8 @@ class Server(grpc.aio.Server):
         return bound
 
     def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        # grpc.aio.Server declares it abstract; TLS is of no use on loopback
+        # behind the per-deployment secret, and nobody calls this.
         raise NotImplementedError("plaintext only: the runtime listens on 127.0.0.1")
 
     async def start(self) -> None:
