@@ -382,7 +382,16 @@ def _nemesis(run: Run, postgres: EmbeddedPostgres, rng: random.Random) -> None:
             finally:
                 postgres.restart()
             run.event("PostgreSQL: started again")
-    time.sleep(1.0)  # a last quiet second of client calls on a healthy cluster (a pace)
+    # A last stretch of client calls on a healthy cluster: every client
+    # completes a few more calls invoked after the last fault ended.
+    healed = time.monotonic()
+
+    def calls_after_healing() -> bool:
+        with run.lock:
+            done = [o.process for o in run.ops if o.invoked >= healed and o.completed]
+        return all(done.count(f"client-{i}") >= 3 for i in range(CLIENTS))
+
+    wait_until(calls_after_healing, "each client's calls on the healed cluster")
 
 
 # -- the checker ---------------------------------------------------------------
