@@ -174,9 +174,9 @@ def test_client_connects_with_the_modes_credentials(
 ) -> None:
     monkeypatch.delenv("FELDERA_API_KEY", raising=False)
     config = sdk.client.get_config()
-    assert config.version and config.edition.value == "Open source"
-    # Not enterprise: its SDK would switch on suites for what Stopcock does not serve (README).
-    assert not config.edition.is_enterprise()
+    assert config.version and config.edition.value == "Enterprise"
+    # Enterprise: Feldera's clients enable suspend and checkpoints only then (README).
+    assert config.edition.is_enterprise()
     create(sdk, name)
     if sdk.mode == AUTH_OFF:
         assert name in [p.name for p in sdk.connect().pipelines()]

@@ -1532,11 +1532,11 @@ class GetConfigResponse(_message.Message):
     version: _builtins.str
     """The Feldera API version the REST face is compatible with."""
     edition: _builtins.str
-    """"Open source". Clients switch features on by this name: an "Enterprise"
-    edition would also claim checkpoint sync, standby activation and the
-    enterprise test suites of Feldera's SDK, none of which Stopcock serves,
-    and Feldera's SDK 0.337 refuses any other name. Stopcock serves
-    stop?force=false and /checkpoint whatever the edition.
+    """"Enterprise". Clients switch features on by this name: Feldera's SDK,
+    console and test suites enable stop?force=false (suspend), /checkpoint
+    and bootstrapping only for an "Enterprise" edition, and Stopcock serves
+    all three ("Open source" would make them expect 501 EnterpriseFeature).
+    The SDK 0.337 refuses any name but these two.
     """
     revision: _builtins.str
     """Stopcock's own version."""

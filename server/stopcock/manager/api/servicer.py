@@ -436,9 +436,9 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     ) -> pb.GetConfigResponse:
         return pb.GetConfigResponse(
             version=FELDERA_API_VERSION,
-            # Not "Enterprise": see the proto's GetConfigResponse.edition and the
-            # README (Clients) for what each name switches on in Feldera's clients.
-            edition="Open source",
+            # See the proto's GetConfigResponse.edition and the README (Clients)
+            # for what each name switches on in Feldera's clients.
+            edition="Enterprise",
             revision=PLATFORM_VERSION,
             changelog_url="https://github.com/feldera/feldera/releases",
             license_validity=convert.value(None),
