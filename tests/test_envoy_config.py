@@ -77,7 +77,11 @@ def test_validate_reports_what_envoy_refused(tmp_path: Path) -> None:
 def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path) -> None:
     first, second = tmp_path / "a.pb", tmp_path / "b.pb"
     changed = sidecar.prepare_descriptor(sidecar.DESCRIPTOR, first)
-    assert {name.rsplit(".", 1)[1] for name in changed} == {"PutPipeline", "ListApiKeys"}
+    assert {name.rsplit(".", 1)[1] for name in changed} == {
+        "PutPipeline",
+        "PatchPipeline",
+        "ListApiKeys",
+    }
     assert sidecar.prepare_descriptor(first, second) == []
     kept = {}
     for file in descriptor_pb2.FileDescriptorSet.FromString(second.read_bytes()).file:

@@ -14,7 +14,7 @@ from typing import Any
 
 from stopcock.contract import defaults
 from stopcock.manager.domain import config_types, errors
-from stopcock.manager.domain.model import JsonObject
+from stopcock.manager.domain.model import JsonObject, PipelineRecord
 
 NAME_PATTERN = r"^([A-Za-z0-9][-A-Za-z0-9_]*)?[A-Za-z0-9]$"
 NAME_PATTERN_DESCRIPTION = (
@@ -273,6 +273,70 @@ def normalize_program_config(raw: JsonObject | None) -> JsonObject:
     return cfg
 
 
+def validate_description(description: str) -> str:
+    if len(description) > DESCRIPTION_MAX_CHARS:
+        raise errors.bad_request(
+            "InvalidDescription",
+            f"Description is {len(description)} characters long, more than the maximum "
+            f"of {DESCRIPTION_MAX_CHARS}",
+            {"length": len(description), "maximum": DESCRIPTION_MAX_CHARS},
+        )
+    return description
+
+
+def stored_definition(rec: PipelineRecord) -> Definition:
+    """The definition a stored pipeline holds (valid: it was validated when written)."""
+    return Definition(
+        name=rec.name,
+        description=rec.description,
+        runtime_config=rec.runtime_config,
+        program_code=rec.program_code,
+        udf_rust=rec.udf_rust,
+        udf_toml=rec.udf_toml,
+        program_config=rec.program_config,
+        tags=rec.tags,
+    )
+
+
+def patch_definition(current: Definition, patch: JsonObject) -> Definition:
+    """A PATCH (Feldera's PatchPipeline): each field present in `patch` replaces
+    the current one and is validated as in a create; absent fields keep their
+    already valid values, so a value stored under older rules stays patchable.
+    Validation runs in the create's order (name, description, tags, configs)."""
+    if "tags" in patch:
+        tags = patch["tags"]
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise errors.bad_request(
+                "InvalidRequest",
+                "Json deserialize error: `tags` must be an array of strings",
+                None,
+            )
+    if "name" in patch:
+        validate_name(patch["name"])
+    if "description" in patch:
+        validate_description(patch["description"])
+    if "tags" in patch:
+        validate_tags(patch["tags"])
+    return Definition(
+        name=patch.get("name", current.name),
+        description=patch.get("description", current.description),
+        runtime_config=(
+            normalize_runtime_config(patch["runtime_config"])
+            if "runtime_config" in patch
+            else current.runtime_config
+        ),
+        program_code=patch.get("program_code", current.program_code),
+        udf_rust=patch.get("udf_rust", current.udf_rust),
+        udf_toml=patch.get("udf_toml", current.udf_toml),
+        program_config=(
+            normalize_program_config(patch["program_config"])
+            if "program_config" in patch
+            else current.program_config
+        ),
+        tags=tuple(patch["tags"]) if "tags" in patch else current.tags,
+    )
+
+
 def validate_definition(
     *,
     name: str,
@@ -293,13 +357,7 @@ def validate_definition(
             "InvalidRequest", "Json deserialize error: missing field `program_code`", None
         )
     validate_name(name)
-    if len(description) > DESCRIPTION_MAX_CHARS:
-        raise errors.bad_request(
-            "InvalidDescription",
-            f"Description is {len(description)} characters long, more than the maximum "
-            f"of {DESCRIPTION_MAX_CHARS}",
-            {"length": len(description), "maximum": DESCRIPTION_MAX_CHARS},
-        )
+    validate_description(description)
     validate_tags(tags)
     return Definition(
         name=name,
