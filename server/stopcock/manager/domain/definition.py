@@ -34,6 +34,19 @@ FT_MODELS = ("none", "at_least_once", "exactly_once")
 DEFAULT_CHECKPOINT_INTERVAL = defaults.CHECKPOINT_INTERVAL_SECS
 DEFAULT_PROVISIONING_TIMEOUT = defaults.PROVISIONING_TIMEOUT_SECS
 DEFAULT_QUERY_TIMEOUT = defaults.QUERY_TIMEOUT_SECS
+# Feldera's ResourceConfig: every limit unset by default.
+RESOURCE_DEFAULTS: JsonObject = dict.fromkeys(
+    (
+        "cpu_cores_min",
+        "cpu_cores_max",
+        "memory_mb_min",
+        "memory_mb_max",
+        "storage_mb_max",
+        "storage_class",
+        "service_account_name",
+        "namespace",
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +272,14 @@ def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
     if workers < 1:
         raise _invalid_runtime(original, "workers must be at least 1")
     cfg["workers"] = workers
+    # Feldera's RuntimeConfig serializes every field with its default, and its
+    # clients read some of them (e.g. `resources.storage_mb_max`, `hosts`).
+    # Stopcock runs one host and does not limit resources: the values are kept,
+    # compared by the edit rules, and otherwise not acted on.
+    hosts = cfg.get("hosts", 1)
+    cfg["hosts"] = _as_int(1 if hosts is None else hosts, "hosts", original)
+    resources = cfg.get("resources")
+    cfg["resources"] = {**RESOURCE_DEFAULTS, **(resources if isinstance(resources, dict) else {})}
     return cfg
 
 
