@@ -201,6 +201,36 @@ def _seconds(cfg: JsonObject, key: str, default: int, original: JsonObject, what
     return default if value is None else _as_int(value, what, original)
 
 
+def _fault_tolerance(raw: Any, original: JsonObject) -> JsonObject:
+    ft = raw
+    if ft is None:
+        ft = {}
+    elif ft in config_types.LEGACY_FT_STRINGS:
+        # Feldera reads the legacy strings as its default model.
+        ft = {"model": "exactly_once"}
+    if not isinstance(ft, dict):
+        raise _invalid_runtime(original, "fault_tolerance must be an object")
+    result: JsonObject = dict(ft)
+    ft = result
+    model = ft.get("model", "none")
+    if model is None:
+        model = "none"
+    if model not in FT_MODELS:
+        raise _invalid_runtime(
+            original, f"fault_tolerance.model must be one of {', '.join(FT_MODELS)}"
+        )
+    ft["model"] = model
+    interval = _seconds(
+        ft,
+        "checkpoint_interval",
+        DEFAULT_CHECKPOINT_INTERVAL,
+        original,
+        "fault_tolerance.checkpoint_interval_secs",
+    )
+    ft["checkpoint_interval_secs"] = min(max(interval, 1), 3600)
+    return ft
+
+
 def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
     """Fills defaults and checks the keys Stopcock acts on; keeps the rest."""
     cfg: JsonObject = dict(raw or {})
@@ -222,32 +252,7 @@ def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
         raise _invalid_runtime(original, "storage must be an object, null or a boolean")
     cfg["storage"] = storage
 
-    ft = cfg.get("fault_tolerance")
-    if ft is None:
-        ft = {}
-    elif ft in config_types.LEGACY_FT_STRINGS:
-        # Feldera reads the legacy strings as its default model.
-        ft = {"model": "exactly_once"}
-    if not isinstance(ft, dict):
-        raise _invalid_runtime(original, "fault_tolerance must be an object")
-    ft = dict(ft)
-    model = ft.get("model", "none")
-    if model is None:
-        model = "none"
-    if model not in FT_MODELS:
-        raise _invalid_runtime(
-            original, f"fault_tolerance.model must be one of {', '.join(FT_MODELS)}"
-        )
-    ft["model"] = model
-    interval = _seconds(
-        ft,
-        "checkpoint_interval",
-        DEFAULT_CHECKPOINT_INTERVAL,
-        original,
-        "fault_tolerance.checkpoint_interval_secs",
-    )
-    ft["checkpoint_interval_secs"] = min(max(interval, 1), 3600)
-    cfg["fault_tolerance"] = ft
+    cfg["fault_tolerance"] = _fault_tolerance(cfg.get("fault_tolerance"), original)
 
     timeout = _seconds(
         cfg,
