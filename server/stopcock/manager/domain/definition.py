@@ -211,24 +211,23 @@ def _fault_tolerance(raw: Any, original: JsonObject) -> JsonObject:
     if not isinstance(ft, dict):
         raise _invalid_runtime(original, "fault_tolerance must be an object")
     result: JsonObject = dict(ft)
-    ft = result
-    model = ft.get("model", "none")
+    model = result.get("model", "none")
     if model is None:
         model = "none"
     if model not in FT_MODELS:
         raise _invalid_runtime(
             original, f"fault_tolerance.model must be one of {', '.join(FT_MODELS)}"
         )
-    ft["model"] = model
+    result["model"] = model
     interval = _seconds(
-        ft,
+        result,
         "checkpoint_interval",
         DEFAULT_CHECKPOINT_INTERVAL,
         original,
         "fault_tolerance.checkpoint_interval_secs",
     )
-    ft["checkpoint_interval_secs"] = min(max(interval, 1), 3600)
-    return ft
+    result["checkpoint_interval_secs"] = min(max(interval, 1), 3600)
+    return result
 
 
 def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
