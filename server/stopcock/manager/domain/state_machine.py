@@ -117,12 +117,10 @@ def on_stop(rec: PipelineRecord, force: bool) -> Changes | None:
         return force_stop_changes(rec)
     if rec.resources_desired == STOPPED:
         return None
-    if not rec.storage_enabled:
-        raise errors.unsupported_action(
-            "suspend",
-            "storage is disabled in runtime_config, so there is nowhere to checkpoint; "
-            "use stop?force=true",
-        )
+    # With storage disabled the suspend is still accepted, as in Feldera: the
+    # runtime then refuses it for good (nowhere to checkpoint) and the pipeline
+    # is force-stopped with that error recorded (Feldera's own tests expect the
+    # 202 and the deployment_error).
     if rec.resources_status != PROVISIONED:
         # Nothing runs yet that could checkpoint: the contract makes this a
         # force stop.
