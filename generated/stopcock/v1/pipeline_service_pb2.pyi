@@ -1006,9 +1006,11 @@ class IngestRowsRequest(_message.Message):
     table: _builtins.str
     """Table name (case-insensitive)."""
     format: _builtins.str
-    """"json" (default; the only format Stopcock reads)."""
+    """"json" (default) or "csv" (Feldera's CSV: fields in the table's column
+    order, each record an insertion).
+    """
     update_format: _builtins.str
-    """"raw" (default) or "insert_delete"."""
+    """"raw" (default) or "insert_delete" (JSON only; ignored for CSV)."""
     array: _builtins.bool
     """True: the body is one JSON array of updates; false (default): one JSON
     document per line.

@@ -124,7 +124,12 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
                     yield message.data
 
             count = await self._engine.ingest(
-                first.table, first.update_format, first.array, first.force, chunks()
+                first.table,
+                first.update_format,
+                first.array,
+                first.force,
+                chunks(),
+                fmt=first.format or "json",
             )
         except NotTakingInput as exc:
             await _unavailable(context, self._engine, "ingress", str(exc))
