@@ -136,9 +136,13 @@ QUERY_ENUMS: dict[str, list[str]] = {
     "selector": list(convert.SELECTORS),
     "initial": list(state_machine.INITIAL_VALUES),
     "update_format": list(ingress.UPDATE_FORMATS),
-    # stopcock/manager/api/ingress.py check_format: JSON only.
+    # stopcock/manager/api/ingress.py check_format: JSON (ingress: CSV too, below).
     "format": ["json"],
     "json_flavor": ["default"],
+}
+# Where one request's parameter takes other values than QUERY_ENUMS says.
+QUERY_ENUMS_OF: dict[str, list[str]] = {
+    ".stopcock.v1.IngestRowsRequest.format": ["json", "csv"],
 }
 
 # The global_metrics that Feldera's Python SDK reads (feldera/stats.py and the
@@ -202,6 +206,13 @@ RAW_BODIES: dict[str, JSON] = {
         },
         "application/x-ndjson": {
             "schema": {"type": "string", "description": "Otherwise: one JSON update per line."},
+        },
+        "text/csv": {
+            "schema": {
+                "type": "string",
+                "description": "With `format=csv`: one record per line, fields in the "
+                "table's column order, each record an insertion.",
+            },
         },
     },
     ".stopcock.v1.QueryPipelineResponse.body": {
@@ -531,7 +542,8 @@ class Builder:
             if field.name == "name":
                 schema = dict(NAME_SCHEMA)
         elif field.name in QUERY_ENUMS:
-            schema = {**schema, "enum": QUERY_ENUMS[field.name]}
+            full = f".{message.file.package}.{message.name}.{field.name}"
+            schema = {**schema, "enum": QUERY_ENUMS_OF.get(full, QUERY_ENUMS[field.name])}
         parameter["schema"] = schema
         return parameter
 
