@@ -196,6 +196,47 @@ def stats_schema() -> JSON:
     }
 
 
+def event_schema() -> JSON:
+    """A pipeline event (stopcock.manager.api.events.render): Feldera's
+    PipelineMonitorEventSelectedInfo; the details come with selector=all."""
+    status = {"type": "string"}
+    nullable = {"type": ["string", "null"]}
+    details = {"description": "Any JSON value, or null."}
+    required = [
+        "event_id",
+        "recorded_at",
+        "deployment_resources_status",
+        "deployment_resources_desired_status",
+        "deployment_runtime_status",
+        "deployment_runtime_desired_status",
+        "deployment_has_error",
+        "program_status",
+        "storage_status",
+    ]
+    return {
+        "type": "object",
+        "required": required,
+        "properties": {
+            "event_id": {"type": "string", "format": "uuid"},
+            "recorded_at": {"type": "string", "format": "date-time"},
+            "deployment_resources_status": status,
+            "deployment_resources_status_details": details,
+            "deployment_resources_desired_status": status,
+            "deployment_runtime_status": nullable,
+            "deployment_runtime_status_details": details,
+            "deployment_runtime_desired_status": nullable,
+            "deployment_has_error": {"type": "boolean"},
+            "deployment_error": {
+                "description": "The error ({message, error_code, details}), or null.",
+                "type": ["object", "null"],
+            },
+            "program_status": status,
+            "storage_status": status,
+            "storage_status_details": details,
+        },
+    }
+
+
 # google.api.HttpBody fields: raw bodies, by content type. Keyed by
 # `.package.Message.field`; an HttpBody field missing here fails generation.
 RAW_BODIES: dict[str, JSON] = {
@@ -226,6 +267,12 @@ RAW_BODIES: dict[str, JSON] = {
     # Feldera's ControllerStatus; see stats_schema.
     ".stopcock.v1.GetPipelineStatsResponse.body": {
         "application/json": {"schema": stats_schema()},
+    },
+    ".stopcock.v1.ListPipelineEventsResponse.body": {
+        "application/json": {"schema": {"type": "array", "items": event_schema()}},
+    },
+    ".stopcock.v1.GetPipelineEventResponse.body": {
+        "application/json": {"schema": event_schema()},
     },
     ".stopcock.v1.GetOpenApiResponse.body": {
         "application/json": {"schema": {"type": "object", "description": "This document."}},

@@ -31,7 +31,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from stopcock.contract import error_codec
-from stopcock.manager.api import convert, ingress, rendering, stats
+from stopcock.manager.api import convert, events, ingress, rendering, stats
 from stopcock.manager.auth.api_keys import ApiKeys
 from stopcock.manager.control.health import ServiceHealth
 from stopcock.manager.control.lifecycle import Lifecycle
@@ -136,6 +136,11 @@ def _ndjson(chunk: bytes) -> pb.QueryPipelineResponse:
     return pb.QueryPipelineResponse(
         body=httpbody_pb2.HttpBody(content_type="application/x-ndjson", data=chunk)
     )
+
+
+def _json_body(value: Any) -> httpbody_pb2.HttpBody:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return httpbody_pb2.HttpBody(content_type="application/json", data=text.encode())
 
 
 async def _http_status(context: Context, status: int) -> None:
@@ -474,3 +479,20 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         self, request: pb.CheckHealthRequest, context: Context
     ) -> pb.CheckHealthResponse:
         return pb.CheckHealthResponse(status="healthy")
+
+    @_guard
+    async def ListPipelineEvents(
+        self, request: pb.ListPipelineEventsRequest, context: Context
+    ) -> pb.ListPipelineEventsResponse:
+        full = events.check_selector(request.selector)
+        listed = events.list_events(await self._lc.records.versions(request.name), full)
+        return pb.ListPipelineEventsResponse(body=_json_body(listed))
+
+    @_guard
+    async def GetPipelineEvent(
+        self, request: pb.GetPipelineEventRequest, context: Context
+    ) -> pb.GetPipelineEventResponse:
+        full = events.check_selector(request.selector)
+        versions = await self._lc.records.versions(request.name)
+        found = events.find_event(versions, request.event_id, full)
+        return pb.GetPipelineEventResponse(body=_json_body(found))
