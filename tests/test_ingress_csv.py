@@ -105,7 +105,13 @@ def test_a_bad_record_rejects_the_whole_request(stack: Stack, typed: str) -> Non
     assert [row["id"] for row in all_rows(stack, typed)] == [1]
 
 
-def test_an_unknown_format_is_refused(stack: Stack, typed: str) -> None:
+def test_csv_is_the_default_format_and_unknown_ones_are_refused(stack: Stack, typed: str) -> None:
+    # As Feldera: a request that names no format is CSV (the SDK always names one).
+    r = stack.rest.post(f"/v0/pipelines/{typed}/ingress/t", content=b"1\n2,two\n")
+    assert r.status_code == 200, r.text
+    assert [(row["id"], row["name"]) for row in all_rows(stack, typed)] == [(1, None), (2, "two")]
+    r = stack.rest.post(f"/v0/pipelines/{typed}/ingress/t", content=b'{"id": 3}\n')
+    assert_error(r, 400, "ParseErrors")
     r = stack.rest.post(
         f"/v0/pipelines/{typed}/ingress/t", params={"format": "parquet"}, content=b"1\n"
     )

@@ -1006,8 +1006,8 @@ class IngestRowsRequest(_message.Message):
     table: _builtins.str
     """Table name (case-insensitive)."""
     format: _builtins.str
-    """"json" (default) or "csv" (Feldera's CSV: fields in the table's column
-    order, each record an insertion).
+    """"csv" (the default, as in Feldera: fields in the table's column order,
+    each record an insertion) or "json".
     """
     update_format: _builtins.str
     """"raw" (default) or "insert_delete" (JSON only; ignored for CSV)."""

@@ -14,6 +14,10 @@ from stopcock.manager.domain.model import PipelineRecord
 from stopcock.v1 import pipeline_service_pb2 as pb
 
 UPDATE_FORMATS = ("raw", "insert_delete")
+# Feldera's ingress reads CSV when the request names no format
+# (adapters/src/transport/http/input.rs, HttpInputTransport::default_format);
+# its SDK always names one.
+DEFAULT_FORMAT = "csv"
 
 
 def _unsupported(what: str, value: str, supported: str) -> errors.ApiError:
@@ -25,12 +29,12 @@ def _unsupported(what: str, value: str, supported: str) -> errors.ApiError:
 
 
 def check_format(fmt: str, json_flavor: str, update_format: str) -> None:
-    if fmt == "csv":
+    if (fmt or DEFAULT_FORMAT) == "csv":
         # Feldera reads CSV with its default configuration whatever the
         # query holds (CsvInputFormat::config_from_http_request): the JSON
         # parameters do not apply.
         return
-    if fmt not in ("", "json"):
+    if fmt != "json":
         raise _unsupported("format", fmt, "'json' or 'csv'")
     if json_flavor not in ("", "default"):
         raise _unsupported("json_flavor", json_flavor, "'default'")
@@ -46,7 +50,7 @@ def to_runtime(request: pb.IngestRowsRequest) -> runtime_pb.IngestRequest:
         array=request.array if request.HasField("array") else False,
         force=request.force,
         data=request.body.data,
-        format=request.format or "json",
+        format=request.format or DEFAULT_FORMAT,
     )
 
 
