@@ -203,7 +203,8 @@ def test_temporary_obstacle_retries_until_it_clears_or_a_force_stop(tmp_path: Pa
         p = wait_until(
             lambda: (
                 (q := stack.get("p", "status"))["deployment_runtime_status_details"]
-                and q["deployment_runtime_status_details"]["suspend"].get("attempts", 0) >= 3
+                and q["deployment_runtime_status_details"].get("suspend", {}).get("attempts", 0)
+                >= 3
                 and q
             ),
             "the suspend to retry",

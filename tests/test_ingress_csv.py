@@ -16,7 +16,7 @@ import pytest
 from feldera import FelderaClient
 from feldera.rest.errors import FelderaAPIError
 
-from tests.support import Stack
+from tests.support import Stack, wait_until
 from tests.test_rest_pipelines import assert_error
 
 pytestmark = pytest.mark.e2e
@@ -155,4 +155,26 @@ def test_the_feldera_sdk_pushes_csv(stack: Stack, name: str) -> None:
         client.push_to_pipeline(name, "t", "csv", "3\nx\n")
     assert info.value.error_code == "ParseErrors"
     assert stack.ids(name) == [1, 2]
+    stack.force_stop(name)
+
+
+def test_refused_records_are_counted_in_connector_stats(stack: Stack, name: str) -> None:
+    # Feldera's deployment_runtime_status_details.connector_stats.num_errors:
+    # every bad record of every refused request (a JSON refusal names one).
+    stack.create(name)
+    stack.start(name)
+
+    def num_errors() -> int:
+        details = stack.get(name, "status")["deployment_runtime_status_details"] or {}
+        found: int = details.get("connector_stats", {}).get("num_errors", -1)
+        return found
+
+    wait_until(lambda: num_errors() == 0, "connector_stats to be reported")
+    assert post_csv(stack, name, "1\n2\n3\n").status_code == 200
+    assert_error(post_csv(stack, name, "a\nb\nc\nd\n"), 400, "ParseErrors")
+    assert post_csv(stack, name, "4\n5\n6\n").status_code == 200
+    wait_until(lambda: num_errors() == 4, "4 errors to be counted")
+    assert_error(stack.ingest(name, [{"id": "x", "nope": 1}]), 400, "InvalidIngressData")
+    wait_until(lambda: num_errors() == 5, "5 errors to be counted")
+    assert stack.ids(name) == [1, 2, 3, 4, 5, 6]
     stack.force_stop(name)

@@ -120,6 +120,9 @@ class Engine:
         self._memdb: MemoryDatabase | None = None
         self._db: sqlite3.Connection | None = None
         self.processed_records = 0
+        # Feldera's connector_stats.num_errors: the bad updates (records) of
+        # every refused ingest so far (a JSON refusal names one).
+        self.input_errors = 0
         self._suspending = False
         self._next_checkpoint = 0
         self._checkpoint_lock = asyncio.Lock()
@@ -404,6 +407,24 @@ class Engine:
         `fmt` is "json" or "csv" (whose records are insertions: Feldera
         ignores `update_format` and `array` for CSV).
         """
+        try:
+            return await self._ingest(table, update_format, array, force, chunks, fmt=fmt)
+        except data.DataError as exc:
+            if exc.http_status == 400:  # the body is at fault
+                self.input_errors += int(exc.details.get("num_errors", 1))
+                await self._publish()  # a new report carries the count
+            raise
+
+    async def _ingest(
+        self,
+        table: str,
+        update_format: str,
+        array: bool,
+        force: bool,
+        chunks: AsyncIterator[bytes],
+        *,
+        fmt: str,
+    ) -> int:
         self._check_input(force)
         csv = fmt == "csv"
         if not csv:
