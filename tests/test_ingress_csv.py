@@ -177,4 +177,11 @@ def test_refused_records_are_counted_in_connector_stats(stack: Stack, name: str)
     assert_error(stack.ingest(name, [{"id": "x", "nope": 1}]), 400, "InvalidIngressData")
     wait_until(lambda: num_errors() == 5, "5 errors to be counted")
     assert stack.ids(name) == [1, 2, 3, 4, 5, 6]
+    # Feldera's selector=status_with_connectors shows them as `connectors`.
+    assert stack.get(name, "status_with_connectors")["connectors"] == {"num_errors": 5}
+    listed = stack.rest.get("/v0/pipelines", params={"selector": "status_with_connectors"})
+    (mine,) = [p for p in listed.json() if p["name"] == name]
+    assert mine["connectors"] == {"num_errors": 5}
+    assert "connectors" not in stack.get(name, "status")
+    assert "program_code" not in mine
     stack.force_stop(name)

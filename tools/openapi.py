@@ -40,7 +40,7 @@ from google.api import annotations_pb2  # registers the google.api.http option
 from google.protobuf import descriptor_pb2
 from stopcock import limits
 from stopcock.internal.v1 import runtime_service_pb2 as rpb
-from stopcock.manager.api import convert, ingress, stats
+from stopcock.manager.api import convert, events, ingress, stats
 from stopcock.manager.auth import api_keys
 from stopcock.manager.auth import authenticator as auth
 from stopcock.manager.domain import definition, state_machine
@@ -143,6 +143,8 @@ QUERY_ENUMS: dict[str, list[str]] = {
 # Where one request's parameter takes other values than QUERY_ENUMS says.
 QUERY_ENUMS_OF: dict[str, list[str]] = {
     ".stopcock.v1.IngestRowsRequest.format": ["json", "csv"],
+    ".stopcock.v1.ListPipelineEventsRequest.selector": list(events.SELECTORS),
+    ".stopcock.v1.GetPipelineEventRequest.selector": list(events.SELECTORS),
 }
 
 # The global_metrics that Feldera's Python SDK reads (feldera/stats.py and the

@@ -205,16 +205,21 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     @_guard
     async def GetPipeline(self, request: pb.GetPipelineRequest, context: Context) -> pb.Pipeline:
         full = convert.check_selector(request.selector)
-        return convert.to_proto(await self._lc.get(request.name), full)
+        rec = await self._lc.get(request.name)
+        if request.selector == convert.WITH_CONNECTORS:
+            return convert.with_connectors(rec)
+        return convert.to_proto(rec, full)
 
     @_guard
     async def ListPipelines(
         self, request: pb.ListPipelinesRequest, context: Context
     ) -> pb.ListPipelinesResponse:
         full = convert.check_selector(request.selector)
-        return pb.ListPipelinesResponse(
-            pipelines=[convert.to_proto(rec, full) for rec in await self._lc.list()]
-        )
+        if request.selector == convert.WITH_CONNECTORS:
+            listed = [convert.with_connectors(rec) for rec in await self._lc.list()]
+        else:
+            listed = [convert.to_proto(rec, full) for rec in await self._lc.list()]
+        return pb.ListPipelinesResponse(pipelines=listed)
 
     @_guard
     async def ListPipelinesJson(
@@ -223,7 +228,8 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         # REST's list: printed here from cached renderings, passed through by
         # Envoy (see api/rendering.py for why and how it matches ListPipelines).
         full = convert.check_selector(request.selector)
-        body = self._json.list_json(await self._lc.list(), full)
+        connectors = request.selector == convert.WITH_CONNECTORS
+        body = self._json.list_json(await self._lc.list(), full, connectors=connectors)
         return pb.ListPipelinesJsonResponse(
             body=httpbody_pb2.HttpBody(content_type="application/json", data=body)
         )
