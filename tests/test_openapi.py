@@ -404,6 +404,8 @@ def test_every_operation_answers_as_documented(stack: Stack, name: str) -> None:
         )
     )
     check(rest.get(f"{base}/logs", params={"follow": "false"}))
+    for event in check(rest.get(f"{base}/events", params={"selector": "all"}))[-1:]:
+        check(rest.get(f"{base}/events/{event['event_id']}"))
     check(stack.post(name, "stop", force="true"))
     stack.wait_status(name, "Stopped")
     check(stack.post(name, "dismiss_error"))
