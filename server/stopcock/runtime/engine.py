@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stopcock.contract.statuses import RUNTIME_DESIRABLE, Runtime
-from stopcock.program import load_program
+from stopcock.program import catalog, load_program
 from stopcock.runtime import data
 from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
 from stopcock.runtime.checkpoints import now_rfc3339 as now
@@ -126,6 +126,8 @@ class Engine:
         self.checkpoint_failure: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.queries = Queries(query_timeout)
+        with contextlib.suppress(Exception):  # a program compiled by an older Stopcock
+            self.queries.catalog = catalog(program_code)
         self._spool_dir = spool_dir or Path(".")
         # Checks streamed ingest chunks; the database thread only applies them.
         self._parse_thread = ThreadPoolExecutor(1, thread_name_prefix="parse")

@@ -37,6 +37,8 @@ from stopcock.manager.domain.model import (
     new_record,
     now_us,
 )
+from stopcock.contract.program import empty_program_error
+from stopcock.contract.statuses import Program
 from stopcock.program import compile_program
 
 log = logging.getLogger("stopcock.lifecycle")
@@ -83,7 +85,7 @@ class Lifecycle:
             await self._replica.start(self._supervisor)
             return
         for rec in recs:
-            if rec.program_status == PENDING:
+            if rec.program_status in (PENDING, Program.SQL_COMPILED):
                 self._compile(rec)
             if not rec.fully_stopped or rec.storage_status == CLEARING:
                 self.poke(rec.id)
@@ -293,19 +295,40 @@ class Lifecycle:
     async def _compile_task(self, pipeline_id: str, program_version: int, code: str) -> None:
         result = await asyncio.to_thread(compile_program, code)
 
-        def change(rec: PipelineRecord) -> PipelineRecord | None:
+        def sql_compiled(rec: PipelineRecord) -> PipelineRecord | None:
             if rec.program_version != program_version or rec.program_status != PENDING:
                 return None  # edited meanwhile (that edit compiles anew), or compiled elsewhere
+            if not result.ok:
+                return evolve(
+                    rec,
+                    program_status=SQL_ERROR,
+                    program_info=None,
+                    program_error=result.program_error,
+                )
+            # As Feldera: SqlCompiled (with program_info) then Success, each a
+            # refresh_version of its own (db/operations/pipeline.rs).
             return evolve(
                 rec,
-                program_status=SUCCESS if result.ok else SQL_ERROR,
+                program_status=Program.SQL_COMPILED.value,
                 program_info=result.program_info,
-                program_error=result.program_error,
+                program_error={**empty_program_error(), "sql_compilation": result.sql_compilation},
             )
 
-        written = await self.records.update(("id", pipeline_id), change)
-        if written is None or written[1] is written[0]:
+        def success(rec: PipelineRecord) -> PipelineRecord | None:
+            if rec.program_version != program_version or rec.program_status != Program.SQL_COMPILED:
+                return None
+            return evolve(rec, program_status=SUCCESS, program_error=result.program_error)
+
+        written = await self.records.update(("id", pipeline_id), sql_compiled)
+        if written is None:
             return
+        # Unchanged: edited or compiled elsewhere, unless a manager stopped between the steps.
+        if written[1] is written[0] and written[0].program_status != Program.SQL_COMPILED:
+            return
+        if result.ok:
+            written = await self.records.update(("id", pipeline_id), success)
+            if written is None or written[1] is written[0]:
+                return
         new = written[1]
         log.info(
             "pipeline %s: program version %d compiled: %s",
