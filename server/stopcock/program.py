@@ -68,7 +68,7 @@ def _authorizer(
 def _compile_on(db: sqlite3.Connection, program: str) -> Compiled:
     db.set_authorizer(_authorizer)
     try:
-        return compile_to(program, db, db.execute)
+        return compile_to(program, db, lambda ddl: db.execute(ddl).close())
     finally:
         db.set_authorizer(None)
 

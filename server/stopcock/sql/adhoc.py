@@ -13,7 +13,6 @@ from typing import Any, NoReturn
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
-
 from stopcock.sql.compiler import Compiled, translate
 from stopcock.sql.dialect import Feldera
 

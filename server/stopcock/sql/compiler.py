@@ -15,6 +15,7 @@ cannot both be stored: that is a compile error naming both.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sqlite3
@@ -25,8 +26,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
-from sqlglot.tokens import TokenType
-
+from sqlglot.tokenizer_core import TokenType
 from stopcock.sql import types
 from stopcock.sql.dialect import LOCAL, RECURSIVE, Feldera, SQLiteTarget
 from stopcock.sql.messages import NOT_SUPPORTED, PARSE_ERROR, CompileError, Message, Span
@@ -140,7 +140,7 @@ def _check_lists(code: str) -> None:
         tokens = Feldera().tokenize(code)
     except SqlglotError:
         return  # the parser reports it
-    for before, after in zip(tokens, tokens[1:], strict=False):
+    for before, after in itertools.pairwise(tokens):
         if before.token_type == TokenType.COMMA and after.token_type in (
             TokenType.COMMA,
             TokenType.R_PAREN,
@@ -165,7 +165,11 @@ def _parse(code: str) -> list[exp.Expr]:
         token = first.get("highlight") or ""
         start = max(col - len(token) + 1, 1) if line else 0
         raise CompileError(
-            Message(f"{description} at line {line}, column {start}", Span(line, start, line, col), PARSE_ERROR)
+            Message(
+                f"{description} at line {line}, column {start}",
+                Span(line, start, line, col),
+                PARSE_ERROR,
+            )
         ) from None
     except SqlglotError as exc:
         raise CompileError(Message(str(exc), Span(), PARSE_ERROR)) from None
@@ -190,7 +194,9 @@ class _Compiler:
         # Feldera's name -> the relation; lowercased name -> the name (SQLite's clashes)
         self._folded: dict[str, str] = {}
 
-    def fail(self, message: str, node: exp.Expr | None = None, error_type: str | None = None) -> None:
+    def fail(
+        self, message: str, node: exp.Expr | None = None, error_type: str | None = None
+    ) -> None:
         span = span_of(self.code, node)
         raise CompileError(
             Message(message, span, error_type) if error_type else Message(message, span)
@@ -200,15 +206,15 @@ class _Compiler:
 
     def _claim(self, ident: exp.Identifier, what: str) -> tuple[str, bool]:
         name, case_sensitive = canonical(ident)
-        if self.out.find(name, case_sensitive) is not None and (
-            self.out.find(name, case_sensitive) or Relation("", False, "", False, "")
-        ).name == name:
+        existing = self.out.find(name, case_sensitive)
+        if existing is not None and existing.name == name:
             self.fail(f"Duplicate declaration of {what} '{name}'", ident)
         clash = self._folded.get(name.lower())
         if clash is not None:
             self.fail(
                 f"{what.capitalize()} {quote(name)} and {quote(clash)} differ only in case: "
-                "Stopcock's SQLite engine compares names case-insensitively, so it cannot hold both",
+                "Stopcock's SQLite engine compares names case-insensitively, so it cannot "
+                "hold both",
                 ident,
             )
         self._folded[name.lower()] = name
@@ -231,7 +237,9 @@ class _Compiler:
 
     # -- properties ------------------------------------------------------------
 
-    def _properties(self, props: exp.Properties | None, relation: str) -> tuple[dict[str, JsonObject], set[str]]:
+    def _properties(
+        self, props: exp.Properties | None, relation: str
+    ) -> tuple[dict[str, JsonObject], set[str]]:
         """WITH ('key' = 'value', ...) as Feldera's PropertyValue map; and the markers."""
         out: dict[str, JsonObject] = {}
         markers: set[str] = set()
@@ -305,7 +313,9 @@ class _Compiler:
                     udf,
                     NOT_SUPPORTED,
                 )
-            self.fail(f"CREATE {kind} is not supported by Stopcock's engine", stmt.this, NOT_SUPPORTED)
+            self.fail(
+                f"CREATE {kind} is not supported by Stopcock's engine", stmt.this, NOT_SUPPORTED
+            )
         words = stmt.sql(dialect=Feldera).split()
         what = " ".join(words[:2]) if words else type(stmt).__name__
         if isinstance(stmt, exp.Command):  # sqlglot could not parse it
@@ -324,71 +334,93 @@ class _Compiler:
         ident = schema.this.this
         name, case_sensitive = self._claim(ident, "table")
         properties, markers = self._properties(stmt.args.get("properties"), name)
-        fields: list[Field] = []
+        columns: list[tuple[Field, str]] = []
         nodes: list[exp.Expr] = []
-        sqlite_cols: list[str] = []
         pk: list[str] | None = None
         for item in schema.expressions:
             if isinstance(item, exp.PrimaryKey):
-                pk = [canonical(i)[0] if isinstance(i, exp.Identifier) else i.name for i in item.expressions]
-                continue
-            if isinstance(item, exp.ForeignKey | exp.Constraint):
+                pk = [
+                    canonical(i)[0] if isinstance(i, exp.Identifier) else i.name
+                    for i in item.expressions
+                ]
+            elif isinstance(item, exp.ForeignKey | exp.Constraint):
                 continue  # Feldera checks neither; it only documents them
-            if not isinstance(item, exp.ColumnDef) or not isinstance(item.kind, exp.DataType):
-                self.fail(f"Unsupported table element {item.sql()} in '{name}'", item, NOT_SUPPORTED)
-            col, col_cs = canonical(item.this)
-            nullable, default, in_pk = True, None, False
-            for constraint in item.constraints:
-                kind = constraint.args.get("kind")
-                if isinstance(kind, exp.NotNullColumnConstraint):
-                    nullable = bool(kind.args.get("allow_null"))
-                elif isinstance(kind, exp.PrimaryKeyColumnConstraint):
-                    in_pk = True
-                elif isinstance(kind, exp.DefaultColumnConstraint):
-                    default = kind.this.sql(dialect=Feldera)
-                elif isinstance(kind, exp.Property) and isinstance(kind.this, exp.Var):
-                    self.fail(
-                        f"{kind.this.name.upper()} (on column '{col}' of '{name}') is not supported "
-                        "by Stopcock's engine",
-                        item.this,
-                        NOT_SUPPORTED,
-                    )
-                elif isinstance(kind, exp.Properties):
-                    continue  # column-level WITH: Feldera keeps none of it in the schema
-                else:
-                    self.fail(
-                        f"Unsupported column constraint {constraint.sql()} on '{col}'",
-                        item.this,
-                        NOT_SUPPORTED,
-                    )
-            if in_pk:
-                pk = (pk or []) + [col]
-            try:
-                columntype = types.column_type(item.kind, nullable)
-                stored = types.sqlite_type(item.kind)
-            except types.UnsupportedType as exc:
-                self.fail(f"Column '{col}' of '{name}' has a {exc} that Stopcock's engine cannot store", item, NOT_SUPPORTED)
-            fields.append(Field(col, col_cs, columntype, default))
-            nodes.append(item.this)
-            sqlite_cols.append(f"{quote(col)} {stored}{'' if nullable else ' NOT NULL'}")
+            elif isinstance(item, exp.ColumnDef) and isinstance(item.kind, exp.DataType):
+                column, stored, in_pk = self._column(item, item.kind, name)
+                columns.append((column, stored))
+                nodes.append(item.this)
+                if in_pk:
+                    pk = [*(pk or []), column.name]
+            else:
+                self.fail(
+                    f"Unsupported table element {item.sql()} in '{name}'", item, NOT_SUPPORTED
+                )
+        fields = [column for column, _ in columns]
         self._columns_distinct(fields, name, nodes)
-        if pk is not None:
-            names = {f.name for f in fields}
-            for key in pk:
-                if key not in names:
-                    self.fail(f"PRIMARY KEY column '{key}' is not a column of '{name}'", schema)
-            for f in fields:
-                if f.name in pk:
-                    f.columntype["nullable"] = False
+        for key in pk or []:
+            if key not in {f.name for f in fields}:
+                self.fail(f"PRIMARY KEY column '{key}' is not a column of '{name}'", schema)
+        for f in fields:  # a key column is NOT NULL (Calcite)
+            f.columntype["nullable"] = f.columntype["nullable"] and f.name not in (pk or [])
+        sqlite_cols = [
+            f"{quote(f.name)} {stored}{'' if f.columntype['nullable'] else ' NOT NULL'}"
+            for f, stored in columns
+        ]
+        if pk:
             sqlite_cols.append(f"PRIMARY KEY ({', '.join(quote(k) for k in pk)})")
         ddl = f"CREATE TABLE {quote(name)} ({', '.join(sqlite_cols)})"
         self._run(ddl, ident)
+        materialized = properties.get("materialized", {}).get("value") == "true"
         self.out.relations.append(
-            Relation(name, case_sensitive, "table", properties.get("materialized", {}).get("value") == "true",
-                     ddl, fields, properties, pk)
+            Relation(
+                name,
+                case_sensitive,
+                "table",
+                materialized or "materialized" in markers,
+                ddl,
+                fields,
+                properties,
+                pk,
+            )
         )
-        if "materialized" in markers:
-            self.out.relations[-1].materialized = True
+
+    def _column(
+        self, item: exp.ColumnDef, dtype: exp.DataType, table: str
+    ) -> tuple[Field, str, bool]:
+        """A column: its Field, its SQLite declared type, whether it is a PRIMARY KEY."""
+        col, col_cs = canonical(item.this)
+        nullable, default, in_pk = True, None, False
+        for constraint in item.constraints:
+            kind = constraint.args.get("kind")
+            if isinstance(kind, exp.NotNullColumnConstraint):
+                nullable = bool(kind.args.get("allow_null"))
+            elif isinstance(kind, exp.PrimaryKeyColumnConstraint):
+                in_pk = True
+            elif isinstance(kind, exp.DefaultColumnConstraint):
+                default = kind.this.sql(dialect=Feldera)
+            elif isinstance(kind, exp.Property) and isinstance(kind.this, exp.Var):
+                self.fail(
+                    f"{kind.this.name.upper()} (on column '{col}' of '{table}') is not "
+                    "supported by Stopcock's engine",
+                    item.this,
+                    NOT_SUPPORTED,
+                )
+            elif not isinstance(kind, exp.Properties):  # column WITH: not in Feldera's schema
+                self.fail(
+                    f"Unsupported column constraint {constraint.sql()} on '{col}'",
+                    item.this,
+                    NOT_SUPPORTED,
+                )
+        try:
+            columntype = types.column_type(dtype, nullable)
+            stored = types.sqlite_type(dtype)
+        except types.UnsupportedType as exc:
+            self.fail(
+                f"Column '{col}' of '{table}' has a {exc} that Stopcock's engine cannot store",
+                item,
+                NOT_SUPPORTED,
+            )
+        return Field(col, col_cs, columntype, default), stored, in_pk
 
     def _translate_query(self, query: exp.Expr) -> str:
         """The query in SQLite's SQL, every name canonical and quoted (see sql.adhoc too)."""
@@ -405,14 +437,24 @@ class _Compiler:
         name, case_sensitive = self._claim(ident, "view")
         properties, markers = self._properties(stmt.args.get("properties"), name)
         if RECURSIVE in markers:
-            self.fail(f"Recursive view '{name}' is not supported by Stopcock's engine", ident, NOT_SUPPORTED)
+            self.fail(
+                f"Recursive view '{name}' is not supported by Stopcock's engine",
+                ident,
+                NOT_SUPPORTED,
+            )
         query = stmt.expression
         if query is None:
             self.fail(f"View '{name}' has no query", ident)
         body = self._translate_query(query)
         col_list = ""
         if columns:
-            col_list = " (" + ", ".join(quote(canonical(c)[0]) for c in columns if isinstance(c, exp.Identifier)) + ")"
+            col_list = (
+                " ("
+                + ", ".join(
+                    quote(canonical(c)[0]) for c in columns if isinstance(c, exp.Identifier)
+                )
+                + ")"
+            )
         ddl = f"CREATE VIEW {quote(name)}{col_list} AS {body}"
         self._run(ddl, ident)
         try:
@@ -438,11 +480,20 @@ class _Compiler:
                 columntype = dict(source.columntype)
             else:
                 columntype = {
-                    "type": types.from_sqlite(declared), "nullable": True, "precision": None,
-                    "scale": None, "component": None, "fields": None, "key": None, "value": None,
+                    "type": types.from_sqlite(declared),
+                    "nullable": True,
+                    "precision": None,
+                    "scale": None,
+                    "component": None,
+                    "fields": None,
+                    "key": None,
+                    "value": None,
                 }
-            alias = columns[i] if i < len(columns) and isinstance(columns[i], exp.Identifier) else None
-            case_sensitive = alias.quoted if alias is not None else col != col.lower()
+            alias = columns[i] if i < len(columns) else None
+            if isinstance(alias, exp.Identifier):
+                case_sensitive = bool(alias.quoted)
+            else:  # named by SQLite after the query's names, already canonical
+                case_sensitive = col != col.lower()
             fields.append(Field(col, bool(case_sensitive), columntype))
         return fields
 
@@ -450,7 +501,8 @@ class _Compiler:
         if not isinstance(query, exp.Select):
             return []
         scope = [
-            rel for t in query.find_all(exp.Table)
+            rel
+            for t in query.find_all(exp.Table)
             if isinstance(t.this, exp.Identifier)
             and (rel := self.out.find(*canonical(t.this))) is not None
         ]
@@ -488,7 +540,9 @@ class _Compiler:
             for c in (params.args.get("columns") or [] if params is not None else [])
             if isinstance(c, exp.Ordered) and isinstance(c.this, exp.Column)
         ]
-        self._run(f"CREATE INDEX {quote(name)} ON {quote(rel.name)} ({', '.join(cols)})", index.this)
+        self._run(
+            f"CREATE INDEX {quote(name)} ON {quote(rel.name)} ({', '.join(cols)})", index.this
+        )
 
     def _run(self, ddl: str, node: exp.Expr | None) -> None:
         try:
@@ -511,7 +565,12 @@ def translate(
     Calcite's message ("Object 'x' not found").
     """
     query = query.copy()
-    ctes = {canonical(c.alias_or_name_ident)[0] if hasattr(c, "alias_or_name_ident") else c.alias.lower() for c in query.find_all(exp.CTE)}
+    ctes = {
+        canonical(c.alias_or_name_ident)[0]
+        if hasattr(c, "alias_or_name_ident")
+        else c.alias.lower()
+        for c in query.find_all(exp.CTE)
+    }
     for table in query.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
             continue

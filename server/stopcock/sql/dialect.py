@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from sqlglot import exp, parser
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.dialects.sqlite import SQLite
-from sqlglot.tokens import TokenType
+from sqlglot.tokenizer_core import TokenType
 
 LOCAL = "local"
 RECURSIVE = "recursive"

@@ -40,7 +40,14 @@ _SCALARS: dict[Any, tuple[str, str]] = {
     T.VARIANT: ("VARIANT", "TEXT"),
 }
 # Feldera's defaults where the program gives no precision (Calcite's type system).
-_DEFAULT_PRECISION = {"CHAR": 1, "VARCHAR": -1, "BINARY": 1, "VARBINARY": -1, "TIME": 0, "TIMESTAMP": 0}
+_DEFAULT_PRECISION = {
+    "CHAR": 1,
+    "VARCHAR": -1,
+    "BINARY": 1,
+    "VARBINARY": -1,
+    "TIME": 0,
+    "TIMESTAMP": 0,
+}
 _DEFAULT_DECIMAL = (28, 0)
 
 
@@ -76,7 +83,12 @@ def column_type(dtype: exp.DataType, nullable: bool) -> dict[str, Any]:
         return {"type": "ARRAY", **base, "component": column_type(inner, True)}
     if kind == T.MAP:
         key, value = dtype.expressions
-        return {"type": "MAP", **base, "key": column_type(key, False), "value": column_type(value, True)}
+        return {
+            "type": "MAP",
+            **base,
+            "key": column_type(key, False),
+            "value": column_type(value, True),
+        }
     if kind not in _SCALARS:
         raise UnsupportedType(f"type {dtype.sql()}")
     name = _SCALARS[kind][0]
@@ -114,4 +126,4 @@ def from_sqlite(declared: str | None) -> str:
         return "BOOLEAN"
     if upper in ("NUMERIC", "DECIMAL"):
         return "DECIMAL"
-    return "VARIANT" if not upper else upper
+    return upper or "VARIANT"

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from stopcock.contract.program import empty_program_error
+from stopcock.contract.statuses import Program
 from stopcock.manager.control.health import ClusterHealth, HealthHistory
 from stopcock.manager.control.links import RuntimeLinks
 from stopcock.manager.control.ownership import Ownership, SoleOwnership
@@ -37,8 +39,6 @@ from stopcock.manager.domain.model import (
     new_record,
     now_us,
 )
-from stopcock.contract.program import empty_program_error
-from stopcock.contract.statuses import Program
 from stopcock.program import compile_program
 
 log = logging.getLogger("stopcock.lifecycle")
