@@ -93,6 +93,7 @@ def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path)
         "GetPipelineLogs": "body",
         "GetOpenApi": "body",
         "GetPipelineStats": "body",
+        "ValidateProgram": "body",
     }
 
 

@@ -117,3 +117,26 @@ def compile_program(program: str) -> CompileResult:
         compiled_program_error(messages),
         sql_compilation(0, messages),
     )
+
+
+# Feldera's answer to a custom runtime version without its runtime_version
+# feature (compiler/sql_compiler.rs, validate_program).
+_NO_RUNTIME_VERSION = (
+    "A custom runtime version was requested, but this Feldera instance does not have the "
+    "'runtime_version' feature enabled."
+)
+
+
+def validate_program(program: str, runtime_version: str | None = None) -> JsonObject:
+    """Feldera's ValidateProgramResponse for `program` (POST /v0/validate_program).
+
+    As Feldera: the program_info without the Rust artifacts (main_rust,
+    udf_stubs) and with `dataflow` null (Stopcock has no IR to give).
+    """
+    if runtime_version is not None:
+        return {"SystemError": {"error": _NO_RUNTIME_VERSION}}
+    result = compile_program(program)
+    if not result.ok or result.program_info is None:
+        return {"SqlError": {"info": result.program_error["sql_compilation"]}}
+    info = {k: v for k, v in result.program_info.items() if k not in ("main_rust", "udf_stubs")}
+    return {"Success": {"program_info": {**info, "dataflow": None}}}

@@ -262,6 +262,14 @@ class PipelineServiceStub:
     `{"status": "healthy"}`. It does no other work, which also makes it the
     no-op baseline of the benchmarks.
     """
+    ValidateProgram: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ValidateProgramRequest, _pipeline_service_pb2.ValidateProgramResponse]
+    """Compiles a program without creating a pipeline, as Feldera's `POST
+    /v0/validate_program`: always 200, the outcome in the body, Feldera's
+    ValidateProgramResponse: `{"Success": {"program_info": ...}}` (its
+    `dataflow` null: Stopcock has no dataflow IR), `{"SqlError": {"info":
+    {exit_code, messages}}}` or `{"SystemError": {"error": ...}}` (a
+    `runtime_version` other than Stopcock's own). Needs the write role.
+    """
 
 @_typing.type_check_only
 class PipelineServiceAsyncStub(PipelineServiceStub):
@@ -463,6 +471,14 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """Liveness of the manager, always open: REST `GET /healthz` answers
     `{"status": "healthy"}`. It does no other work, which also makes it the
     no-op baseline of the benchmarks.
+    """
+    ValidateProgram: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ValidateProgramRequest, _pipeline_service_pb2.ValidateProgramResponse]  # type: ignore[assignment]
+    """Compiles a program without creating a pipeline, as Feldera's `POST
+    /v0/validate_program`: always 200, the outcome in the body, Feldera's
+    ValidateProgramResponse: `{"Success": {"program_info": ...}}` (its
+    `dataflow` null: Stopcock has no dataflow IR), `{"SqlError": {"info":
+    {exit_code, messages}}}` or `{"SystemError": {"error": ...}}` (a
+    `runtime_version` other than Stopcock's own). Needs the write role.
     """
 
 class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -824,6 +840,20 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Liveness of the manager, always open: REST `GET /healthz` answers
         `{"status": "healthy"}`. It does no other work, which also makes it the
         no-op baseline of the benchmarks.
+        """
+
+    @_abc_1.abstractmethod
+    def ValidateProgram(
+        self,
+        request: _pipeline_service_pb2.ValidateProgramRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.ValidateProgramResponse, _abc.Awaitable[_pipeline_service_pb2.ValidateProgramResponse]]:
+        """Compiles a program without creating a pipeline, as Feldera's `POST
+        /v0/validate_program`: always 200, the outcome in the body, Feldera's
+        ValidateProgramResponse: `{"Success": {"program_info": ...}}` (its
+        `dataflow` null: Stopcock has no dataflow IR), `{"SqlError": {"info":
+        {exit_code, messages}}}` or `{"SystemError": {"error": ...}}` (a
+        `runtime_version` other than Stopcock's own). Needs the write role.
         """
 
 def add_PipelineServiceServicer_to_server(servicer: PipelineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -18,6 +18,7 @@ initial metadata (201 for creation, 202 for accepted desired-state changes).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -39,6 +40,7 @@ from stopcock.manager.control.logs import read_log
 from stopcock.manager.domain import errors
 from stopcock.manager.domain.model import PLATFORM_VERSION, rfc3339
 from stopcock.manager.store import ApiKeyRecord, StoreError
+from stopcock.program import validate_program
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 
@@ -474,3 +476,14 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         self, request: pb.CheckHealthRequest, context: Context
     ) -> pb.CheckHealthResponse:
         return pb.CheckHealthResponse(status="healthy")
+
+    @_guard
+    async def ValidateProgram(
+        self, request: pb.ValidateProgramRequest, context: Context
+    ) -> pb.ValidateProgramResponse:
+        version = request.runtime_version if request.HasField("runtime_version") else None
+        answer = await asyncio.to_thread(validate_program, request.program_code, version)
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        return pb.ValidateProgramResponse(
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=body)
+        )
