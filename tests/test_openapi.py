@@ -415,10 +415,7 @@ def test_every_operation_answers_as_documented(stack: Stack, name: str) -> None:
     assert key["api_key"].startswith("apikey:")
     check(rest.get("/v0/api_keys"))
     check(rest.delete(f"/v0/api_keys/{name}-key"))
-    valid = check(
-        rest.post("/v0/validate_program", json={"program_code": "CREATE TABLE t (x INT);"})
-    )
-    assert list(valid) == ["Success"]
+    assert list(check(rest.post("/v0/validate_program", json={"program_code": ""}))) == ["Success"]
 
     # Errors have the documented shape too.
     check(rest.get(base))
