@@ -99,6 +99,18 @@ def table_ddl(program: str) -> dict[str, str]:
     return {r.name: r.sqlite_ddl for r in catalog(program).relations if r.kind == "table"}
 
 
+def rust_udf_error(udf_rust: str) -> JsonObject | None:
+    """program_error.rust_compilation of Rust UDF code (Stopcock builds none); None if none."""
+    if not udf_rust.strip():
+        return None
+    return {
+        "exit_code": 1,
+        "stdout": "",
+        "stderr": "error: Stopcock's engine runs no Rust: user-defined functions in udf_rust "
+        f"are not supported. udf_rust:\n{udf_rust}",
+    }
+
+
 def compile_program(program: str) -> CompileResult:
     try:
         compiled = catalog(program)

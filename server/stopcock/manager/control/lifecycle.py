@@ -39,7 +39,7 @@ from stopcock.manager.domain.model import (
     new_record,
     now_us,
 )
-from stopcock.program import compile_program
+from stopcock.program import compile_program, rust_udf_error
 
 log = logging.getLogger("stopcock.lifecycle")
 
@@ -289,11 +289,18 @@ class Lifecycle:
         if key in self._compiling:
             return
         self._compiling.add(key)
-        task = self._spawn(self._compile_task(rec.id, rec.program_version, rec.program_code))
+        task = self._spawn(
+            self._compile_task(rec.id, rec.program_version, rec.program_code, rec.udf_rust)
+        )
         task.add_done_callback(lambda _: self._compiling.discard(key))
 
-    async def _compile_task(self, pipeline_id: str, program_version: int, code: str) -> None:
+    async def _compile_task(
+        self, pipeline_id: str, program_version: int, code: str, udf_rust: str = ""
+    ) -> None:
         result = await asyncio.to_thread(compile_program, code)
+        # Rust UDFs need Feldera's Rust build, which Stopcock has not: as a
+        # failed Rust compilation, after the SQL compiled (the SDK shows stderr).
+        rust_error = rust_udf_error(udf_rust)
 
         def sql_compiled(rec: PipelineRecord) -> PipelineRecord | None:
             if rec.program_version != program_version or rec.program_status != PENDING:
@@ -317,6 +324,9 @@ class Lifecycle:
         def success(rec: PipelineRecord) -> PipelineRecord | None:
             if rec.program_version != program_version or rec.program_status != Program.SQL_COMPILED:
                 return None
+            if rust_error is not None:
+                error = {**result.program_error, "rust_compilation": rust_error}
+                return evolve(rec, program_status=Program.RUST_ERROR.value, program_error=error)
             return evolve(rec, program_status=SUCCESS, program_error=result.program_error)
 
         written = await self.records.update(("id", pipeline_id), sql_compiled)
