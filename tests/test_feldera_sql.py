@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from feldera import Pipeline, PipelineBuilder
+from feldera.enums import PipelineFieldSelector
 from stopcock.program import catalog, compile_program, load_program, table_ddl, validate_program
 from stopcock.sql.adhoc import QueryRefused, to_sqlite
 from stopcock.sql.messages import Span, snippet
@@ -238,7 +239,7 @@ def sdk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sdk]:
 @pytest.mark.timeout(90)
 def test_a_feldera_program_runs_end_to_end(sdk: Sdk, name: str) -> None:
     p: Pipeline = PipelineBuilder(sdk.client, name, PROGRAM).create()
-    info = sdk.client.get_pipeline(name, None).program_info
+    info = sdk.client.get_pipeline(name, PipelineFieldSelector.ALL).program_info
     assert [r["name"] for r in info["schema"]["outputs"]] == ["paid_orders", "plain"]
     p.start(timeout_s=WAIT_S)
     p.input_json(

@@ -163,6 +163,8 @@ def _parse(code: str) -> list[exp.Expr]:
         line, col = first.get("line") or 0, first.get("col") or 0
         description = first.get("description") or str(exc)
         token = first.get("highlight") or ""
+        if " <Token " in description:  # sqlglot prints the token's repr: its text will do
+            description = description.split(" <Token ")[0] + f' "{token}"'
         start = max(col - len(token) + 1, 1) if line else 0
         raise CompileError(
             Message(
