@@ -198,7 +198,7 @@ def test_snippet_of_a_multi_line_span() -> None:
         ),
         ("CREATE TABLE t (x INT LATENESS INTERVAL 1 HOUR)", "Not yet implemented", "LATENESS"),
         ("CREATE FUNCTION f(x INT) RETURNS INT", "Not yet implemented", "Rust UDF"),
-        ("CREATE RECURSIVE VIEW v AS SELECT 1 AS x", "Not yet implemented", "Recursive view 'v'"),
+        ("DECLARE RECURSIVE VIEW v (x INT);", "Not yet implemented", "Recursive view 'v'"),
         ('CREATE TABLE t (x INT); CREATE TABLE "T" (y INT)', "Compilation error", 'Table "T"'),
         ('CREATE TABLE t (x INT, "X" INT)', "Compilation error", 'Columns "X" and "x"'),
         ("CREATE TABLE t (x INT); CREATE TABLE T (y INT)", "Compilation error", "Duplicate"),

@@ -70,15 +70,16 @@ class Field:
     default: str | None = None
 
     def to_json(self) -> JsonObject:
-        return {
+        """As Feldera's compiler prints a column (IHasSchema.asJson)."""
+        out: JsonObject = {
             "name": self.name,
             "case_sensitive": self.case_sensitive,
             "columntype": self.columntype,
-            "lateness": None,
-            "default": self.default,
-            "unused": False,
-            "watermark": None,
         }
+        if self.default is not None:
+            out["default"] = self.default
+        out["unused"] = False
+        return out
 
 
 @dataclass(slots=True)
@@ -93,14 +94,21 @@ class Relation:
     primary_key: list[str] | None = None
 
     def to_json(self) -> JsonObject:
-        return {
+        """As Feldera's compiler prints a relation (IHasSchema, CreateTableStatement and
+        CreateViewStatement asJson): optional members only when the program gave them."""
+        out: JsonObject = {
             "name": self.name,
             "case_sensitive": self.case_sensitive,
             "fields": [f.to_json() for f in self.fields],
-            "materialized": self.materialized,
-            "properties": self.properties,
-            "primary_key": self.primary_key,
         }
+        if self.primary_key is not None:
+            out["primary_key"] = self.primary_key
+        if self.properties:
+            out["properties"] = self.properties
+        out["materialized"] = self.materialized
+        if self.kind == "table":
+            out["foreign_keys"] = []
+        return out
 
 
 @dataclass(slots=True)
@@ -481,16 +489,7 @@ class _Compiler:
             if source is not None:
                 columntype = dict(source.columntype)
             else:
-                columntype = {
-                    "type": types.from_sqlite(declared),
-                    "nullable": True,
-                    "precision": None,
-                    "scale": None,
-                    "component": None,
-                    "fields": None,
-                    "key": None,
-                    "value": None,
-                }
+                columntype = {"type": types.from_sqlite(declared), "nullable": True}
             alias = columns[i] if i < len(columns) else None
             if isinstance(alias, exp.Identifier):
                 case_sensitive = bool(alias.quoted)

@@ -18,6 +18,7 @@ from sqlglot import exp, parser
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.dialects.sqlite import SQLite
 from sqlglot.tokenizer_core import TokenType
+from sqlglot.tokens import Tokenizer
 
 LOCAL = "local"
 RECURSIVE = "recursive"
@@ -48,6 +49,25 @@ class FelderaParser(parser.Parser):
         "LATENESS": _column_attribute("LATENESS"),
         "WATERMARK": _column_attribute("WATERMARK"),
     }
+
+    STATEMENT_PARSERS: ClassVar[dict[Any, Any]] = {
+        **parser.Parser.STATEMENT_PARSERS,
+        TokenType.DECLARE: lambda self: self._parse_declare_recursive_view(),
+    }
+
+    def _parse_declare_recursive_view(self) -> exp.Expr:
+        """`DECLARE RECURSIVE VIEW name (columns)`: kept as a CREATE VIEW marked RECURSIVE."""
+        if not self._match_text_seq("RECURSIVE", "VIEW"):
+            self.raise_error('Encountered "DECLARE": only DECLARE RECURSIVE VIEW is known')
+        name = self._parse_table_parts(schema=True)
+        schema = self._parse_schema(this=name)
+        return self.expression(
+            exp.Create(
+                this=schema,
+                kind="VIEW",
+                properties=exp.Properties(expressions=[marker(RECURSIVE)]),
+            )
+        )
 
     def _parse_as_command(self, start: Any) -> exp.Command:
         # sqlglot keeps what it cannot parse as an opaque command; a program
@@ -89,6 +109,9 @@ class FelderaParser(parser.Parser):
 
 
 class Feldera(Dialect):
+    class Tokenizer(Tokenizer):
+        KEYWORDS: ClassVar[dict[str, Any]] = {**Tokenizer.KEYWORDS, "DECLARE": TokenType.DECLARE}
+
     class Parser(FelderaParser):
         pass
 

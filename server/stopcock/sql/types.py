@@ -67,25 +67,17 @@ def _params(dtype: exp.DataType) -> list[int]:
 
 
 def column_type(dtype: exp.DataType, nullable: bool) -> dict[str, Any]:
-    """Feldera's ColumnType JSON for a sqlglot type."""
+    """Feldera's ColumnType JSON for a sqlglot type, as its compiler prints it (Calcite's
+    RelJson): `type` and `nullable`, then only the members the type has."""
     kind = dtype.this
-    base: dict[str, Any] = {
-        "nullable": nullable,
-        "precision": None,
-        "scale": None,
-        "component": None,
-        "fields": None,
-        "key": None,
-        "value": None,
-    }
     if kind == T.ARRAY:
         (inner,) = dtype.expressions
-        return {"type": "ARRAY", **base, "component": column_type(inner, True)}
+        return {"type": "ARRAY", "nullable": nullable, "component": column_type(inner, True)}
     if kind == T.MAP:
         key, value = dtype.expressions
         return {
             "type": "MAP",
-            **base,
+            "nullable": nullable,
             "key": column_type(key, False),
             "value": column_type(value, True),
         }
@@ -95,11 +87,11 @@ def column_type(dtype: exp.DataType, nullable: bool) -> dict[str, Any]:
     params = [] if kind == T.TEXT else _params(dtype)
     if name == "DECIMAL":
         precision, scale = (params + list(_DEFAULT_DECIMAL[len(params) :]))[:2]
-        return {"type": name, **base, "precision": precision, "scale": scale}
+        return {"type": name, "nullable": nullable, "precision": precision, "scale": scale}
     if name in _DEFAULT_PRECISION:
         precision = params[0] if params else _DEFAULT_PRECISION[name]
-        return {"type": name, **base, "precision": precision}
-    return {"type": name, **base}
+        return {"type": name, "nullable": nullable, "precision": precision}
+    return {"type": name, "nullable": nullable}
 
 
 def sqlite_type(dtype: exp.DataType) -> str:
