@@ -566,11 +566,12 @@ def translate(
     Calcite's message ("Object 'x' not found").
     """
     query = query.copy()
+    # Names a WITH clause of the query defines: not the program's relations.
     ctes = {
-        canonical(c.alias_or_name_ident)[0]
-        if hasattr(c, "alias_or_name_ident")
-        else c.alias.lower()
+        canonical(alias.this)[0]
         for c in query.find_all(exp.CTE)
+        if isinstance(alias := c.args.get("alias"), exp.TableAlias)
+        and isinstance(alias.this, exp.Identifier)
     }
     for table in query.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
