@@ -22,8 +22,9 @@ from stopcock.contract.program import (
     empty_program_error,
     sql_compilation,
 )
-from stopcock.sql.compiler import Compiled, compile_to
+from stopcock.sql.compiler import compile_to
 from stopcock.sql.messages import CompileError, Message
+from stopcock.sql.schema import Compiled
 
 JsonObject = dict[str, Any]
 

@@ -24,7 +24,7 @@ from typing import Any
 from stopcock.runtime.data import DataError
 from stopcock.runtime.memdb import READERS
 from stopcock.sql.adhoc import QueryRefused, to_sqlite
-from stopcock.sql.compiler import Compiled
+from stopcock.sql.schema import Compiled
 
 log = logging.getLogger("stopcock.runtime")
 

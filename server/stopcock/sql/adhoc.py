@@ -13,8 +13,9 @@ from typing import Any, NoReturn
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
-from stopcock.sql.compiler import Compiled, translate
 from stopcock.sql.dialect import Feldera
+from stopcock.sql.schema import Compiled
+from stopcock.sql.translate import translate
 
 
 class QueryRefused(Exception):

@@ -20,7 +20,6 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import sqlglot
@@ -28,118 +27,15 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.tokenizer_core import TokenType
 from stopcock.sql import types
-from stopcock.sql.dialect import LOCAL, RECURSIVE, Feldera, SQLiteTarget
+from stopcock.sql.dialect import LOCAL, RECURSIVE, Feldera
 from stopcock.sql.messages import NOT_SUPPORTED, PARSE_ERROR, CompileError, Message, Span
+from stopcock.sql.schema import Compiled, Field, Relation, canonical, quote, span_of
+from stopcock.sql.translate import translate
 
 JsonObject = dict[str, Any]
 
 # sqlglot logs a warning for each statement it keeps unparsed; those are compile errors here.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
-
-
-def canonical(ident: exp.Identifier) -> tuple[str, bool]:
-    """(name, case_sensitive) by Feldera's rules: unquoted names are lowercased."""
-    if ident.quoted:
-        return ident.this, True
-    return ident.this.lower(), False
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def as_written(ident: exp.Identifier) -> str:
-    return quote(ident.this) if ident.quoted else ident.this
-
-
-def span_of(code: str, node: exp.Expr | None) -> Span:
-    """Where sqlglot found `node` (its identifier or literal token), if it knows."""
-    while node is not None:
-        meta = node.meta if node.meta else {}
-        if "start" in meta and "end" in meta:
-            return Span.of_offsets(code, meta["start"], meta["end"])
-        node = node.this if isinstance(node.this, exp.Expr) else None
-    return Span()
-
-
-@dataclass(slots=True)
-class Field:
-    name: str
-    case_sensitive: bool
-    columntype: JsonObject
-    default: str | None = None
-
-    def to_json(self) -> JsonObject:
-        """As Feldera's compiler prints a column (IHasSchema.asJson)."""
-        out: JsonObject = {
-            "name": self.name,
-            "case_sensitive": self.case_sensitive,
-            "columntype": self.columntype,
-        }
-        if self.default is not None:
-            out["default"] = self.default
-        out["unused"] = False
-        return out
-
-
-@dataclass(slots=True)
-class Relation:
-    name: str
-    case_sensitive: bool
-    kind: str  # "table", "view" or "local"
-    materialized: bool
-    sqlite_ddl: str
-    fields: list[Field] = field(default_factory=list)
-    properties: dict[str, JsonObject] = field(default_factory=dict)
-    primary_key: list[str] | None = None
-
-    def to_json(self) -> JsonObject:
-        """As Feldera's compiler prints a relation (IHasSchema, CreateTableStatement and
-        CreateViewStatement asJson): optional members only when the program gave them."""
-        out: JsonObject = {
-            "name": self.name,
-            "case_sensitive": self.case_sensitive,
-            "fields": [f.to_json() for f in self.fields],
-        }
-        if self.primary_key is not None:
-            out["primary_key"] = self.primary_key
-        if self.properties:
-            out["properties"] = self.properties
-        out["materialized"] = self.materialized
-        if self.kind == "table":
-            out["foreign_keys"] = []
-        return out
-
-
-@dataclass(slots=True)
-class Compiled:
-    """A compiled program: its relations in declaration order, and its SQLite DDL."""
-
-    relations: list[Relation] = field(default_factory=list)
-    sqlite_ddl: list[str] = field(default_factory=list)
-    warnings: list[Message] = field(default_factory=list)
-
-    def find(self, name: str, case_sensitive: bool) -> Relation | None:
-        """The relation a reference names, by Feldera's rules (SqlIdentifier's equality)."""
-        for rel in self.relations:
-            if rel.case_sensitive or case_sensitive:
-                if rel.name == name:
-                    return rel
-            elif rel.name == name.lower():
-                return rel
-        return None
-
-    def program_info(self) -> JsonObject:
-        inputs = [r.to_json() for r in self.relations if r.kind == "table"]
-        outputs = [r.to_json() for r in self.relations if r.kind == "view"]
-        return {
-            "schema": {"inputs": inputs, "outputs": outputs},
-            "main_rust": "",
-            "udf_stubs": "",
-            "dataflow": None,
-            "input_connectors": {},
-            "output_connectors": {},
-        }
 
 
 def _check_lists(code: str) -> None:
@@ -551,57 +447,6 @@ class _Compiler:
         except sqlite3.Error as exc:
             self.fail(f"{exc}", node)
         self.out.sqlite_ddl.append(ddl)
-
-
-def translate(
-    compiled: Compiled,
-    query: exp.Expr,
-    fail: Callable[..., None],
-    code: str = "",
-    refuse_unmaterialized: bool = False,
-) -> str:
-    """A Feldera query in SQLite's SQL: names resolved by Feldera's rules, all quoted.
-
-    A relation it reads that the program does not declare fails with
-    Calcite's message ("Object 'x' not found").
-    """
-    query = query.copy()
-    # Names a WITH clause of the query defines: not the program's relations.
-    ctes = {
-        canonical(alias.this)[0]
-        for c in query.find_all(exp.CTE)
-        if isinstance(alias := c.args.get("alias"), exp.TableAlias)
-        and isinstance(alias.this, exp.Identifier)
-    }
-    for table in query.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            continue
-        name, case_sensitive = canonical(table.this)
-        if not table.args.get("db") and name in ctes:
-            continue
-        rel = compiled.find(name, case_sensitive)
-        if rel is None or table.args.get("db"):
-            where = span_of(code, table.this).calcite_prefix()
-            fail(f"{where}Object '{table.this.this}' not found", table.this)
-            continue
-        if refuse_unmaterialized and not rel.materialized:
-            fail(
-                "Tried to SELECT from a non-materialized source. Make sure "
-                f"`{rel.name}` is configured as materialized: use `with ('materialized' = "
-                "'true')` for tables, or `create materialized view` for views",
-                table.this,
-            )
-        table.this.set("this", rel.name)
-        table.this.set("quoted", True)
-    for ident in query.find_all(exp.Identifier):
-        if not ident.quoted:
-            ident.set("this", ident.this.lower())
-            ident.set("quoted", True)
-    try:
-        return query.sql(dialect=SQLiteTarget)
-    except SqlglotError as exc:
-        fail(f"Cannot translate the query to SQLite: {exc}", query)
-        raise AssertionError from exc  # fail raises
 
 
 def compile_to(code: str, db: sqlite3.Connection, run: Callable[[str], None]) -> Compiled:
