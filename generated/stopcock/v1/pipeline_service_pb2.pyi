@@ -1713,7 +1713,9 @@ class ValidateProgramRequest(_message.Message):
     RUNTIME_VERSION_FIELD_NUMBER: _builtins.int
     IR_FIELD_NUMBER: _builtins.int
     program_code: _builtins.str
-    """The SQL program to validate."""
+    """The SQL program to validate. Required (as in Feldera): a body without
+    it is refused 400 InvalidRequest.
+    """
     runtime_version: _builtins.str
     """Runtime version to compile with; Stopcock has one runtime: any value
     answers a SystemError, as Feldera without the runtime_version feature.
@@ -1723,16 +1725,21 @@ class ValidateProgramRequest(_message.Message):
     def __init__(
         self,
         *,
-        program_code: _builtins.str = ...,
+        program_code: _builtins.str | None = ...,
         runtime_version: _builtins.str | None = ...,
         ir: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_runtime_version", b"_runtime_version", "runtime_version", b"runtime_version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_runtime_version", b"_runtime_version", "program_code", b"program_code", "runtime_version", b"runtime_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_runtime_version", b"_runtime_version", "ir", b"ir", "program_code", b"program_code", "runtime_version", b"runtime_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_runtime_version", b"_runtime_version", "ir", b"ir", "program_code", b"program_code", "runtime_version", b"runtime_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__program_code: _TypeAlias = _typing.Literal["program_code"]  # noqa: Y015
+    _WhichOneofArgType__program_code: _TypeAlias = _typing.Literal["_program_code", b"_program_code"]  # noqa: Y015
     _WhichOneofReturnType__runtime_version: _TypeAlias = _typing.Literal["runtime_version"]  # noqa: Y015
     _WhichOneofArgType__runtime_version: _TypeAlias = _typing.Literal["_runtime_version", b"_runtime_version"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__program_code) -> _WhichOneofReturnType__program_code | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__runtime_version) -> _WhichOneofReturnType__runtime_version | None: ...
 
 Global___ValidateProgramRequest: _TypeAlias = ValidateProgramRequest  # noqa: Y015

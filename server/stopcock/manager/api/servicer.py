@@ -481,6 +481,11 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     async def ValidateProgram(
         self, request: pb.ValidateProgramRequest, context: Context
     ) -> pb.ValidateProgramResponse:
+        if not request.HasField("program_code"):
+            # Feldera's ValidateProgramRequest has `program_code: String` (actix's extractor)
+            raise errors.bad_request(
+                "InvalidRequest", "Json deserialize error: missing field `program_code`", None
+            )
         version = request.runtime_version if request.HasField("runtime_version") else None
         answer = await asyncio.to_thread(validate_program, request.program_code, version)
         body = json.dumps(answer, separators=(",", ":")).encode()
