@@ -204,6 +204,11 @@ def test_snippet_of_a_multi_line_span() -> None:
         ("CREATE TABLE t (x INT); CREATE TABLE T (y INT)", "Compilation error", "Duplicate"),
         ("create taabl;", "Error parsing SQL", 'Encountered "taabl"'),
         ("CREATE TABLE t (a INT); CREATE VIEW v AS SELECT b FROM t;", "Compilation error", "b"),
+        (
+            "CREATE TABLE t (a INT); CREATE VIEW v AS SELECT ARRAY_AGG(a) FROM t;",
+            "Not yet implemented",
+            "ARRAY_AGG",
+        ),
         ("CREATE TABLE t (a INT); INSERT INTO t VALUES (1);", "Error parsing SQL", "INSERT"),
     ],
 )

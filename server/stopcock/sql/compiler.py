@@ -364,9 +364,9 @@ class _Compiler:
         ddl = f"CREATE VIEW {quote(name)}{col_list} AS {body}"
         self._run(ddl, ident)
         try:
-            self.db.execute(f"SELECT * FROM {quote(name)} LIMIT 0")
+            self.db.execute(f"SELECT * FROM {quote(name)} LIMIT 0").close()
         except sqlite3.Error as exc:
-            self.fail(f"View '{name}': {exc}", ident)
+            self._view_failed(name, query, ident, str(exc))
         fields = self._view_fields(name, query, columns)
         nodes: list[exp.Expr] = [ident] * len(fields)
         self._columns_distinct(fields, name, nodes)
@@ -374,6 +374,23 @@ class _Compiler:
         self.out.relations.append(
             Relation(name, case_sensitive, kind, "materialized" in markers, ddl, fields, properties)
         )
+
+    def _view_failed(self, name: str, query: exp.Expr, ident: exp.Expr, error: str) -> None:
+        """SQLite refused the view's query: in Calcite's words where they are known."""
+        if error.startswith("no such column: "):
+            wanted = error.removeprefix("no such column: ").rsplit(".", 1)[-1]
+            for ref in query.find_all(exp.Column):
+                if isinstance(ref.this, exp.Identifier) and canonical(ref.this)[0] == wanted:
+                    where = span_of(self.code, ref.this).calcite_prefix()
+                    self.fail(f"{where}Column '{ref.this.this}' not found in any table", ref.this)
+        if error.startswith("no such function: "):
+            function = error.removeprefix("no such function: ")
+            self.fail(
+                f"View '{name}' calls {function}, a function Stopcock's SQLite engine lacks",
+                ident,
+                NOT_SUPPORTED,
+            )
+        self.fail(f"View '{name}': {error}", ident)
 
     def _view_fields(self, name: str, query: exp.Expr, columns: list[exp.Expr]) -> list[Field]:
         """The view's columns; a column read straight from a relation keeps its Feldera type."""
