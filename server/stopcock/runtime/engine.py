@@ -61,6 +61,7 @@ from stopcock.runtime.memdb import MemoryDatabase
 from stopcock.runtime.queries import NotServing, Queries
 from stopcock.runtime.splitter import UpdateSplitter
 from stopcock.runtime.spool import Spool
+from stopcock.sql.messages import CompileError
 
 log = logging.getLogger("stopcock.runtime")
 T = TypeVar("T")
@@ -126,7 +127,10 @@ class Engine:
         self.checkpoint_failure: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.queries = Queries(query_timeout)
-        with contextlib.suppress(Exception):  # a program compiled by an older Stopcock
+        # The relations ad-hoc queries may read (Feldera SQL over them). A
+        # program stored by an older Stopcock (SQLite DDL) may not compile:
+        # its queries then run as SQLite SQL, unchecked, as they did.
+        with contextlib.suppress(CompileError):
             self.queries.catalog = catalog(program_code)
         self._spool_dir = spool_dir or Path(".")
         # Checks streamed ingest chunks; the database thread only applies them.
