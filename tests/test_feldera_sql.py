@@ -15,6 +15,7 @@ from stopcock.program import catalog, compile_program, load_program, table_ddl, 
 from stopcock.sql.adhoc import QueryRefused, to_sqlite
 from stopcock.sql.messages import Span, snippet
 
+from tests.support import wait_until
 from tests.test_feldera_sdk import AUTH_OFF, WAIT_S, Sdk, api_error, sdk_stack
 
 PROGRAM = """
@@ -284,3 +285,30 @@ def test_validate_program_through_envoy(sdk: Sdk, tmp_path: Path) -> None:
     assert list(sdk.client.validate_program(PROGRAM)) == ["Success"]
     invalid = sdk.client.validate_program("CREATE MATERIALIZED VIEW v AS SELECT * FROM nope;")
     assert invalid["SqlError"]["info"]["messages"]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_a_compile_bumps_refresh_version_twice_as_feldera(sdk: Sdk, name: str) -> None:
+    # Feldera: CompilingSql (no bump), SqlCompiled (bump), CompilingRust (no bump), Success (bump).
+    r = sdk.stack.rest.post("/v0/pipelines", json={"name": name, "program_code": ""})
+    assert r.status_code == 201 and r.json()["refresh_version"] == 1
+    done = wait_until(
+        lambda: (p := sdk.stack.get(name))["program_status"] == "Success" and p, "compiled"
+    )
+    assert done["refresh_version"] == 3
+    assert done["program_error"]["sql_compilation"] == {"exit_code": 0, "messages": []}
+    assert done["program_error"]["rust_compilation"]["exit_code"] == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_rust_udfs_fail_as_a_rust_compilation(sdk: Sdk, name: str) -> None:
+    body = {"name": name, "program_code": "CREATE TABLE t (x INT);", "udf_rust": "Davy Jones"}
+    assert sdk.stack.rest.post("/v0/pipelines", json=body).status_code == 201
+    done = wait_until(
+        lambda: (p := sdk.stack.get(name))["program_status"] == "RustError" and p, "RustError"
+    )
+    assert done["program_error"]["sql_compilation"]["exit_code"] == 0
+    assert "Davy Jones" in done["program_error"]["rust_compilation"]["stderr"]
+    assert done["program_info"]["schema"]["inputs"][0]["name"] == "t"

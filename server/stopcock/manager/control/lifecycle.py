@@ -303,8 +303,13 @@ class Lifecycle:
         rust_error = rust_udf_error(udf_rust)
 
         def sql_compiled(rec: PipelineRecord) -> PipelineRecord | None:
-            if rec.program_version != program_version or rec.program_status != PENDING:
-                return None  # edited meanwhile (that edit compiles anew), or compiled elsewhere
+            if rec.program_version != program_version:
+                return None  # edited meanwhile: that edit compiles anew
+            # SqlCompiled: a manager stopped between the two steps (it goes on below).
+            if rec.program_status not in (PENDING, Program.SQL_COMPILED):
+                return None  # compiled elsewhere
+            if rec.program_status == Program.SQL_COMPILED and result.ok:
+                return None
             if not result.ok:
                 return evolve(
                     rec,
