@@ -30,7 +30,10 @@ from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
-PROGRAM = "CREATE TABLE t (id INTEGER NOT NULL, name TEXT); CREATE VIEW v AS SELECT * FROM t;"
+PROGRAM = (
+    "CREATE TABLE t (id INTEGER NOT NULL, name TEXT) WITH ('materialized' = 'true'); "
+    "CREATE MATERIALIZED VIEW v AS SELECT * FROM t;"
+)
 WAIT = 30.0  # seconds: the bound of every wait; a healthy stack needs far less
 
 

@@ -99,6 +99,7 @@ def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path)
         "GetPipelineStats": "body",
         "ListPipelineEvents": "body",
         "GetPipelineEvent": "body",
+        "ValidateProgram": "body",
     }
 
 

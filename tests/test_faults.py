@@ -39,14 +39,16 @@ def test_provisioning_timeout_and_force_stop_while_provisioning(tmp_path: Path) 
     startup_hold.touch()
     env = {"STOPCOCK_RUNTIME_TEST_FAULTS": f"startup_hold_file={startup_hold}"}
     with running_stack(tmp_path, env) as stack:
-        stack.create("slow", runtime_config={"provisioning_timeout_secs": 1})
+        # 3 s: the first start also starts the runtime template (it imports
+        # everything a runtime needs, ~1 s on a busy machine), inside the timeout.
+        stack.create("slow", runtime_config={"provisioning_timeout_secs": 3})
         assert stack.post("slow", "start").status_code == 202
         stack.wait_status("slow", "Provisioning")
         [pid] = wait_until(lambda: stack.runtime_pids("slow"), "a runtime process")
         p = stack.wait_status("slow", "Stopped")
         error = p["deployment_error"]
         assert error["error_code"] == "ProvisioningTimeout"
-        assert error["details"] == {"provisioning_timeout_secs": 1}
+        assert error["details"] == {"provisioning_timeout_secs": 3}
         wait_until(lambda: not process_alive(pid), "the slow runtime to be killed")
 
         stack.create("held", runtime_config={"provisioning_timeout_secs": 600})

@@ -48,7 +48,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 AUTH_OFF, AUTH_ON = "auth-off", "auth-on"
 MODES = [AUTH_OFF, AUTH_ON]
 WAIT_S = 20.0  # the bound of every SDK wait (timeout_s); a healthy stack needs far less
-PROGRAM_2 = PROGRAM + " CREATE VIEW w AS SELECT id FROM t WHERE id > 1;"
+PROGRAM_2 = PROGRAM + " CREATE MATERIALIZED VIEW w AS SELECT id FROM t WHERE id > 1;"
 
 
 @dataclass
@@ -297,11 +297,14 @@ def test_create_or_replace(sdk: Sdk, name: str) -> None:
 def test_sql_error_is_the_sdks_compile_error(sdk: Sdk, name: str) -> None:
     with pytest.raises(RuntimeError, match=f"Pipeline {name} failed to compile") as info:
         create(sdk, name, "CREATE TABLE t (id INTEGER NOT NULL); CREATE VIEW v AS SELEC 1;")
-    assert "SqlError" in str(info.value) and "syntax error" in str(info.value)
+    # The SDK renders Feldera's message: error type, message, code snippet.
+    assert 'Error parsing SQL\nEncountered "1" at line 1, column 62' in str(info.value)
+    assert "Code snippet:\n    1|CREATE TABLE t" in str(info.value)
     p = Pipeline.get(name, sdk.client)
     assert p.program_status() == ProgramStatus.SqlError
     [message] = p.program_error()["sql_compilation"]["messages"]
-    assert message["error_type"] == "SqlError" and "syntax error" in message["message"]
+    assert message["error_type"] == "Error parsing SQL"
+    assert (message["start_line_number"], message["start_column"]) == (1, 62)
     api_error(lambda: p.start(timeout_s=WAIT_S), 400, "CannotStartWithCompilationError")
     assert p.status() == PipelineStatus.STOPPED
 

@@ -383,6 +383,7 @@ def _drive_keys_and_errors(check: Any, rest: httpx.Client, name: str, base: str)
     assert key["api_key"].startswith("apikey:")
     check(rest.get("/v0/api_keys"))
     check(rest.delete(f"/v0/api_keys/{name}-key"))
+    assert list(check(rest.post("/v0/validate_program", json={"program_code": ""}))) == ["Success"]
 
     # Errors have the documented shape too.
     check(rest.get(base))

@@ -1,8 +1,18 @@
-"""Program "compilation": SQL validation and the schema it reports."""
+"""Program "compilation": SQL validation and the schema it reports (Feldera's shapes)."""
 
 from __future__ import annotations
 
 from stopcock.program import compile_program
+
+
+def _message(program: str) -> dict[str, object]:
+    result = compile_program(program)
+    assert not result.ok, program
+    assert result.program_info is None
+    sql = result.program_error["sql_compilation"]
+    assert sql["exit_code"] == 1
+    message: dict[str, object] = sql["messages"][0]
+    return message
 
 
 def test_valid_program_describes_tables_and_views() -> None:
@@ -15,24 +25,35 @@ def test_valid_program_describes_tables_and_views() -> None:
     assert [t["name"] for t in schema["inputs"]] == ["t"]
     assert [v["name"] for v in schema["outputs"]] == ["v"]
     fields = schema["inputs"][0]["fields"]
-    assert fields[0] == {
-        "name": "id",
-        "case_sensitive": False,
-        "columntype": {"type": "INTEGER", "nullable": False},
+    assert fields[0]["name"] == "id"
+    assert fields[0]["case_sensitive"] is False
+    assert fields[0]["columntype"]["type"] == "INTEGER"
+    assert fields[0]["columntype"]["nullable"] is False
+    assert schema["outputs"][0]["fields"][0]["columntype"]["type"] == "INTEGER"
+
+
+def test_success_reports_both_compiler_stages_as_feldera_does() -> None:
+    result = compile_program("CREATE TABLE t (x INT);")
+    assert result.program_error == {
+        "sql_compilation": {"exit_code": 0, "messages": []},
+        "rust_compilation": {"exit_code": 0, "stdout": "", "stderr": ""},
+        "system_error": None,
     }
+    assert result.sql_compilation == {"exit_code": 0, "messages": []}
 
 
-def test_syntax_error_is_reported_with_the_engines_message() -> None:
-    result = compile_program("CREATE TABLE t (id INTEGER,,);")
-    assert not result.ok
-    messages = result.program_error["sql_compilation"]["messages"]
-    assert "syntax error" in messages[0]["message"]
+def test_syntax_error_is_reported_with_its_position() -> None:
+    message = _message("CREATE TABLE t (id INTEGER,,);")
+    assert message["error_type"] == "Error parsing SQL"
+    assert (message["start_line_number"], message["start_column"]) == (1, 28)
+    assert "^" in str(message["snippet"])
 
 
 def test_view_over_missing_column_fails_at_compile_time() -> None:
-    result = compile_program("CREATE TABLE t (a INT); CREATE VIEW v AS SELECT b FROM t;")
-    assert not result.ok
-    assert "no such column" in result.program_error["sql_compilation"]["messages"][0]["message"]
+    message = _message("CREATE TABLE t (a INT); CREATE VIEW v AS SELECT b FROM t;")
+    assert message["message"] == (
+        "From line 1, column 49 to line 1, column 49: Column 'b' not found in any table"
+    )
 
 
 def test_statements_other_than_ddl_are_refused() -> None:
@@ -41,6 +62,5 @@ def test_statements_other_than_ddl_are_refused() -> None:
         "ATTACH DATABASE '/tmp/x.db' AS x;",
         "PRAGMA journal_mode=OFF;",
     ):
-        result = compile_program(program)
-        assert not result.ok, program
-        assert "not authorized" in result.program_error["sql_compilation"]["messages"][0]["message"]
+        message = _message(program)
+        assert message["error_type"] == "Error parsing SQL", program

@@ -95,8 +95,9 @@ def test_sql_error_is_reported_and_blocks_start(stack: Stack, name: str) -> None
     r = stack.rest.post("/v0/pipelines", json={"name": name, "program_code": "CREATE TABLE ("})
     assert r.status_code == 201
     p = wait_until(lambda: (q := stack.get(name))["program_status"] == "SqlError" and q, "SqlError")
-    message = p["program_error"]["sql_compilation"]["messages"][0]["message"]
-    assert "syntax error" in message or "incomplete input" in message
+    message = p["program_error"]["sql_compilation"]["messages"][0]
+    assert message["error_type"] == "Error parsing SQL"
+    assert message["message"] == 'Expected table name but got "(" at line 1, column 14'
     assert_error(stack.post(name, "start"), 400, "CannotStartWithCompilationError", None)
     # Fixing the program compiles it again and bumps the versions.
     fixed = {"name": name, "program_code": PROGRAM}

@@ -277,6 +277,17 @@ RAW_BODIES: dict[str, JSON] = {
     ".stopcock.v1.GetPipelineEventResponse.body": {
         "application/json": {"schema": event_schema()},
     },
+    # Feldera's ValidateProgramResponse: one of its three variants.
+    ".stopcock.v1.ValidateProgramResponse.body": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "Feldera's ValidateProgramResponse: one of "
+                '`{"Success": {"program_info": ...}}`, `{"SqlError": {"info": '
+                '{"exit_code", "messages"}}}`, `{"SystemError": {"error": ...}}`.',
+            }
+        },
+    },
     ".stopcock.v1.GetOpenApiResponse.body": {
         "application/json": {"schema": {"type": "object", "description": "This document."}},
     },

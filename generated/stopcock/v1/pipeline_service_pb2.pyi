@@ -1945,3 +1945,68 @@ class GetPipelineEventResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPipelineEventResponse: _TypeAlias = GetPipelineEventResponse  # noqa: Y015
+
+@_typing.final
+class ValidateProgramRequest(_message.Message):
+    """Request of ValidateProgram (Feldera's ValidateProgramRequest)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRAM_CODE_FIELD_NUMBER: _builtins.int
+    RUNTIME_VERSION_FIELD_NUMBER: _builtins.int
+    IR_FIELD_NUMBER: _builtins.int
+    program_code: _builtins.str
+    """The SQL program to validate. Required (as in Feldera): a body without
+    it is refused 400 InvalidRequest.
+    """
+    runtime_version: _builtins.str
+    """Runtime version to compile with; Stopcock has one runtime: any value
+    answers a SystemError, as Feldera without the runtime_version feature.
+    """
+    ir: _builtins.bool
+    """Return the program IR (dataflow): Stopcock has none, it stays null."""
+    def __init__(
+        self,
+        *,
+        program_code: _builtins.str | None = ...,
+        runtime_version: _builtins.str | None = ...,
+        ir: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_runtime_version", b"_runtime_version", "program_code", b"program_code", "runtime_version", b"runtime_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_runtime_version", b"_runtime_version", "ir", b"ir", "program_code", b"program_code", "runtime_version", b"runtime_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__program_code: _TypeAlias = _typing.Literal["program_code"]  # noqa: Y015
+    _WhichOneofArgType__program_code: _TypeAlias = _typing.Literal["_program_code", b"_program_code"]  # noqa: Y015
+    _WhichOneofReturnType__runtime_version: _TypeAlias = _typing.Literal["runtime_version"]  # noqa: Y015
+    _WhichOneofArgType__runtime_version: _TypeAlias = _typing.Literal["_runtime_version", b"_runtime_version"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__program_code) -> _WhichOneofReturnType__program_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__runtime_version) -> _WhichOneofReturnType__runtime_version | None: ...
+
+Global___ValidateProgramRequest: _TypeAlias = ValidateProgramRequest  # noqa: Y015
+
+@_typing.final
+class ValidateProgramResponse(_message.Message):
+    """Response of ValidateProgram."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """Feldera's ValidateProgramResponse JSON (content type application/json)."""
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateProgramResponse: _TypeAlias = ValidateProgramResponse  # noqa: Y015

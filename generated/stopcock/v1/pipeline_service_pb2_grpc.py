@@ -190,6 +190,11 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventResponse.FromString,
                 _registered_method=True)
+        self.ValidateProgram = channel.unary_unary(
+                '/stopcock.v1.PipelineService/ValidateProgram',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramResponse.FromString,
+                _registered_method=True)
 
 
 class PipelineServiceServicer:
@@ -536,6 +541,18 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateProgram(self, request, context):
+        """Compiles a program without creating a pipeline, as Feldera's `POST
+        /v0/validate_program`: always 200, the outcome in the body, Feldera's
+        ValidateProgramResponse: `{"Success": {"program_info": ...}}` (its
+        `dataflow` null: Stopcock has no dataflow IR), `{"SqlError": {"info":
+        {exit_code, messages}}}` or `{"SystemError": {"error": ...}}` (a
+        `runtime_version` other than Stopcock's own). Needs the write role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PipelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -688,6 +705,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.GetPipelineEvent,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventResponse.SerializeToString,
+            ),
+            'ValidateProgram': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateProgram,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1506,6 +1528,33 @@ class PipelineService:
             '/stopcock.v1.PipelineService/GetPipelineEvent',
             stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateProgram(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/ValidateProgram',
+            stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -286,6 +286,14 @@ class PipelineServiceStub:
     is 400 InvalidUuidParam; one no longer kept is 404
     UnknownPipelineMonitorEvent.
     """
+    ValidateProgram: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ValidateProgramRequest, _pipeline_service_pb2.ValidateProgramResponse]
+    """Compiles a program without creating a pipeline, as Feldera's `POST
+    /v0/validate_program`: always 200, the outcome in the body, Feldera's
+    ValidateProgramResponse: `{"Success": {"program_info": ...}}` (its
+    `dataflow` null: Stopcock has no dataflow IR), `{"SqlError": {"info":
+    {exit_code, messages}}}` or `{"SystemError": {"error": ...}}` (a
+    `runtime_version` other than Stopcock's own). Needs the write role.
+    """
 
 @_typing.type_check_only
 class PipelineServiceAsyncStub(PipelineServiceStub):
@@ -511,6 +519,14 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     `GET /v0/pipelines/{name}/events/{event_id}`. An id that is not a UUID
     is 400 InvalidUuidParam; one no longer kept is 404
     UnknownPipelineMonitorEvent.
+    """
+    ValidateProgram: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ValidateProgramRequest, _pipeline_service_pb2.ValidateProgramResponse]  # type: ignore[assignment]
+    """Compiles a program without creating a pipeline, as Feldera's `POST
+    /v0/validate_program`: always 200, the outcome in the body, Feldera's
+    ValidateProgramResponse: `{"Success": {"program_info": ...}}` (its
+    `dataflow` null: Stopcock has no dataflow IR), `{"SqlError": {"info":
+    {exit_code, messages}}}` or `{"SystemError": {"error": ...}}` (a
+    `runtime_version` other than Stopcock's own). Needs the write role.
     """
 
 class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -914,6 +930,20 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         `GET /v0/pipelines/{name}/events/{event_id}`. An id that is not a UUID
         is 400 InvalidUuidParam; one no longer kept is 404
         UnknownPipelineMonitorEvent.
+        """
+
+    @_abc_1.abstractmethod
+    def ValidateProgram(
+        self,
+        request: _pipeline_service_pb2.ValidateProgramRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.ValidateProgramResponse, _abc.Awaitable[_pipeline_service_pb2.ValidateProgramResponse]]:
+        """Compiles a program without creating a pipeline, as Feldera's `POST
+        /v0/validate_program`: always 200, the outcome in the body, Feldera's
+        ValidateProgramResponse: `{"Success": {"program_info": ...}}` (its
+        `dataflow` null: Stopcock has no dataflow IR), `{"SqlError": {"info":
+        {exit_code, messages}}}` or `{"SystemError": {"error": ...}}` (a
+        `runtime_version` other than Stopcock's own). Needs the write role.
         """
 
 def add_PipelineServiceServicer_to_server(servicer: PipelineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

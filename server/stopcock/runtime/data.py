@@ -52,11 +52,20 @@ def _bad(table: str, index: int | None, error: str) -> DataError:
 
 
 def table_columns(db: sqlite3.Connection, table: str) -> tuple[str, list[str]]:
-    """The table's real name and its columns (names matched case-insensitively)."""
+    """The table's real name and its columns, the table found by Feldera's name rules.
+
+    `"Name"` (quoted) names the table exactly; an unquoted name matches
+    case-insensitively a table declared unquoted (stored lowercased, see
+    stopcock.sql.compiler), and a quoted declaration only when spelt exactly.
+    """
+    quoted = len(table) >= 2 and table[0] == table[-1] == '"'
+    wanted = table[1:-1] if quoted else table
     row = db.execute(
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE",
-        (table,),
+        (wanted,),
     ).fetchone()
+    if row is not None and row[0] != wanted and (quoted or row[0] != row[0].lower()):
+        row = None
     if row is None:
         raise DataError(
             404,

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stopcock.contract.statuses import RUNTIME_DESIRABLE, Runtime
-from stopcock.program import load_program
+from stopcock.program import catalog, load_program
 from stopcock.runtime import data
 from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
 from stopcock.runtime.checkpoints import now_rfc3339 as now
@@ -62,6 +62,7 @@ from stopcock.runtime.memdb import MemoryDatabase
 from stopcock.runtime.queries import NotServing, Queries
 from stopcock.runtime.splitter import UpdateSplitter
 from stopcock.runtime.spool import Spool
+from stopcock.sql.messages import CompileError
 
 log = logging.getLogger("stopcock.runtime")
 T = TypeVar("T")
@@ -130,6 +131,11 @@ class Engine:
         self.checkpoint_failure: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.queries = Queries(query_timeout)
+        # The relations ad-hoc queries may read (Feldera SQL over them). A
+        # program stored by an older Stopcock (SQLite DDL) may not compile:
+        # its queries then run as SQLite SQL, unchecked, as they did.
+        with contextlib.suppress(CompileError):
+            self.queries.catalog = catalog(program_code)
         self._spool_dir = spool_dir or Path(".")
         # Checks streamed ingest chunks; the database thread only applies them.
         self._parse_thread = ThreadPoolExecutor(1, thread_name_prefix="parse")

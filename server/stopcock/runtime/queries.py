@@ -23,6 +23,8 @@ from typing import Any
 
 from stopcock.runtime.data import DataError
 from stopcock.runtime.memdb import READERS
+from stopcock.sql.adhoc import QueryRefused, to_sqlite
+from stopcock.sql.schema import Compiled
 
 log = logging.getLogger("stopcock.runtime")
 
@@ -145,6 +147,9 @@ class Queries:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        # The program's relations: queries are Feldera SQL over them. None for
+        # a program that no longer compiles (run as SQLite SQL, unchecked).
+        self.catalog: Compiled | None = None
         self._readers: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
         self._threads = ThreadPoolExecutor(READERS, thread_name_prefix="query")
         self._running: set[ReaderQuery] = set()
@@ -161,6 +166,15 @@ class Queries:
         for query in list(self._running):
             query.stop("suspend")
 
+    def translate(self, sql: str) -> str:
+        """The Feldera query in SQLite's SQL (InvalidQuery if it cannot run)."""
+        if self.catalog is None:
+            return sql
+        try:
+            return to_sqlite(self.catalog, sql)
+        except QueryRefused as exc:
+            raise _invalid_query(exc) from None
+
     async def take_back(self, count: int) -> None:
         """Waits until `count` readers are back in the pool (to close the database)."""
         for _ in range(count):
@@ -173,6 +187,7 @@ class Queries:
         (NotServing), or when the consumer stops iterating (the client
         went away): the query is interrupted in SQLite at once.
         """
+        sql = self.translate(sql)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         try:

@@ -18,6 +18,7 @@ initial metadata (201 for creation, 202 for accepted desired-state changes).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -40,6 +41,7 @@ from stopcock.manager.domain import errors
 from stopcock.manager.domain.definition import patch_definition, stored_definition
 from stopcock.manager.domain.model import PLATFORM_VERSION, rfc3339
 from stopcock.manager.store import ApiKeyRecord, StoreError
+from stopcock.program import validate_program
 from stopcock.v1 import pipeline_service_pb2 as pb
 from stopcock.v1 import pipeline_service_pb2_grpc as pb_grpc
 
@@ -516,3 +518,19 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         versions = await self._lc.records.versions(request.name)
         found = events.find_event(versions, request.event_id, full)
         return pb.GetPipelineEventResponse(body=_json_body(found))
+
+    @_guard
+    async def ValidateProgram(
+        self, request: pb.ValidateProgramRequest, context: Context
+    ) -> pb.ValidateProgramResponse:
+        if not request.HasField("program_code"):
+            # Feldera's ValidateProgramRequest has `program_code: String` (actix's extractor)
+            raise errors.bad_request(
+                "InvalidRequest", "Json deserialize error: missing field `program_code`", None
+            )
+        version = request.runtime_version if request.HasField("runtime_version") else None
+        answer = await asyncio.to_thread(validate_program, request.program_code, version)
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        return pb.ValidateProgramResponse(
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=body)
+        )

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from stopcock.contract.program import empty_program_error
+from stopcock.contract.statuses import Program
 from stopcock.manager.control.health import ClusterHealth, HealthHistory
 from stopcock.manager.control.links import RuntimeLinks
 from stopcock.manager.control.ownership import Ownership, SoleOwnership
@@ -38,7 +40,7 @@ from stopcock.manager.domain.model import (
     new_record,
     now_us,
 )
-from stopcock.program import compile_program
+from stopcock.program import compile_program, rust_udf_error
 
 log = logging.getLogger("stopcock.lifecycle")
 
@@ -84,7 +86,7 @@ class Lifecycle:
             await self._replica.start(self._supervisor)
             return
         for rec in recs:
-            if rec.program_status == PENDING:
+            if rec.program_status in (PENDING, Program.SQL_COMPILED):
                 self._compile(rec)
             if not rec.fully_stopped or rec.storage_status == CLEARING:
                 self.poke(rec.id)
@@ -301,25 +303,61 @@ class Lifecycle:
         if key in self._compiling:
             return
         self._compiling.add(key)
-        task = self._spawn(self._compile_task(rec.id, rec.program_version, rec.program_code))
+        task = self._spawn(
+            self._compile_task(rec.id, rec.program_version, rec.program_code, rec.udf_rust)
+        )
         task.add_done_callback(lambda _: self._compiling.discard(key))
 
-    async def _compile_task(self, pipeline_id: str, program_version: int, code: str) -> None:
+    async def _compile_task(
+        self, pipeline_id: str, program_version: int, code: str, udf_rust: str = ""
+    ) -> None:
         result = await asyncio.to_thread(compile_program, code)
+        # Rust UDFs need Feldera's Rust build, which Stopcock has not: as a
+        # failed Rust compilation, after the SQL compiled (the SDK shows stderr).
+        rust_error = rust_udf_error(udf_rust)
 
-        def change(rec: PipelineRecord) -> PipelineRecord | None:
-            if rec.program_version != program_version or rec.program_status != PENDING:
-                return None  # edited meanwhile (that edit compiles anew), or compiled elsewhere
+        def sql_compiled(rec: PipelineRecord) -> PipelineRecord | None:
+            if rec.program_version != program_version:
+                return None  # edited meanwhile: that edit compiles anew
+            # SqlCompiled: a manager stopped between the two steps (it goes on below).
+            if rec.program_status not in (PENDING, Program.SQL_COMPILED):
+                return None  # compiled elsewhere
+            if rec.program_status == Program.SQL_COMPILED and result.ok:
+                return None
+            if not result.ok:
+                return evolve(
+                    rec,
+                    program_status=SQL_ERROR,
+                    program_info=None,
+                    program_error=result.program_error,
+                )
+            # As Feldera: SqlCompiled (with program_info) then Success, each a
+            # refresh_version of its own (db/operations/pipeline.rs).
             return evolve(
                 rec,
-                program_status=SUCCESS if result.ok else SQL_ERROR,
+                program_status=Program.SQL_COMPILED.value,
                 program_info=result.program_info,
-                program_error=result.program_error,
+                program_error={**empty_program_error(), "sql_compilation": result.sql_compilation},
             )
 
-        written = await self.records.update(("id", pipeline_id), change)
-        if written is None or written[1] is written[0]:
+        def success(rec: PipelineRecord) -> PipelineRecord | None:
+            if rec.program_version != program_version or rec.program_status != Program.SQL_COMPILED:
+                return None
+            if rust_error is not None:
+                error = {**result.program_error, "rust_compilation": rust_error}
+                return evolve(rec, program_status=Program.RUST_ERROR.value, program_error=error)
+            return evolve(rec, program_status=SUCCESS, program_error=result.program_error)
+
+        written = await self.records.update(("id", pipeline_id), sql_compiled)
+        if written is None:
             return
+        # Unchanged: edited or compiled elsewhere, unless a manager stopped between the steps.
+        if written[1] is written[0] and written[0].program_status != Program.SQL_COMPILED:
+            return
+        if result.ok:
+            written = await self.records.update(("id", pipeline_id), success)
+            if written is None or written[1] is written[0]:
+                return
         new = written[1]
         log.info(
             "pipeline %s: program version %d compiled: %s",
