@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 TYPED = (
     "CREATE TABLE t (id INTEGER NOT NULL, name VARCHAR, ok BOOLEAN, score DOUBLE, "
-    "day DATE, at TIMESTAMP, big BIGINT);"
+    "day DATE, at TIMESTAMP, big BIGINT) WITH ('materialized' = 'true');"
 )
 
 

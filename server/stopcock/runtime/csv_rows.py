@@ -201,10 +201,19 @@ def _column(name: str, declared: str, notnull: bool) -> Column:
     return Column(name, parse, base in _STRING_TYPES, not notnull)
 
 
-def csv_columns(db: sqlite3.Connection, shape: TableShape) -> list[Column]:
-    """How each column of the table reads a CSV field (read on the database thread)."""
+def csv_columns(
+    db: sqlite3.Connection, shape: TableShape, types: dict[str, str] | None = None
+) -> list[Column]:
+    """How each column of the table reads a CSV field (read on the database thread).
+
+    `types` are the program's own (Feldera) type names by column: the SQLite
+    DDL a Feldera program is translated to keeps only storage classes (BIGINT
+    and INTEGER are both INTEGER there), so they take precedence."""
     rows = db.execute('SELECT name, type, "notnull" FROM pragma_table_info(?)', (shape.name,))
-    return [_column(name, declared, bool(notnull)) for name, declared, notnull in rows]
+    return [
+        _column(name, (types or {}).get(name, declared), bool(notnull))
+        for name, declared, notnull in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -446,7 +446,15 @@ class Engine:
         loop = asyncio.get_running_loop()
         check: Callable[[bytes | None], None]
         if csv:
-            records = CsvRecords(shape.table, await self._on_db(csv_columns, db, shape))
+            relation = (
+                compiled.find(shape.name, True) if (compiled := self.queries.catalog) else None
+            )
+            types = (
+                {f.name: str(f.columntype.get("type", "")) for f in relation.fields}
+                if relation
+                else None
+            )
+            records = CsvRecords(shape.table, await self._on_db(csv_columns, db, shape, types))
 
             def check(chunk: bytes | None) -> None:
                 if chunk is not None:

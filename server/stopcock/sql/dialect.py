@@ -18,7 +18,7 @@ from sqlglot import exp, parser
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.dialects.sqlite import SQLite
 from sqlglot.tokenizer_core import TokenType
-from sqlglot.tokens import Tokenizer
+from sqlglot.tokens import Tokenizer as BaseTokenizer
 
 LOCAL = "local"
 RECURSIVE = "recursive"
@@ -109,8 +109,11 @@ class FelderaParser(parser.Parser):
 
 
 class Feldera(Dialect):
-    class Tokenizer(Tokenizer):
-        KEYWORDS: ClassVar[dict[str, Any]] = {**Tokenizer.KEYWORDS, "DECLARE": TokenType.DECLARE}
+    class Tokenizer(BaseTokenizer):
+        KEYWORDS: ClassVar[dict[str, Any]] = {
+            **BaseTokenizer.KEYWORDS,
+            "DECLARE": TokenType.DECLARE,
+        }
 
     class Parser(FelderaParser):
         pass
