@@ -175,6 +175,11 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthResponse.FromString,
                 _registered_method=True)
+        self.ApprovePipeline = channel.unary_unary(
+                '/stopcock.v1.PipelineService/ApprovePipeline',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineResponse.FromString,
+                _registered_method=True)
 
 
 class PipelineServiceServicer:
@@ -485,6 +490,18 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApprovePipeline(self, request, context):
+        """Lets a deployment whose bootstrap awaits approval (runtime status
+        AwaitingApproval) proceed, as Feldera's `/approve`. The approval is
+        persisted before the answer, so a manager restart still delivers it.
+        A deployed pipeline that awaits nothing answers 200 too (Feldera
+        forwards the call to a runtime that then has nothing to wait for);
+        one that is not deployed answers 503 PipelineInteractionNotDeployed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PipelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -622,6 +639,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.CheckHealth,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthResponse.SerializeToString,
+            ),
+            'ApprovePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApprovePipeline,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1359,6 +1381,33 @@ class PipelineService:
             '/stopcock.v1.PipelineService/CheckHealth',
             stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApprovePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/ApprovePipeline',
+            stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -262,6 +262,14 @@ class PipelineServiceStub:
     `{"status": "healthy"}`. It does no other work, which also makes it the
     no-op baseline of the benchmarks.
     """
+    ApprovePipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ApprovePipelineRequest, _pipeline_service_pb2.ApprovePipelineResponse]
+    """Lets a deployment whose bootstrap awaits approval (runtime status
+    AwaitingApproval) proceed, as Feldera's `/approve`. The approval is
+    persisted before the answer, so a manager restart still delivers it.
+    A deployed pipeline that awaits nothing answers 200 too (Feldera
+    forwards the call to a runtime that then has nothing to wait for);
+    one that is not deployed answers 503 PipelineInteractionNotDeployed.
+    """
 
 @_typing.type_check_only
 class PipelineServiceAsyncStub(PipelineServiceStub):
@@ -463,6 +471,14 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """Liveness of the manager, always open: REST `GET /healthz` answers
     `{"status": "healthy"}`. It does no other work, which also makes it the
     no-op baseline of the benchmarks.
+    """
+    ApprovePipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ApprovePipelineRequest, _pipeline_service_pb2.ApprovePipelineResponse]  # type: ignore[assignment]
+    """Lets a deployment whose bootstrap awaits approval (runtime status
+    AwaitingApproval) proceed, as Feldera's `/approve`. The approval is
+    persisted before the answer, so a manager restart still delivers it.
+    A deployed pipeline that awaits nothing answers 200 too (Feldera
+    forwards the call to a runtime that then has nothing to wait for);
+    one that is not deployed answers 503 PipelineInteractionNotDeployed.
     """
 
 class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -824,6 +840,20 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Liveness of the manager, always open: REST `GET /healthz` answers
         `{"status": "healthy"}`. It does no other work, which also makes it the
         no-op baseline of the benchmarks.
+        """
+
+    @_abc_1.abstractmethod
+    def ApprovePipeline(
+        self,
+        request: _pipeline_service_pb2.ApprovePipelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.ApprovePipelineResponse, _abc.Awaitable[_pipeline_service_pb2.ApprovePipelineResponse]]:
+        """Lets a deployment whose bootstrap awaits approval (runtime status
+        AwaitingApproval) proceed, as Feldera's `/approve`. The approval is
+        persisted before the answer, so a manager restart still delivers it.
+        A deployed pipeline that awaits nothing answers 200 too (Feldera
+        forwards the call to a runtime that then has nothing to wait for);
+        one that is not deployed answers 503 PipelineInteractionNotDeployed.
         """
 
 def add_PipelineServiceServicer_to_server(servicer: PipelineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -99,7 +99,13 @@ def _build(rec: PipelineRecord, full: bool) -> pb.Pipeline:
     )
     p.deployment_location.CopyFrom(value(rec.deployment_location))
     p.storage_status_details.CopyFrom(value(rec.storage_status_details))
+    # Both selectors carry the bootstrap options, as Feldera's (flattened
+    # BootstrapConfig); the resources details only `all`.
+    p.bootstrap_policy.CopyFrom(value(rec.bootstrap_policy))
+    p.silent_bootstrap = rec.silent_bootstrap
+    p.concurrent_bootstrap = rec.concurrent_bootstrap
     if full:
+        p.deployment_resources_status_details.CopyFrom(value(rec.resources_status_details))
         p.runtime_config.update(rec.runtime_config)
         p.program_code = rec.program_code
         p.udf_rust = rec.udf_rust

@@ -37,6 +37,7 @@ from stopcock.manager.control.health import ServiceHealth
 from stopcock.manager.control.lifecycle import Lifecycle
 from stopcock.manager.control.logs import read_log
 from stopcock.manager.domain import errors
+from stopcock.manager.domain.bootstrap_options import BootstrapOptions
 from stopcock.manager.domain.model import PLATFORM_VERSION, rfc3339
 from stopcock.manager.store import ApiKeyRecord, StoreError
 from stopcock.v1 import pipeline_service_pb2 as pb
@@ -235,7 +236,10 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         self, request: pb.StartPipelineRequest, context: Context
     ) -> pb.StartPipelineResponse:
         dismiss = request.dismiss_error if request.HasField("dismiss_error") else True
-        await self._lc.start(request.name, request.initial or "running", dismiss)
+        options = BootstrapOptions.parse(
+            request.bootstrap_policy, request.silent_bootstrap, request.concurrent_bootstrap
+        )
+        await self._lc.start(request.name, request.initial or "running", dismiss, options)
         await _http_status(context, 202)
         return pb.StartPipelineResponse()
 
@@ -474,3 +478,13 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         self, request: pb.CheckHealthRequest, context: Context
     ) -> pb.CheckHealthResponse:
         return pb.CheckHealthResponse(status="healthy")
+
+    @_guard
+    async def ApprovePipeline(
+        self, request: pb.ApprovePipelineRequest, context: Context
+    ) -> pb.ApprovePipelineResponse:
+        # The flags are only checked (Feldera's InvalidBootstrapConfig): Stopcock
+        # has no output connectors to silence and bootstraps in one step.
+        BootstrapOptions.parse("allow", request.silent_bootstrap, request.concurrent_bootstrap)
+        await self._lc.approve(request.name)
+        return pb.ApprovePipelineResponse()

@@ -25,6 +25,7 @@ from stopcock.manager.control.runner import LocalProcessRunner
 from stopcock.manager.control.runtime_client import RuntimeClient
 from stopcock.manager.control.supervisor import Supervisor
 from stopcock.manager.domain import errors, state_machine
+from stopcock.manager.domain.bootstrap_options import BootstrapOptions
 from stopcock.manager.domain.definition import Definition, validate_name
 from stopcock.manager.domain.model import (
     CLEARING,
@@ -195,8 +196,35 @@ class Lifecycle:
             self.poke(new.id)
         return new
 
-    async def start(self, name: str, initial: str, dismiss_error: bool) -> PipelineRecord:
-        return await self._apply(name, lambda r: state_machine.on_start(r, initial, dismiss_error))
+    async def start(
+        self,
+        name: str,
+        initial: str,
+        dismiss_error: bool,
+        options: BootstrapOptions | None = None,
+    ) -> PipelineRecord:
+        return await self._apply(
+            name, lambda r: state_machine.on_start(r, initial, dismiss_error, options)
+        )
+
+    async def approve(self, name: str) -> None:
+        """Lets the deployment's bootstrap proceed (Feldera's /approve).
+
+        The approval is persisted before the runtime is told and before the
+        answer: if this manager dies in between, the actor of the restarted
+        one finds the runtime still AwaitingApproval and delivers it.
+        """
+        rec, client = await self.runtime_for(name, "approve")
+
+        def change(current: PipelineRecord) -> PipelineRecord | None:
+            if current.deployment_id != rec.deployment_id:
+                raise errors.not_deployed(
+                    current.name, current.deployment_status, current.deployment_desired_status
+                )
+            return None if current.bootstrap_approved else evolve(current, bootstrap_approved=True)
+
+        await self.records.update(("id", rec.id), change)
+        await client.approve()
 
     async def stop(self, name: str, force: bool) -> PipelineRecord:
         return await self._apply(name, lambda r: state_machine.on_stop(r, force))

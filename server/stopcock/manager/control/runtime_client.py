@@ -175,5 +175,14 @@ class RuntimeClient:
             ),
         )
 
+    async def approve(self) -> None:
+        """Lets an awaited bootstrap proceed (returns once the runtime is past it)."""
+        await self._call(
+            "approve",
+            self._stub.Approve(
+                pb.ApproveRequest(), timeout=CALL_TIMEOUT, metadata=self._command_metadata
+            ),
+        )
+
     async def close(self) -> None:
         await self._channel.close(None)
