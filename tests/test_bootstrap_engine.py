@@ -144,9 +144,7 @@ async def test_approve_when_nothing_awaits_returns_at_once(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("policy", ["reject", "await_approval"])
-async def test_an_unchanged_program_restores_under_any_policy(
-    tmp_path: Path, policy: str
-) -> None:
+async def test_an_unchanged_program_restores_under_any_policy(tmp_path: Path, policy: str) -> None:
     engine = _engine(_checkpoint(tmp_path), policy, program=OLD)
     await engine.initialize()
     assert engine.status.status == "Running"
