@@ -19,7 +19,7 @@ from stopcock.v1 import pipeline_service_pb2 as pb
 
 SELECTORS = ("all", "status")
 _CACHE_SIZE = 4096
-_cache: OrderedDict[tuple[str, int, bool], pb.Pipeline] = OrderedDict()
+_cache: OrderedDict[tuple[str, int, bool, bool], pb.Pipeline] = OrderedDict()
 
 
 def check_selector(selector: str) -> bool:
@@ -61,7 +61,7 @@ def _ts(pipeline: pb.Pipeline, field: str, us: int) -> None:
     ts.nanos *= 1000
 
 
-def _build(rec: PipelineRecord, full: bool) -> pb.Pipeline:
+def _build(rec: PipelineRecord, full: bool, rest: bool) -> pb.Pipeline:
     p = pb.Pipeline(
         id=rec.id,
         name=rec.name,
@@ -97,7 +97,10 @@ def _build(rec: PipelineRecord, full: bool) -> pb.Pipeline:
     p.deployment_runtime_desired_status_since.CopyFrom(
         value(None if since is None else rfc3339(since))
     )
-    p.deployment_location.CopyFrom(value(rec.deployment_location))
+    if not rest:
+        # Stopcock's own (its gRPC clients show it); Feldera's REST pipeline
+        # object has no such field, and its clients check the exact key set.
+        p.deployment_location.CopyFrom(value(rec.deployment_location))
     p.storage_status_details.CopyFrom(value(rec.storage_status_details))
     # Both selectors carry the bootstrap options, as Feldera's (flattened
     # BootstrapConfig); the resources details only `all`.
@@ -115,12 +118,13 @@ def _build(rec: PipelineRecord, full: bool) -> pb.Pipeline:
     return p
 
 
-def to_proto(rec: PipelineRecord, full: bool = True) -> pb.Pipeline:
-    key = (rec.id, rec.refresh_version, full)
+def to_proto(rec: PipelineRecord, full: bool = True, rest: bool = False) -> pb.Pipeline:
+    """The message of `rec`; `rest` for an answer that Envoy transcodes to JSON."""
+    key = (rec.id, rec.refresh_version, full, rest)
     cached = _cache.get(key)
     if cached is not None:
         return cached
-    built = _build(rec, full)
+    built = _build(rec, full, rest)
     _cache[key] = built
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)

@@ -124,7 +124,7 @@ class PipelineJson:
             # Older than the cached version: a replica's read that began
             # before another's saw a newer row. Printed, not kept.
             keep = None
-        text = pipeline_json(convert.to_proto(rec, full))
+        text = pipeline_json(convert.to_proto(rec, full, rest=True))
         if keep is not None and len(text) <= self._max_cached_bytes:
             keep[full] = text
         return text

@@ -100,6 +100,11 @@ async def abort_begun_stream(context: Context, err: errors.ApiError) -> NoReturn
     await context.abort(code, message, trailing)
 
 
+def _rest(context: Context) -> bool:
+    """Whether the call came through Envoy's transcoder (a REST client)."""
+    return "x-envoy-original-path" in dict(context.invocation_metadata() or ())
+
+
 def _guard(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Req, context: Context) -> Resp:
@@ -186,7 +191,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     ) -> pb.Pipeline:
         rec = await self._lc.create(convert.definition_from_proto(request.pipeline))
         await _http_status(context, 201)
-        return convert.to_proto(rec)
+        return convert.to_proto(rec, rest=_rest(context))
 
     @_guard
     async def PutPipeline(
@@ -196,12 +201,14 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         rec, created = await self._lc.put(request.name, definition)
         if created:
             await _http_status(context, 201)
-        return pb.PutPipelineResponse(pipeline=convert.to_proto(rec), created=created)
+        return pb.PutPipelineResponse(
+            pipeline=convert.to_proto(rec, rest=_rest(context)), created=created
+        )
 
     @_guard
     async def GetPipeline(self, request: pb.GetPipelineRequest, context: Context) -> pb.Pipeline:
         full = convert.check_selector(request.selector)
-        return convert.to_proto(await self._lc.get(request.name), full)
+        return convert.to_proto(await self._lc.get(request.name), full, _rest(context))
 
     @_guard
     async def ListPipelines(
@@ -366,9 +373,12 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         except StopAsyncIteration:
             return  # deleted at that very moment
         rec, resumed = first
-        yield pb.WatchPipelineResponse(pipeline=convert.to_proto(rec, full), resumed=resumed)
+        rest = _rest(context)
+        yield pb.WatchPipelineResponse(pipeline=convert.to_proto(rec, full, rest), resumed=resumed)
         async for rec, resumed in changes:
-            yield pb.WatchPipelineResponse(pipeline=convert.to_proto(rec, full), resumed=resumed)
+            yield pb.WatchPipelineResponse(
+                pipeline=convert.to_proto(rec, full, rest), resumed=resumed
+            )
 
     async def GetPipelineLogs(
         self, request: pb.GetPipelineLogsRequest, context: Context
