@@ -13,6 +13,8 @@ contract (program fields may change while storage is InUse).
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -235,3 +237,20 @@ def test_a_manager_restart_while_awaiting_approval_keeps_the_bootstrap_waiting(
     stack.wait_status(name, "Running")
     assert _rows(stack, name, "SELECT c FROM v1") == [{"c": 3}]
     stack.force_stop(name)
+
+
+def test_a_runtime_crash_while_awaiting_approval_leaves_a_restartable_pipeline(
+    env: tuple[Stack, FelderaClient], name: str
+) -> None:
+    stack, client = env
+    pipeline = _checkpointed_then_edited(stack, client, name)
+    pipeline.start(bootstrap_policy=BootstrapPolicy.AWAIT_APPROVAL, timeout_s=WAIT_S)
+    os.kill(stack.runtime_info(name)["pid"], signal.SIGKILL)
+    stopped = stack.wait_status(name, "Stopped")
+    assert stopped["deployment_error"]["error_code"] == "RuntimeExitedUnexpectedly"
+    assert stopped["bootstrap_policy"] is None and stopped["storage_status"] == "InUse"
+    # The checkpoint was never touched: the next start bootstraps from it.
+    pipeline.start(bootstrap_policy=BootstrapPolicy.ALLOW, dismiss_error=True, timeout_s=WAIT_S)
+    assert _rows(stack, name, "SELECT c FROM v1") == [{"c": 3}]
+    assert _rows(stack, name, "SELECT COUNT(*) AS n FROM t2") == [{"n": 0}]
+    pipeline.stop(force=True, timeout_s=WAIT_S)
