@@ -285,9 +285,11 @@ class PipelineServiceServicer:
         InitialImmutableUnlessStopped for a different `initial` while deployed;
         CannotStartWithUndismissedError when an error is set and
         `dismiss_error` is false; CannotStartWithCompilationError;
-        CannotStartWhileClearingStorage; UNIMPLEMENTED
-        UnsupportedPipelineAction (405) for an `initial` other than running or
-        paused.
+        CannotStartWhileClearingStorage; BootstrapPolicyImmutableUnlessStopped
+        for other bootstrap options while deployed; InitialStandbyNotAllowed for
+        `initial=standby` (Feldera's rule); UNIMPLEMENTED
+        UnsupportedPipelineAction (405) for any other `initial` than running or
+        paused (and for standby where Feldera would allow it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

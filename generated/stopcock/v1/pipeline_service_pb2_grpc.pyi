@@ -138,9 +138,11 @@ class PipelineServiceStub:
     InitialImmutableUnlessStopped for a different `initial` while deployed;
     CannotStartWithUndismissedError when an error is set and
     `dismiss_error` is false; CannotStartWithCompilationError;
-    CannotStartWhileClearingStorage; UNIMPLEMENTED
-    UnsupportedPipelineAction (405) for an `initial` other than running or
-    paused.
+    CannotStartWhileClearingStorage; BootstrapPolicyImmutableUnlessStopped
+    for other bootstrap options while deployed; InitialStandbyNotAllowed for
+    `initial=standby` (Feldera's rule); UNIMPLEMENTED
+    UnsupportedPipelineAction (405) for any other `initial` than running or
+    paused (and for standby where Feldera would allow it).
     """
     PausePipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.PausePipelineRequest, _pipeline_service_pb2.PausePipelineResponse]
     """Asks the running pipeline to pause (stop processing input). REST 202.
@@ -348,9 +350,11 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     InitialImmutableUnlessStopped for a different `initial` while deployed;
     CannotStartWithUndismissedError when an error is set and
     `dismiss_error` is false; CannotStartWithCompilationError;
-    CannotStartWhileClearingStorage; UNIMPLEMENTED
-    UnsupportedPipelineAction (405) for an `initial` other than running or
-    paused.
+    CannotStartWhileClearingStorage; BootstrapPolicyImmutableUnlessStopped
+    for other bootstrap options while deployed; InitialStandbyNotAllowed for
+    `initial=standby` (Feldera's rule); UNIMPLEMENTED
+    UnsupportedPipelineAction (405) for any other `initial` than running or
+    paused (and for standby where Feldera would allow it).
     """
     PausePipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.PausePipelineRequest, _pipeline_service_pb2.PausePipelineResponse]  # type: ignore[assignment]
     """Asks the running pipeline to pause (stop processing input). REST 202.
@@ -603,9 +607,11 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         InitialImmutableUnlessStopped for a different `initial` while deployed;
         CannotStartWithUndismissedError when an error is set and
         `dismiss_error` is false; CannotStartWithCompilationError;
-        CannotStartWhileClearingStorage; UNIMPLEMENTED
-        UnsupportedPipelineAction (405) for an `initial` other than running or
-        paused.
+        CannotStartWhileClearingStorage; BootstrapPolicyImmutableUnlessStopped
+        for other bootstrap options while deployed; InitialStandbyNotAllowed for
+        `initial=standby` (Feldera's rule); UNIMPLEMENTED
+        UnsupportedPipelineAction (405) for any other `initial` than running or
+        paused (and for standby where Feldera would allow it).
         """
 
     @_abc_1.abstractmethod
