@@ -254,3 +254,26 @@ def test_a_runtime_crash_while_awaiting_approval_leaves_a_restartable_pipeline(
     assert _rows(stack, name, "SELECT c FROM v1") == [{"c": 3}]
     assert _rows(stack, name, "SELECT COUNT(*) AS n FROM t2") == [{"n": 0}]
     pipeline.stop(force=True, timeout_s=WAIT_S)
+
+
+def test_diff_predicts_what_a_start_bootstraps(env: tuple[Stack, FelderaClient], name: str) -> None:
+    stack, client = env
+    stack.create(name, OLD)
+    pipeline = Pipeline.get(name, client)
+    predicted = pipeline.diff(program_code=NEW)
+    assert predicted["program_diff"] == PROGRAM_DIFF
+    assert predicted["program_diff_error"] is None
+    assert predicted["added_input_connectors"] == []
+    unchanged = stack.rest.post(f"/v0/pipelines/{name}/diff", json={})
+    assert unchanged.status_code == 200, unchanged.text
+    assert not any(unchanged.json()["program_diff"].values())
+    _error(
+        stack.rest.post(f"/v0/pipelines/{name}/diff", json={"program_code": "CREATE TABLE ("}),
+        400,
+        "InvalidNewProgramSql",
+    )
+    _error(
+        stack.rest.post("/v0/pipelines/no-such-pipeline-here/diff", json={}),
+        404,
+        "UnknownPipelineName",
+    )

@@ -77,7 +77,11 @@ def test_validate_reports_what_envoy_refused(tmp_path: Path) -> None:
 def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path) -> None:
     first, second = tmp_path / "a.pb", tmp_path / "b.pb"
     changed = sidecar.prepare_descriptor(sidecar.DESCRIPTOR, first)
-    assert {name.rsplit(".", 1)[1] for name in changed} == {"PutPipeline", "ListApiKeys"}
+    assert {name.rsplit(".", 1)[1] for name in changed} == {
+        "PutPipeline",
+        "ListApiKeys",
+        "DiffPipeline",
+    }
     assert sidecar.prepare_descriptor(first, second) == []
     kept = {}
     for file in descriptor_pb2.FileDescriptorSet.FromString(second.read_bytes()).file:
@@ -339,7 +343,7 @@ def test_routes_that_unwrap_a_sole_field_name_messages_with_no_other_field(
                         meta = lua.get("envoy.filters.http.lua", {})
                         if meta.get("sole_field"):
                             sole[route["match"]["path"].rsplit("/", 1)[1]] = meta["response_body"]
-    assert sole == {"ListApiKeys": "api_keys"}
+    assert sole == {"ListApiKeys": "api_keys", "DiffPipeline": "diff"}
     for method, field in sole.items():
         fields = [f.name for f in service.methods_by_name[method].output_type.fields]
         assert fields == [field], method

@@ -1782,3 +1782,64 @@ class ApprovePipelineResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApprovePipelineResponse: _TypeAlias = ApprovePipelineResponse  # noqa: Y015
+
+@_typing.final
+class DiffPipelineRequest(_message.Message):
+    """Request of DiffPipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PROGRAM_CODE_FIELD_NUMBER: _builtins.int
+    RUNTIME_VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    program_code: _builtins.str
+    """The proposed program; the current one when left out."""
+    runtime_version: _builtins.str
+    """Accepted for Feldera's clients; Stopcock has one runtime version."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        program_code: _builtins.str | None = ...,
+        runtime_version: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_runtime_version", b"_runtime_version", "program_code", b"program_code", "runtime_version", b"runtime_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_runtime_version", b"_runtime_version", "name", b"name", "program_code", b"program_code", "runtime_version", b"runtime_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__program_code: _TypeAlias = _typing.Literal["program_code"]  # noqa: Y015
+    _WhichOneofArgType__program_code: _TypeAlias = _typing.Literal["_program_code", b"_program_code"]  # noqa: Y015
+    _WhichOneofReturnType__runtime_version: _TypeAlias = _typing.Literal["runtime_version"]  # noqa: Y015
+    _WhichOneofArgType__runtime_version: _TypeAlias = _typing.Literal["_runtime_version", b"_runtime_version"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__program_code) -> _WhichOneofReturnType__program_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__runtime_version) -> _WhichOneofReturnType__runtime_version | None: ...
+
+Global___DiffPipelineRequest: _TypeAlias = DiffPipelineRequest  # noqa: Y015
+
+@_typing.final
+class DiffPipelineResponse(_message.Message):
+    """Response of DiffPipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIFF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def diff(self) -> _struct_pb2.Struct:
+        """Feldera's PipelineDiff (REST: the whole body)."""
+
+    def __init__(
+        self,
+        *,
+        diff: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["diff", b"diff"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["diff", b"diff"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiffPipelineResponse: _TypeAlias = DiffPipelineResponse  # noqa: Y015

@@ -180,6 +180,11 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineResponse.FromString,
                 _registered_method=True)
+        self.DiffPipeline = channel.unary_unary(
+                '/stopcock.v1.PipelineService/DiffPipeline',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineResponse.FromString,
+                _registered_method=True)
 
 
 class PipelineServiceServicer:
@@ -504,6 +509,20 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DiffPipeline(self, request, context):
+        """What a start would bootstrap if the program became `program_code`
+        (default: the current one), as Feldera's `/diff`: its PipelineDiff
+        {program_diff, program_diff_error, {added,modified,removed}_{input,
+        output}_connectors}, compared with the current program (which a
+        checkpoint taken since the last edit matches). NOT_FOUND
+        ProgramNotCompiled (404) unless the current program compiled;
+        INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
+        not compile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PipelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -646,6 +665,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.ApprovePipeline,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineResponse.SerializeToString,
+            ),
+            'DiffPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffPipeline,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1410,6 +1434,33 @@ class PipelineService:
             '/stopcock.v1.PipelineService/ApprovePipeline',
             stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/DiffPipeline',
+            stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

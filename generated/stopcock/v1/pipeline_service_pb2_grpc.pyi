@@ -272,6 +272,16 @@ class PipelineServiceStub:
     forwards the call to a runtime that then has nothing to wait for);
     one that is not deployed answers 503 PipelineInteractionNotDeployed.
     """
+    DiffPipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.DiffPipelineRequest, _pipeline_service_pb2.DiffPipelineResponse]
+    """What a start would bootstrap if the program became `program_code`
+    (default: the current one), as Feldera's `/diff`: its PipelineDiff
+    {program_diff, program_diff_error, {added,modified,removed}_{input,
+    output}_connectors}, compared with the current program (which a
+    checkpoint taken since the last edit matches). NOT_FOUND
+    ProgramNotCompiled (404) unless the current program compiled;
+    INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
+    not compile.
+    """
 
 @_typing.type_check_only
 class PipelineServiceAsyncStub(PipelineServiceStub):
@@ -483,6 +493,16 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     A deployed pipeline that awaits nothing answers 200 too (Feldera
     forwards the call to a runtime that then has nothing to wait for);
     one that is not deployed answers 503 PipelineInteractionNotDeployed.
+    """
+    DiffPipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.DiffPipelineRequest, _pipeline_service_pb2.DiffPipelineResponse]  # type: ignore[assignment]
+    """What a start would bootstrap if the program became `program_code`
+    (default: the current one), as Feldera's `/diff`: its PipelineDiff
+    {program_diff, program_diff_error, {added,modified,removed}_{input,
+    output}_connectors}, compared with the current program (which a
+    checkpoint taken since the last edit matches). NOT_FOUND
+    ProgramNotCompiled (404) unless the current program compiled;
+    INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
+    not compile.
     """
 
 class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -860,6 +880,22 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         A deployed pipeline that awaits nothing answers 200 too (Feldera
         forwards the call to a runtime that then has nothing to wait for);
         one that is not deployed answers 503 PipelineInteractionNotDeployed.
+        """
+
+    @_abc_1.abstractmethod
+    def DiffPipeline(
+        self,
+        request: _pipeline_service_pb2.DiffPipelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.DiffPipelineResponse, _abc.Awaitable[_pipeline_service_pb2.DiffPipelineResponse]]:
+        """What a start would bootstrap if the program became `program_code`
+        (default: the current one), as Feldera's `/diff`: its PipelineDiff
+        {program_diff, program_diff_error, {added,modified,removed}_{input,
+        output}_connectors}, compared with the current program (which a
+        checkpoint taken since the last edit matches). NOT_FOUND
+        ProgramNotCompiled (404) unless the current program compiled;
+        INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
+        not compile.
         """
 
 def add_PipelineServiceServicer_to_server(servicer: PipelineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -498,3 +498,12 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         BootstrapOptions.parse("allow", request.silent_bootstrap, request.concurrent_bootstrap)
         await self._lc.approve(request.name)
         return pb.ApprovePipelineResponse()
+
+    @_guard
+    async def DiffPipeline(
+        self, request: pb.DiffPipelineRequest, context: Context
+    ) -> pb.DiffPipelineResponse:
+        code = request.program_code if request.HasField("program_code") else None
+        response = pb.DiffPipelineResponse()
+        response.diff.update(await self._lc.diff(request.name, code))
+        return response

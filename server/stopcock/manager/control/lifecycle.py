@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ from stopcock.manager.domain.model import (
     now_us,
 )
 from stopcock.program import compile_program
+from stopcock.runtime import bootstrap
 
 log = logging.getLogger("stopcock.lifecycle")
 
@@ -207,6 +209,20 @@ class Lifecycle:
             name, lambda r: state_machine.on_start(r, initial, dismiss_error, options)
         )
 
+    async def diff(self, name: str, program_code: str | None) -> dict[str, Any]:
+        """Feldera's PipelineDiff of replacing the current program with `program_code`."""
+        rec = await self.get(name)
+        if rec.program_status != SUCCESS:
+            raise errors.ApiError(
+                404,
+                "ProgramNotCompiled",
+                f"Pipeline '{name}' has not been compiled yet. Please compile the pipeline first.",
+                {"pipeline_name": name},
+                "NOT_FOUND",
+            )
+        new_code = rec.program_code if program_code is None else program_code
+        return await asyncio.to_thread(_program_diff, rec.program_code, new_code)
+
     async def approve(self, name: str) -> None:
         """Lets the deployment's bootstrap proceed (Feldera's /approve).
 
@@ -342,3 +358,17 @@ class Lifecycle:
             new.program_status,
         )
         self.poke(pipeline_id)
+
+
+def _program_diff(current: str, proposed: str) -> dict[str, Any]:
+    """The diff a start would bootstrap (runtime/bootstrap.py compares the same way)."""
+    old = bootstrap.program_schema(current)
+    try:
+        new = bootstrap.program_schema(proposed)
+    except sqlite3.Error as exc:
+        raise errors.bad_request(
+            "InvalidNewProgramSql",
+            f"The proposed new SQL program has compilation errors: {exc}",
+            {"error": str(exc)},
+        ) from exc
+    return bootstrap.compare(old, new).pipeline_diff()
