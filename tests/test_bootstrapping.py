@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -277,3 +278,27 @@ def test_diff_predicts_what_a_start_bootstraps(env: tuple[Stack, FelderaClient],
         404,
         "UnknownPipelineName",
     )
+
+
+def test_an_approval_persisted_but_not_delivered_is_delivered_after_a_restart(
+    env: tuple[Stack, FelderaClient], name: str
+) -> None:
+    """The manager died between persisting an approval and telling the runtime.
+
+    Simulated by writing the approval into the stopped manager's store (what
+    /approve persists before it calls the runtime): the restarted manager's
+    actor finds the runtime still AwaitingApproval and delivers it.
+    """
+    stack, client = env
+    pipeline = _checkpointed_then_edited(stack, client, name)
+    pipeline.start(bootstrap_policy=BootstrapPolicy.AWAIT_APPROVAL, timeout_s=WAIT_S)
+    pipeline_id = stack.get(name)["id"]
+    stack.kill_manager()
+    db = sqlite3.connect(stack.data_dir / "stopcock.db")
+    with db:
+        db.execute("UPDATE pipelines SET bootstrap_approved = 1 WHERE id = ?", (pipeline_id,))
+    db.close()
+    stack.start_manager()
+    stack.wait_status(name, "Running")
+    assert _rows(stack, name, "SELECT s FROM v2") == [{"s": 6}]
+    stack.force_stop(name)
