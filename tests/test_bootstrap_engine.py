@@ -149,3 +149,18 @@ async def test_an_unchanged_program_restores_under_any_policy(tmp_path: Path, po
     await engine.initialize()
     assert engine.status.status == "Running"
     assert await _rows(engine, "SELECT c FROM v1") == [{"c": 3}]
+
+
+async def test_a_suspend_while_awaiting_approval_is_done_at_once(tmp_path: Path) -> None:
+    store = _checkpoint(tmp_path)
+    before = [c.uuid for c in store.list()]
+    engine = _engine(store, "await_approval")
+    init = asyncio.create_task(engine.initialize())
+    await _until(engine, "AwaitingApproval")
+    await engine.set_desired("Suspended")
+    assert engine.status.status == "Suspended"
+    # The restored checkpoint stands for the suspend: none is written.
+    assert [c.uuid for c in store.list()] == before
+    await asyncio.wait_for(engine.approve(), BOUND)  # too late: nothing bootstraps
+    await asyncio.wait_for(init, BOUND)
+    assert engine.status.status == "Suspended"

@@ -302,3 +302,18 @@ def test_an_approval_persisted_but_not_delivered_is_delivered_after_a_restart(
     stack.wait_status(name, "Running")
     assert _rows(stack, name, "SELECT s FROM v2") == [{"s": 6}]
     stack.force_stop(name)
+
+
+def test_a_suspend_while_awaiting_approval_stops_cleanly(
+    env: tuple[Stack, FelderaClient], name: str
+) -> None:
+    stack, client = env
+    pipeline = _checkpointed_then_edited(stack, client, name)
+    pipeline.start(bootstrap_policy=BootstrapPolicy.AWAIT_APPROVAL, timeout_s=WAIT_S)
+    pipeline.stop(force=False, timeout_s=WAIT_S)
+    stopped = stack.get(name)
+    assert stopped["deployment_status"] == "Stopped" and stopped["deployment_error"] is None
+    # The checkpoint it restored stood for the suspend: the change still awaits.
+    pipeline.start(bootstrap_policy=BootstrapPolicy.AWAIT_APPROVAL, timeout_s=WAIT_S)
+    assert pipeline.status() == PipelineStatus.AWAITINGAPPROVAL
+    pipeline.stop(force=True, timeout_s=WAIT_S)

@@ -218,6 +218,8 @@ class Engine:
             if self._bootstrap_policy == "await_approval" and not self._approved.is_set():
                 await self._publish(status=AWAITING_APPROVAL, details={"approval_diff": diff})
                 await self._approved.wait()
+                if self._suspending:
+                    return False  # suspended while it waited (see set_desired)
             await self._publish(
                 status=BOOTSTRAPPING,
                 details={"reason": "bootstrapping the modified program", "bootstrap_diff": diff},
@@ -284,6 +286,13 @@ class Engine:
             raise DesiredStatusRefused("the runtime is suspending: it only stops now")
         if desired == SUSPENDED and self._storage is None:
             raise DesiredStatusRefused("storage is disabled: there is nowhere to checkpoint")
+        if desired == SUSPENDED and current.status == AWAITING_APPROVAL:
+            # Nothing was taken in since the checkpoint it restored, which is
+            # therefore the suspend's own: done at once, without waiting for
+            # an approval that may never come.
+            self._suspending = True
+            await self._publish(status=SUSPENDED, desired_status=SUSPENDED, details=None)
+            return
         if current.status in STARTING:
             # Remembered: `initialize` goes there once ready.
             await self._publish(desired_status=desired)
