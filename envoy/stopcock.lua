@@ -304,6 +304,20 @@ function envoy_on_request(handle)
     end
   end
 
+  -- A PATCH needs a JSON body ({} is a no-op): with none, the transcoder would
+  -- still hand the manager an empty patch, so refuse it here as Feldera's JSON
+  -- extractor does.
+  -- (HTTP/1 without Content-Length or Transfer-Encoding has no body; HTTP/2
+  -- may omit Content-Length, so only its explicit 0 counts.)
+  local length = headers:get("content-length")
+  local http1 = handle:streamInfo():protocol():sub(1, 6) == "HTTP/1"
+  if headers:get(":method") == "PATCH" and path:match("^[^?]*"):match("^/v0/pipelines/[^/]+$")
+      and (length == "0" or (length == nil and http1
+      and headers:get("transfer-encoding") == nil)) then
+    reject(handle, "Json deserialize error: EOF while parsing a value", "null")
+    return
+  end
+
   limit_body(handle, headers, path)
 end
 

@@ -79,6 +79,7 @@ def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path)
     changed = sidecar.prepare_descriptor(sidecar.DESCRIPTOR, first)
     assert {name.rsplit(".", 1)[1] for name in changed} == {
         "PutPipeline",
+        "PatchPipeline",
         "ListApiKeys",
         "DiffPipeline",
     }

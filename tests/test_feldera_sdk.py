@@ -543,6 +543,25 @@ def test_clear_storage_and_delete(sdk: Sdk, name: str) -> None:
     assert name not in {q.name for q in sdk.client.pipelines()}
 
 
+def test_modify_patches_metadata_while_running_and_the_rest_when_stopped(
+    sdk: Sdk, name: str
+) -> None:
+    p = create(sdk, name)
+    p.start(timeout_s=WAIT_S)
+    version = p.version()
+    p.modify(description="live", tags=["team-a", "prod"])
+    assert (p.description(), sorted(p.tags())) == ("live", ["prod", "team-a"])
+    api_error(lambda: p.modify(runtime_config={"workers": 2}), 400, "UpdateRestrictedToStopped")
+    p.stop(force=True, timeout_s=WAIT_S)
+    err = api_error(
+        lambda: p.modify(runtime_config={"workers": 2}), 400, "EditRestrictedToClearedStorage"
+    )
+    assert err.details == {"not_allowed": ["`runtime_config.workers`"]}
+    p.modify(sql=PROGRAM + " ")  # the program may change with storage in use
+    assert sdk.client.get_pipeline(name, PipelineFieldSelector.ALL).program_code == PROGRAM + " "
+    assert p.version() == version + 1
+
+
 # -- errors ------------------------------------------------------------------
 
 

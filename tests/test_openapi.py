@@ -376,6 +376,7 @@ def test_every_operation_answers_as_documented(  # noqa: PLR0915 (one walk throu
         check(rest.get("/v0/pipelines", params={"selector": selector}))
     definition = {"name": name, "program_code": PROGRAM, "description": "documented"}
     assert check(rest.put(base, json=definition))["description"] == "documented"
+    assert check(rest.patch(base, json={"tags": ["documented"]}))["tags"] == ["documented"]
     other = {"name": f"{name}-put", "program_code": PROGRAM}
     r = rest.put(f"/v0/pipelines/{name}-put", json=other)
     assert r.status_code == 201

@@ -268,24 +268,42 @@ def test_put_creates_replaces_and_renames(stack: Stack, name: str) -> None:
     assert_error(r, 400, "CannotRenameNonExistingPipeline", None)
 
 
-def test_edits_need_a_stopped_pipeline_and_cleared_storage(stack: Stack, name: str) -> None:
+def test_edits_need_a_stopped_pipeline_and_state_bound_ones_cleared_storage(
+    stack: Stack, name: str
+) -> None:
     stack.create(name)
     stack.start(name)
+    r = stack.rest.put(f"/v0/pipelines/{name}", json={"name": name, "program_code": ""})
+    assert_error(r, 400, "UpdateRestrictedToStopped", None)
+    # Metadata may change while running, and moves no version counter.
+    before = stack.get(name)
     r = stack.rest.put(
         f"/v0/pipelines/{name}",
-        json={
-            "name": name,
-            "program_code": "",
-        },
+        json={"name": name, "program_code": PROGRAM, "description": "live", "tags": ["x"]},
     )
-    assert_error(r, 400, "UpdateRestrictedToStopped", None)
+    assert r.status_code == 200, r.text
+    assert (r.json()["description"], r.json()["tags"], r.json()["version"]) == (
+        "live",
+        ["x"],
+        before["version"],
+    )
     stack.force_stop(name)
     assert stack.get(name)["storage_status"] == "InUse"
-    r = stack.rest.put(f"/v0/pipelines/{name}", json={"name": name, "program_code": ""})
-    assert_error(r, 400, "EditRestrictedToClearedStorage", {"not_allowed": ["program_code"]})
+    # With storage in use: renames and state-bound configuration are refused...
     r = stack.rest.put(
         f"/v0/pipelines/{name}",
-        json={"name": name, "program_code": PROGRAM, "runtime_config": {"workers": 2}},
+        json={"name": f"{name}-2", "program_code": PROGRAM, "runtime_config": {"workers": 2}},
     )
-    assert r.status_code == 200 and r.json()["version"] == 2
-    assert r.json()["runtime_config"]["workers"] == 2
+    assert_error(
+        r,
+        400,
+        "EditRestrictedToClearedStorage",
+        {"not_allowed": ["`name`", "`runtime_config.workers`"]},
+    )
+    # ... while the program may change: the next start bootstraps it.
+    r = stack.rest.put(f"/v0/pipelines/{name}", json={"name": name, "program_code": PROGRAM + " "})
+    assert r.status_code == 200, r.text
+    assert (r.json()["version"], r.json()["program_version"]) == (
+        before["version"] + 1,
+        before["program_version"] + 1,
+    )

@@ -175,10 +175,9 @@ def test_suspend_of_a_deployed_pipeline_and_fallbacks() -> None:
         "resources_desired": "Stopped",
         "runtime_desired": None,
     }
+    # Without storage the suspend is accepted; the runtime refuses it (Feldera's way).
     no_storage = running(runtime_config={"storage": None})
-    err = refused(state_machine.on_stop, no_storage, False)
-    assert (err.http_status, err.error_code) == (405, "UnsupportedPipelineAction")
-    assert err.details is not None and err.details["action"] == "suspend"
+    assert state_machine.on_stop(no_storage, force=False) == {"runtime_desired": "Suspended"}
     err = refused(state_machine.on_stop, running(runtime_status="Unavailable"), False)
     assert (err.http_status, err.error_code) == (503, "PipelineInteractionUnreachable")
 
@@ -213,11 +212,33 @@ def test_delete_clear_dismiss_preconditions() -> None:
 
 
 def test_edit_rules() -> None:
-    state_machine.check_edit(record(storage_status="InUse"), ["description", "runtime_config"])
-    err = refused(state_machine.check_edit, record(storage_status="InUse"), ["program_code"])
+    in_use = record(storage_status="InUse")
+    # With storage in use the program and the description may change (the next
+    # start bootstraps the program), as in Feldera.
+    state_machine.check_edit(in_use, {"description": "d", "program_code": "x"})
+    cfg = dict(in_use.runtime_config)
+    state_machine.check_edit(in_use, {"runtime_config": {**cfg, "provisioning_timeout_secs": 9}})
+    changed = {
+        **cfg,
+        "workers": 7,
+        "resources": {"storage_mb_max": 5},
+        "clock_timezone_offset": 60,
+    }
+    err = refused(state_machine.check_edit, in_use, {"name": "n", "runtime_config": changed})
     assert err.error_code == "EditRestrictedToClearedStorage"
-    assert err.details == {"not_allowed": ["program_code"]}
-    assert refused(state_machine.check_edit, running(), ["description"]).error_code == (
+    assert err.details == {
+        "not_allowed": [
+            "`name`",
+            "`runtime_config.workers`",
+            "`runtime_config.resources.storage_mb_max`",
+            "`runtime_config.clock_timezone_offset`",
+        ]
+    }
+    # Cleared storage: anything goes while fully stopped.
+    state_machine.check_edit(record(), {"name": "n", "runtime_config": changed})
+    # Metadata at any time; anything else only when fully stopped.
+    state_machine.check_edit(running(), {"description": "d", "tags": ("a",)})
+    assert refused(state_machine.check_edit, running(), {"program_code": ""}).error_code == (
         "UpdateRestrictedToStopped"
     )
 

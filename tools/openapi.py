@@ -84,6 +84,7 @@ def required_role(method: str) -> str | None:
 EXTRA_ERRORS: dict[str, tuple[str, ...]] = {
     "CreatePipeline": ("409",),
     "PutPipeline": ("409",),
+    "PatchPipeline": ("409",),
     "CreateApiKey": ("409",),
     "StartPipeline": ("405",),
     "StopPipeline": ("405",),

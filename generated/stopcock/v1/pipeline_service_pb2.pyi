@@ -453,6 +453,133 @@ class PutPipelineResponse(_message.Message):
 Global___PutPipelineResponse: _TypeAlias = PutPipelineResponse  # noqa: Y015
 
 @_typing.final
+class PipelinePatch(_message.Message):
+    """The fields of a partial update: each one present replaces the stored value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    RUNTIME_CONFIG_FIELD_NUMBER: _builtins.int
+    PROGRAM_CODE_FIELD_NUMBER: _builtins.int
+    UDF_RUST_FIELD_NUMBER: _builtins.int
+    UDF_TOML_FIELD_NUMBER: _builtins.int
+    PROGRAM_CONFIG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A new name (a rename)."""
+    description: _builtins.str
+    """See Pipeline.description."""
+    program_code: _builtins.str
+    """See Pipeline.program_code."""
+    udf_rust: _builtins.str
+    """See Pipeline.udf_rust."""
+    udf_toml: _builtins.str
+    """See Pipeline.udf_toml."""
+    @_builtins.property
+    def tags(self) -> _struct_pb2.ListValue:
+        """The new tags, replacing the stored list ([] clears it); strings only."""
+
+    @_builtins.property
+    def runtime_config(self) -> _struct_pb2.Struct:
+        """A whole new runtime_config (not merged with the stored one)."""
+
+    @_builtins.property
+    def program_config(self) -> _struct_pb2.Struct:
+        """A whole new program_config (not merged with the stored one)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str | None = ...,
+        description: _builtins.str | None = ...,
+        tags: _struct_pb2.ListValue | None = ...,
+        runtime_config: _struct_pb2.Struct | None = ...,
+        program_code: _builtins.str | None = ...,
+        udf_rust: _builtins.str | None = ...,
+        udf_toml: _builtins.str | None = ...,
+        program_config: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_program_code", b"_program_code", "_udf_rust", b"_udf_rust", "_udf_toml", b"_udf_toml", "description", b"description", "name", b"name", "program_code", b"program_code", "program_config", b"program_config", "runtime_config", b"runtime_config", "tags", b"tags", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_program_code", b"_program_code", "_udf_rust", b"_udf_rust", "_udf_toml", b"_udf_toml", "description", b"description", "name", b"name", "program_code", b"program_code", "program_config", b"program_config", "runtime_config", b"runtime_config", "tags", b"tags", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    _WhichOneofReturnType__program_code: _TypeAlias = _typing.Literal["program_code"]  # noqa: Y015
+    _WhichOneofArgType__program_code: _TypeAlias = _typing.Literal["_program_code", b"_program_code"]  # noqa: Y015
+    _WhichOneofReturnType__udf_rust: _TypeAlias = _typing.Literal["udf_rust"]  # noqa: Y015
+    _WhichOneofArgType__udf_rust: _TypeAlias = _typing.Literal["_udf_rust", b"_udf_rust"]  # noqa: Y015
+    _WhichOneofReturnType__udf_toml: _TypeAlias = _typing.Literal["udf_toml"]  # noqa: Y015
+    _WhichOneofArgType__udf_toml: _TypeAlias = _typing.Literal["_udf_toml", b"_udf_toml"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__program_code) -> _WhichOneofReturnType__program_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__udf_rust) -> _WhichOneofReturnType__udf_rust | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__udf_toml) -> _WhichOneofReturnType__udf_toml | None: ...
+
+Global___PipelinePatch: _TypeAlias = PipelinePatch  # noqa: Y015
+
+@_typing.final
+class PatchPipelineRequest(_message.Message):
+    """Request of PatchPipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATCH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the pipeline to update."""
+    @_builtins.property
+    def patch(self) -> Global___PipelinePatch:
+        """The fields to change."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        patch: Global___PipelinePatch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["patch", b"patch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "patch", b"patch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchPipelineRequest: _TypeAlias = PatchPipelineRequest  # noqa: Y015
+
+@_typing.final
+class PatchPipelineResponse(_message.Message):
+    """Response of PatchPipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PIPELINE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pipeline(self) -> Global___Pipeline:
+        """The pipeline as stored."""
+
+    def __init__(
+        self,
+        *,
+        pipeline: Global___Pipeline | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pipeline", b"pipeline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pipeline", b"pipeline"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchPipelineResponse: _TypeAlias = PatchPipelineResponse  # noqa: Y015
+
+@_typing.final
 class GetPipelineRequest(_message.Message):
     """Request of GetPipeline."""
 

@@ -50,6 +50,11 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.PutPipelineRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.PutPipelineResponse.FromString,
                 _registered_method=True)
+        self.PatchPipeline = channel.unary_unary(
+                '/stopcock.v1.PipelineService/PatchPipeline',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.PatchPipelineRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.PatchPipelineResponse.FromString,
+                _registered_method=True)
         self.GetPipeline = channel.unary_unary(
                 '/stopcock.v1.PipelineService/GetPipeline',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineRequest.SerializeToString,
@@ -216,6 +221,21 @@ class PipelineServiceServicer:
         Replacing requires the pipeline to be fully stopped
         (UpdateRestrictedToStopped); editing the program or its configuration
         also requires cleared storage (EditRestrictedToClearedStorage).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PatchPipeline(self, request, context):
+        """Partially updates the pipeline `name` (Feldera's PATCH): each field present
+        in `patch` replaces the stored one, absent fields keep their value.
+        Description and tags may change at any time and move no version counter;
+        any other change needs a fully stopped pipeline (UpdateRestrictedToStopped)
+        and bumps `version`. While storage is in use the program may change (the
+        next start bootstraps it), but a rename and the runtime_config keys the
+        stored state depends on (workers, hosts, fault_tolerance,
+        resources.storage_mb_max/namespace/storage_class, clock_timezone_offset)
+        are refused with EditRestrictedToClearedStorage {not_allowed}.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -536,6 +556,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.PutPipelineRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.PutPipelineResponse.SerializeToString,
             ),
+            'PatchPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.PatchPipeline,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.PatchPipelineRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.PatchPipelineResponse.SerializeToString,
+            ),
             'GetPipeline': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPipeline,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineRequest.FromString,
@@ -732,6 +757,33 @@ class PipelineService:
             '/stopcock.v1.PipelineService/PutPipeline',
             stopcock_dot_v1_dot_pipeline__service__pb2.PutPipelineRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.PutPipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PatchPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/PatchPipeline',
+            stopcock_dot_v1_dot_pipeline__service__pb2.PatchPipelineRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.PatchPipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

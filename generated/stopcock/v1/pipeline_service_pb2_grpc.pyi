@@ -89,6 +89,17 @@ class PipelineServiceStub:
     (UpdateRestrictedToStopped); editing the program or its configuration
     also requires cleared storage (EditRestrictedToClearedStorage).
     """
+    PatchPipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.PatchPipelineRequest, _pipeline_service_pb2.PatchPipelineResponse]
+    """Partially updates the pipeline `name` (Feldera's PATCH): each field present
+    in `patch` replaces the stored one, absent fields keep their value.
+    Description and tags may change at any time and move no version counter;
+    any other change needs a fully stopped pipeline (UpdateRestrictedToStopped)
+    and bumps `version`. While storage is in use the program may change (the
+    next start bootstraps it), but a rename and the runtime_config keys the
+    stored state depends on (workers, hosts, fault_tolerance,
+    resources.storage_mb_max/namespace/storage_class, clock_timezone_offset)
+    are refused with EditRestrictedToClearedStorage {not_allowed}.
+    """
     GetPipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineRequest, _pipeline_service_pb2.Pipeline]
     """Returns one pipeline (AIP-131: the resource itself, which also spares
     the REST face an unwrapping step on its hottest path). `selector=status`
@@ -310,6 +321,17 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     Replacing requires the pipeline to be fully stopped
     (UpdateRestrictedToStopped); editing the program or its configuration
     also requires cleared storage (EditRestrictedToClearedStorage).
+    """
+    PatchPipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.PatchPipelineRequest, _pipeline_service_pb2.PatchPipelineResponse]  # type: ignore[assignment]
+    """Partially updates the pipeline `name` (Feldera's PATCH): each field present
+    in `patch` replaces the stored one, absent fields keep their value.
+    Description and tags may change at any time and move no version counter;
+    any other change needs a fully stopped pipeline (UpdateRestrictedToStopped)
+    and bumps `version`. While storage is in use the program may change (the
+    next start bootstraps it), but a rename and the runtime_config keys the
+    stored state depends on (workers, hosts, fault_tolerance,
+    resources.storage_mb_max/namespace/storage_class, clock_timezone_offset)
+    are refused with EditRestrictedToClearedStorage {not_allowed}.
     """
     GetPipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineRequest, _pipeline_service_pb2.Pipeline]  # type: ignore[assignment]
     """Returns one pipeline (AIP-131: the resource itself, which also spares
@@ -541,6 +563,23 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         Replacing requires the pipeline to be fully stopped
         (UpdateRestrictedToStopped); editing the program or its configuration
         also requires cleared storage (EditRestrictedToClearedStorage).
+        """
+
+    @_abc_1.abstractmethod
+    def PatchPipeline(
+        self,
+        request: _pipeline_service_pb2.PatchPipelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.PatchPipelineResponse, _abc.Awaitable[_pipeline_service_pb2.PatchPipelineResponse]]:
+        """Partially updates the pipeline `name` (Feldera's PATCH): each field present
+        in `patch` replaces the stored one, absent fields keep their value.
+        Description and tags may change at any time and move no version counter;
+        any other change needs a fully stopped pipeline (UpdateRestrictedToStopped)
+        and bumps `version`. While storage is in use the program may change (the
+        next start bootstraps it), but a rename and the runtime_config keys the
+        stored state depends on (workers, hosts, fault_tolerance,
+        resources.storage_mb_max/namespace/storage_class, clock_timezone_offset)
+        are refused with EditRestrictedToClearedStorage {not_allowed}.
         """
 
     @_abc_1.abstractmethod

@@ -9,7 +9,7 @@ costs a dictionary lookup.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import struct_pb2
 from stopcock.manager.domain import errors
@@ -19,7 +19,7 @@ from stopcock.v1 import pipeline_service_pb2 as pb
 
 SELECTORS = ("all", "status")
 _CACHE_SIZE = 4096
-_cache: OrderedDict[tuple[str, int, bool, bool], pb.Pipeline] = OrderedDict()
+_cache: OrderedDict[tuple[str, int, str, tuple[str, ...], bool, bool], pb.Pipeline] = OrderedDict()
 
 
 def check_selector(selector: str) -> bool:
@@ -120,7 +120,8 @@ def _build(rec: PipelineRecord, full: bool, rest: bool) -> pb.Pipeline:
 
 def to_proto(rec: PipelineRecord, full: bool = True, rest: bool = False) -> pb.Pipeline:
     """The message of `rec`; `rest` for an answer that Envoy transcodes to JSON."""
-    key = (rec.id, rec.refresh_version, full, rest)
+    # Client metadata changes without a refresh_version bump (model.annotate).
+    key = (rec.id, rec.refresh_version, rec.description, rec.tags, full, rest)
     cached = _cache.get(key)
     if cached is not None:
         return cached
@@ -153,3 +154,28 @@ def definition_from_proto(d: pb.PipelineDefinition) -> Definition:
         program_config=_struct(d, "program_config"),
         tags=list(d.tags),
     )
+
+
+_PATCH_STRINGS: tuple[
+    Literal["name", "description", "program_code", "udf_rust", "udf_toml"], ...
+] = (
+    "name",
+    "description",
+    "program_code",
+    "udf_rust",
+    "udf_toml",
+)
+
+
+def patch_from_proto(p: pb.PipelinePatch) -> dict[str, Any]:
+    """The fields a PATCH carries (presence, not value: "" and [] are values)."""
+    from google.protobuf.json_format import MessageToDict
+
+    patch: dict[str, Any] = {f: getattr(p, f) for f in _PATCH_STRINGS if p.HasField(f)}
+    if p.HasField("tags"):
+        patch["tags"] = MessageToDict(p.tags)
+    for field in ("runtime_config", "program_config"):
+        value = _struct(p, field)
+        if value is not None:
+            patch[field] = value
+    return patch

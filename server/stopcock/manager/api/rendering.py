@@ -98,8 +98,10 @@ class PipelineJson:
 
     def __init__(self, max_cached_bytes: int = MAX_CACHED_BYTES) -> None:
         self._max_cached_bytes = max_cached_bytes
-        # pipeline id -> (refresh_version, {full: JSON})
-        self._entries: dict[str, tuple[int, dict[bool, bytes]]] = {}
+        # pipeline id -> (refresh_version, (description, tags), {full: JSON}).
+        # Client metadata changes without a refresh_version bump (model.annotate),
+        # so an entry serves only a record with the same metadata.
+        self._entries: dict[str, tuple[int, tuple[str, tuple[str, ...]], dict[bool, bytes]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -107,19 +109,20 @@ class PipelineJson:
     def cached(self, pipeline_id: str) -> tuple[int, frozenset[bool]] | None:
         """(version, selectors) held for a pipeline, or None: for tests."""
         entry = self._entries.get(pipeline_id)
-        return None if entry is None else (entry[0], frozenset(entry[1]))
+        return None if entry is None else (entry[0], frozenset(entry[2]))
 
     def render(self, rec: PipelineRecord, full: bool) -> bytes:
         entry = self._entries.get(rec.id)
         keep: dict[bool, bytes] | None
-        if entry is not None and entry[0] == rec.refresh_version:
-            keep = entry[1]
+        metadata = (rec.description, rec.tags)
+        if entry is not None and entry[0] == rec.refresh_version and entry[1] == metadata:
+            keep = entry[2]
             text = keep.get(full)
             if text is not None:
                 return text
-        elif entry is None or entry[0] < rec.refresh_version:
+        elif entry is None or entry[0] <= rec.refresh_version:
             keep = {}
-            self._entries[rec.id] = (rec.refresh_version, keep)
+            self._entries[rec.id] = (rec.refresh_version, metadata, keep)
         else:
             # Older than the cached version: a replica's read that began
             # before another's saw a newer row. Printed, not kept.

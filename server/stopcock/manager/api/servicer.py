@@ -38,6 +38,7 @@ from stopcock.manager.control.lifecycle import Lifecycle
 from stopcock.manager.control.logs import read_log
 from stopcock.manager.domain import errors
 from stopcock.manager.domain.bootstrap_options import BootstrapOptions
+from stopcock.manager.domain.definition import patch_definition, stored_definition
 from stopcock.manager.domain.model import PLATFORM_VERSION, rfc3339
 from stopcock.manager.store import ApiKeyRecord, StoreError
 from stopcock.v1 import pipeline_service_pb2 as pb
@@ -204,6 +205,19 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         return pb.PutPipelineResponse(
             pipeline=convert.to_proto(rec, rest=_rest(context)), created=created
         )
+
+    @_guard
+    async def PatchPipeline(
+        self, request: pb.PatchPipelineRequest, context: Context
+    ) -> pb.PatchPipelineResponse:
+        if not request.HasField("patch"):
+            # (Envoy refuses a REST PATCH without a body: see envoy/stopcock.lua.)
+            raise errors.bad_request("InvalidRequest", "PatchPipelineRequest.patch is required")
+        patch = convert.patch_from_proto(request.patch)
+        rec = await self._lc.patch(
+            request.name, lambda current: patch_definition(stored_definition(current), patch)
+        )
+        return pb.PatchPipelineResponse(pipeline=convert.to_proto(rec))
 
     @_guard
     async def GetPipeline(self, request: pb.GetPipelineRequest, context: Context) -> pb.Pipeline:

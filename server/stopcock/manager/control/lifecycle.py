@@ -35,6 +35,7 @@ from stopcock.manager.domain.model import (
     SQL_ERROR,
     SUCCESS,
     PipelineRecord,
+    annotate,
     evolve,
     new_record,
     now_us,
@@ -277,26 +278,8 @@ class Lifecycle:
     async def put(self, name: str, d: Definition) -> tuple[PipelineRecord, bool]:
         """Creates or replaces; returns the record and whether it was created."""
         validate_name(name)
-
-        def change(rec: PipelineRecord) -> PipelineRecord | None:
-            changed = [f for f in DEFINITION_FIELDS if getattr(d, f) != getattr(rec, f)]
-            state_machine.check_edit(rec, changed)
-            if not changed:
-                return None
-            changes: dict[str, Any] = {f: getattr(d, f) for f in changed}
-            program_changed = any(f in state_machine.PROGRAM_FIELDS for f in changed)
-            if program_changed or "runtime_config" in changed:
-                changes["version"] = rec.version + 1
-            if program_changed:
-                changes.update(
-                    program_version=rec.program_version + 1,
-                    program_status=PENDING,
-                    program_info=None,
-                )
-            return evolve(rec, **changes)
-
         try:
-            result = await self.records.update(("name", name), change, renames=True)
+            return await self._edit(name, lambda _: d), False
         except errors.ApiError as err:
             if err.error_code != "UnknownPipelineName":
                 raise
@@ -306,11 +289,42 @@ class Lifecycle:
                     f"Cannot rename pipeline '{name}' to '{d.name}': '{name}' does not exist",
                 ) from None
             return await self.create(d), True
+
+    async def patch(
+        self, name: str, patched: Callable[[PipelineRecord], Definition]
+    ) -> PipelineRecord:
+        """Applies a partial update: `patched` builds the whole new definition from
+        the current record (under its lock) and validates it."""
+        return await self._edit(name, patched)
+
+    async def _edit(
+        self, name: str, definition_of: Callable[[PipelineRecord], Definition]
+    ) -> PipelineRecord:
+        def change(rec: PipelineRecord) -> PipelineRecord | None:
+            d = definition_of(rec)
+            changes: dict[str, Any] = {
+                f: getattr(d, f) for f in DEFINITION_FIELDS if getattr(d, f) != getattr(rec, f)
+            }
+            state_machine.check_edit(rec, changes)
+            if not changes:
+                return None
+            if not any(f in state_machine.CORE_FIELDS for f in changes):
+                return annotate(rec, **changes)
+            changes["version"] = rec.version + 1
+            if any(f in state_machine.PROGRAM_FIELDS for f in changes):
+                changes.update(
+                    program_version=rec.program_version + 1,
+                    program_status=PENDING,
+                    program_info=None,
+                )
+            return evolve(rec, **changes)
+
+        result = await self.records.update(("name", name), change, renames=True)
         assert result is not None
         old, new = result
         if new.program_version != old.program_version:
             self._compile(new)
-        return new, False
+        return new
 
     async def delete(self, name: str) -> None:
         rec = await self.records.remove(name, state_machine.check_delete)

@@ -178,7 +178,11 @@ class Records:
         self._id_by_name[new.name] = new.id
         if old is not None:
             count_transition(old, new)
-        self._history.setdefault(new.id, deque(maxlen=HISTORY)).append(new)
+        history = self._history.setdefault(new.id, deque(maxlen=HISTORY))
+        if history and history[-1].refresh_version == new.refresh_version:
+            history[-1] = new  # a metadata edit (model.annotate): the same version
+        else:
+            history.append(new)
         async with self._changed:
             self._changed.notify_all()
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from stopcock.contract import defaults
 from stopcock.manager.domain import config_types, errors
-from stopcock.manager.domain.model import JsonObject
+from stopcock.manager.domain.model import JsonObject, PipelineRecord
 
 NAME_PATTERN = r"^([A-Za-z0-9][-A-Za-z0-9_]*)?[A-Za-z0-9]$"
 NAME_PATTERN_DESCRIPTION = (
@@ -34,6 +34,19 @@ FT_MODELS = ("none", "at_least_once", "exactly_once")
 DEFAULT_CHECKPOINT_INTERVAL = defaults.CHECKPOINT_INTERVAL_SECS
 DEFAULT_PROVISIONING_TIMEOUT = defaults.PROVISIONING_TIMEOUT_SECS
 DEFAULT_QUERY_TIMEOUT = defaults.QUERY_TIMEOUT_SECS
+# Feldera's ResourceConfig: every limit unset by default.
+RESOURCE_DEFAULTS: JsonObject = dict.fromkeys(
+    (
+        "cpu_cores_min",
+        "cpu_cores_max",
+        "memory_mb_min",
+        "memory_mb_max",
+        "storage_mb_max",
+        "storage_class",
+        "service_account_name",
+        "namespace",
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +201,35 @@ def _seconds(cfg: JsonObject, key: str, default: int, original: JsonObject, what
     return default if value is None else _as_int(value, what, original)
 
 
+def _fault_tolerance(raw: Any, original: JsonObject) -> JsonObject:
+    ft = raw
+    if ft is None:
+        ft = {}
+    elif ft in config_types.LEGACY_FT_STRINGS:
+        # Feldera reads the legacy strings as its default model.
+        ft = {"model": "exactly_once"}
+    if not isinstance(ft, dict):
+        raise _invalid_runtime(original, "fault_tolerance must be an object")
+    result: JsonObject = dict(ft)
+    model = result.get("model", "none")
+    if model is None:
+        model = "none"
+    if model not in FT_MODELS:
+        raise _invalid_runtime(
+            original, f"fault_tolerance.model must be one of {', '.join(FT_MODELS)}"
+        )
+    result["model"] = model
+    interval = _seconds(
+        result,
+        "checkpoint_interval",
+        DEFAULT_CHECKPOINT_INTERVAL,
+        original,
+        "fault_tolerance.checkpoint_interval_secs",
+    )
+    result["checkpoint_interval_secs"] = min(max(interval, 1), 3600)
+    return result
+
+
 def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
     """Fills defaults and checks the keys Stopcock acts on; keeps the rest."""
     cfg: JsonObject = dict(raw or {})
@@ -209,32 +251,7 @@ def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
         raise _invalid_runtime(original, "storage must be an object, null or a boolean")
     cfg["storage"] = storage
 
-    ft = cfg.get("fault_tolerance")
-    if ft is None:
-        ft = {}
-    elif ft in config_types.LEGACY_FT_STRINGS:
-        # Feldera reads the legacy strings as its default model.
-        ft = {"model": "exactly_once"}
-    if not isinstance(ft, dict):
-        raise _invalid_runtime(original, "fault_tolerance must be an object")
-    ft = dict(ft)
-    model = ft.get("model", "none")
-    if model is None:
-        model = "none"
-    if model not in FT_MODELS:
-        raise _invalid_runtime(
-            original, f"fault_tolerance.model must be one of {', '.join(FT_MODELS)}"
-        )
-    ft["model"] = model
-    interval = _seconds(
-        ft,
-        "checkpoint_interval",
-        DEFAULT_CHECKPOINT_INTERVAL,
-        original,
-        "fault_tolerance.checkpoint_interval_secs",
-    )
-    ft["checkpoint_interval_secs"] = min(max(interval, 1), 3600)
-    cfg["fault_tolerance"] = ft
+    cfg["fault_tolerance"] = _fault_tolerance(cfg.get("fault_tolerance"), original)
 
     timeout = _seconds(
         cfg,
@@ -259,6 +276,14 @@ def normalize_runtime_config(raw: JsonObject | None) -> JsonObject:
     if workers < 1:
         raise _invalid_runtime(original, "workers must be at least 1")
     cfg["workers"] = workers
+    # Feldera's RuntimeConfig serializes every field with its default, and its
+    # clients read some of them (e.g. `resources.storage_mb_max`, `hosts`).
+    # Stopcock runs one host and does not limit resources: the values are kept,
+    # compared by the edit rules, and otherwise not acted on.
+    hosts = cfg.get("hosts", 1)
+    cfg["hosts"] = _as_int(1 if hosts is None else hosts, "hosts", original)
+    resources = cfg.get("resources")
+    cfg["resources"] = {**RESOURCE_DEFAULTS, **(resources if isinstance(resources, dict) else {})}
     return cfg
 
 
@@ -271,6 +296,70 @@ def normalize_program_config(raw: JsonObject | None) -> JsonObject:
     cfg.setdefault("cache", True)
     cfg.setdefault("runtime_version", None)
     return cfg
+
+
+def validate_description(description: str) -> str:
+    if len(description) > DESCRIPTION_MAX_CHARS:
+        raise errors.bad_request(
+            "InvalidDescription",
+            f"Description is {len(description)} characters long, more than the maximum "
+            f"of {DESCRIPTION_MAX_CHARS}",
+            {"length": len(description), "maximum": DESCRIPTION_MAX_CHARS},
+        )
+    return description
+
+
+def stored_definition(rec: PipelineRecord) -> Definition:
+    """The definition a stored pipeline holds (valid: it was validated when written)."""
+    return Definition(
+        name=rec.name,
+        description=rec.description,
+        runtime_config=rec.runtime_config,
+        program_code=rec.program_code,
+        udf_rust=rec.udf_rust,
+        udf_toml=rec.udf_toml,
+        program_config=rec.program_config,
+        tags=rec.tags,
+    )
+
+
+def patch_definition(current: Definition, patch: JsonObject) -> Definition:
+    """A PATCH (Feldera's PatchPipeline): each field present in `patch` replaces
+    the current one and is validated as in a create; absent fields keep their
+    already valid values, so a value stored under older rules stays patchable.
+    Validation runs in the create's order (name, description, tags, configs)."""
+    if "tags" in patch:
+        tags = patch["tags"]
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise errors.bad_request(
+                "InvalidRequest",
+                "Json deserialize error: `tags` must be an array of strings",
+                None,
+            )
+    if "name" in patch:
+        validate_name(patch["name"])
+    if "description" in patch:
+        validate_description(patch["description"])
+    if "tags" in patch:
+        validate_tags(patch["tags"])
+    return Definition(
+        name=patch.get("name", current.name),
+        description=patch.get("description", current.description),
+        runtime_config=(
+            normalize_runtime_config(patch["runtime_config"])
+            if "runtime_config" in patch
+            else current.runtime_config
+        ),
+        program_code=patch.get("program_code", current.program_code),
+        udf_rust=patch.get("udf_rust", current.udf_rust),
+        udf_toml=patch.get("udf_toml", current.udf_toml),
+        program_config=(
+            normalize_program_config(patch["program_config"])
+            if "program_config" in patch
+            else current.program_config
+        ),
+        tags=tuple(patch["tags"]) if "tags" in patch else current.tags,
+    )
 
 
 def validate_definition(
@@ -293,13 +382,7 @@ def validate_definition(
             "InvalidRequest", "Json deserialize error: missing field `program_code`", None
         )
     validate_name(name)
-    if len(description) > DESCRIPTION_MAX_CHARS:
-        raise errors.bad_request(
-            "InvalidDescription",
-            f"Description is {len(description)} characters long, more than the maximum "
-            f"of {DESCRIPTION_MAX_CHARS}",
-            {"length": len(description), "maximum": DESCRIPTION_MAX_CHARS},
-        )
+    validate_description(description)
     validate_tags(tags)
     return Definition(
         name=name,

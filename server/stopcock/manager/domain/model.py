@@ -168,6 +168,13 @@ def evolve(rec: PipelineRecord, at: int | None = None, **changes: Any) -> Pipeli
     return dataclasses.replace(new, **extra) if extra else new
 
 
+def annotate(rec: PipelineRecord, **metadata: Any) -> PipelineRecord:
+    """A copy with client metadata (description, tags) changed, and nothing else:
+    as in Feldera, metadata has no deployment semantics and moves no version
+    counter, refresh_version included (caches key on the metadata too)."""
+    return dataclasses.replace(rec, **metadata)
+
+
 def new_record(
     *,
     pipeline_id: str,

@@ -137,12 +137,10 @@ def on_stop(rec: PipelineRecord, force: bool) -> Changes | None:
         return force_stop_changes(rec)
     if rec.resources_desired == STOPPED:
         return None
-    if not rec.storage_enabled:
-        raise errors.unsupported_action(
-            "suspend",
-            "storage is disabled in runtime_config, so there is nowhere to checkpoint; "
-            "use stop?force=true",
-        )
+    # With storage disabled the suspend is still accepted, as in Feldera: the
+    # runtime then refuses it for good (nowhere to checkpoint) and the pipeline
+    # is force-stopped with that error recorded (Feldera's own tests expect the
+    # 202 and the deployment_error).
     if rec.resources_status != PROVISIONED:
         # Nothing runs yet that could checkpoint: the contract makes this a
         # force stop.
@@ -216,22 +214,62 @@ def check_delete(rec: PipelineRecord) -> None:
 
 
 PROGRAM_FIELDS = ("program_code", "udf_rust", "udf_toml", "program_config")
+# Client metadata (Feldera's ClientMetadata): no deployment semantics, so it may
+# change at any time and moves none of the version counters.
+METADATA_FIELDS = ("description", "tags")
+# Fields whose change bumps `version` and needs a fully stopped pipeline.
+CORE_FIELDS = ("name", "runtime_config", *PROGRAM_FIELDS)
+_ONE = 1
 
 
-def check_edit(rec: PipelineRecord, changed_fields: list[str]) -> None:
-    """Edits need a fully stopped pipeline; program edits need cleared storage."""
-    if not changed_fields:
+def _resources(cfg: dict[str, Any], key: str) -> Any:
+    resources = cfg.get("resources")
+    return resources.get(key) if isinstance(resources, dict) else None
+
+
+def _state_bound(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """runtime_config keys baked into the stored state (Feldera's update_pipeline)."""
+    bound = []
+    if old.get("workers") != new.get("workers"):
+        bound.append("`runtime_config.workers`")
+    if old.get("hosts", _ONE) != new.get("hosts", _ONE):
+        bound.append("`runtime_config.hosts`")
+    if old.get("fault_tolerance") != new.get("fault_tolerance"):
+        bound.append("`runtime_config.fault_tolerance`")
+    for key in ("storage_mb_max", "namespace", "storage_class"):
+        if _resources(old, key) != _resources(new, key):
+            bound.append(f"`runtime_config.resources.{key}`")
+    # Absent and null both mean "no offset".
+    if old.get("clock_timezone_offset") != new.get("clock_timezone_offset"):
+        bound.append("`runtime_config.clock_timezone_offset`")
+    return bound
+
+
+def check_edit(rec: PipelineRecord, changes: dict[str, Any]) -> None:
+    """Feldera's edit rules for `changes` (field -> new value, only fields that differ).
+
+    Metadata may change at any time. Any other change needs a fully stopped
+    pipeline. With storage in use, the program may change (the next start
+    bootstraps it), but not what the stored state depends on: the name, and
+    the runtime_config keys of `_state_bound`.
+    """
+    core = [f for f in changes if f in CORE_FIELDS]
+    if not core:
         return
     if not rec.fully_stopped:
         raise errors.precondition(
             "UpdateRestrictedToStopped",
-            "Cannot update a pipeline which is not fully stopped: stop it first",
+            "Pipeline can only be updated while stopped. Stop it first by invoking '/stop'.",
         )
-    restricted = [f for f in changed_fields if f in PROGRAM_FIELDS]
-    if restricted and rec.storage_status != CLEARED:
+    if rec.storage_status == CLEARED:
+        return
+    not_allowed = ["`name`"] if "name" in changes else []
+    if "runtime_config" in changes:
+        not_allowed += _state_bound(rec.runtime_config, changes["runtime_config"])
+    if not_allowed:
         raise errors.precondition(
             "EditRestrictedToClearedStorage",
-            "The program cannot be edited while the pipeline's storage is in use "
-            f"({', '.join(restricted)}): clear the storage first",
-            {"not_allowed": restricted},
+            "The following pipeline edits are not allowed while storage is not cleared: "
+            + ", ".join(not_allowed),
+            {"not_allowed": not_allowed},
         )
