@@ -24,6 +24,8 @@ CONTRACT = {
     ("get", "/healthz"),
     ("get", "/v0/cluster_healthz"),
     ("get", "/v0/pipelines/{name}/stats"),
+    ("get", "/v0/pipelines/{name}/events"),
+    ("get", "/v0/pipelines/{name}/events/{event_id}"),
 }
 
 

@@ -206,7 +206,8 @@ def test_temporary_obstacle_retries_until_it_clears_or_a_force_stop(tmp_path: Pa
         p = wait_until(
             lambda: (
                 (q := stack.get("p", "status"))["deployment_runtime_status_details"]
-                and q["deployment_runtime_status_details"]["suspend"].get("attempts", 0) >= 3
+                and q["deployment_runtime_status_details"].get("suspend", {}).get("attempts", 0)
+                >= 3
                 and q
             ),
             "the suspend to retry",
@@ -376,3 +377,22 @@ def test_checkpoints_live_in_storage_dir_when_it_is_set(tmp_path: Path) -> None:
         assert stack.post("p", "clear").status_code == 202
         wait_until(lambda: stack.get("p", "status")["storage_status"] == "Cleared", "cleared")
         assert not (storage / pipeline_id).exists()
+
+
+def test_storage_details_list_no_checkpoints_as_an_empty_list(stack: Stack, name: str) -> None:
+    # Feldera: null while storage is cleared; once a runtime with storage has
+    # reported, {"checkpoints": [...]}, empty too, kept after a stop.
+    stack.create(name)
+    assert stack.get(name)["storage_status_details"] is None
+    stack.start(name)
+    assert stack.get(name)["storage_status_details"] == {"checkpoints": []}
+    stack.force_stop(name)
+    assert stack.get(name)["storage_status_details"] == {"checkpoints": []}
+    assert stack.post(name, "clear").status_code == 202
+    wait_until(lambda: stack.get(name, "status")["storage_status"] == "Cleared", "cleared")
+    assert stack.get(name)["storage_status_details"] is None
+    # Without storage, the runtime has no checkpoints to list: null, as in Feldera.
+    stack.create(f"{name}-nostore", runtime_config={"storage": None})
+    stack.start(f"{name}-nostore")
+    assert stack.get(f"{name}-nostore")["storage_status_details"] is None
+    stack.force_stop(f"{name}-nostore")

@@ -63,7 +63,7 @@ def test_a_bad_row_rejects_the_whole_request(stack: Stack, name: str) -> None:
     assert_error(
         stack.ingest(name, [{"id": 1}], table="nope"), 404, "UnknownInputTable", {"table": "nope"}
     )
-    assert_error(stack.ingest(name, [{"id": 1}], format="csv"), 400, "UnsupportedFormat")
+    assert_error(stack.ingest(name, [{"id": 1}], format="avro"), 400, "UnsupportedFormat")
     stack.force_stop(name)
 
 

@@ -98,6 +98,8 @@ def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path)
         "GetPipelineLogs": "body",
         "GetOpenApi": "body",
         "GetPipelineStats": "body",
+        "ListPipelineEvents": "body",
+        "GetPipelineEvent": "body",
     }
 
 

@@ -51,7 +51,10 @@ def post_body(
     stack: Stack, name: str, body: bytes | Iterator[bytes], **params: str
 ) -> httpx.Response:
     return stack.rest.post(
-        f"/v0/pipelines/{name}/ingress/t", params=params, content=body, timeout=600
+        f"/v0/pipelines/{name}/ingress/t",
+        params={"format": "json", **params},
+        content=body,
+        timeout=600,
     )
 
 

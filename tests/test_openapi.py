@@ -357,16 +357,8 @@ class Checker:
         return value
 
 
-@pytest.mark.e2e
-def test_every_operation_answers_as_documented(  # noqa: PLR0915 (one walk through them all)
-    stack: Stack, name: str
-) -> None:
-    """Drives one pipeline (and an API key) through every operation."""
-    checker = Checker(load())
-    rest = stack.rest
-    check = checker.check
-    base = f"/v0/pipelines/{name}"
-
+def _drive_definitions(check: Any, rest: httpx.Client, name: str, base: str) -> None:
+    """The definition calls: create, both selectors, replace, patch, watch."""
     for path in ("/healthz", "/v0/config", "/v0/cluster_healthz", "/v0/openapi.json"):
         check(rest.get(path))
     created = check(rest.post("/v0/pipelines", json={"name": name, "program_code": PROGRAM}))
@@ -384,6 +376,27 @@ def test_every_operation_answers_as_documented(  # noqa: PLR0915 (one walk throu
     with rest.stream("GET", f"{base}/watch", params={"selector": "status"}) as watch:
         first = next(watch.iter_lines())
         check(watch, body=first.encode())
+
+
+def _drive_keys_and_errors(check: Any, rest: httpx.Client, name: str, base: str) -> None:
+    key = check(rest.post("/v0/api_keys", json={"name": f"{name}-key", "role": "read"}))
+    assert key["api_key"].startswith("apikey:")
+    check(rest.get("/v0/api_keys"))
+    check(rest.delete(f"/v0/api_keys/{name}-key"))
+
+    # Errors have the documented shape too.
+    check(rest.get(base))
+    check(rest.post(f"{base}/stop", params={"force": "maybe"}))
+
+
+@pytest.mark.e2e
+def test_every_operation_answers_as_documented(stack: Stack, name: str) -> None:
+    """Drives one pipeline (and an API key) through every operation."""
+    checker = Checker(load())
+    rest = stack.rest
+    check = checker.check
+    base = f"/v0/pipelines/{name}"
+    _drive_definitions(check, rest, name, base)
 
     wait_until(lambda: stack.get(name)["program_status"] == "Success", f"{name} to compile")
     assert check(stack.post(name, "start")) == {}
@@ -408,6 +421,8 @@ def test_every_operation_answers_as_documented(  # noqa: PLR0915 (one walk throu
         )
     )
     check(rest.get(f"{base}/logs", params={"follow": "false"}))
+    for event in check(rest.get(f"{base}/events", params={"selector": "all"}))[-1:]:
+        check(rest.get(f"{base}/events/{event['event_id']}"))
     check(stack.post(name, "stop", force="true"))
     stack.wait_status(name, "Stopped")
     check(stack.post(name, "dismiss_error"))
@@ -415,15 +430,7 @@ def test_every_operation_answers_as_documented(  # noqa: PLR0915 (one walk throu
     wait_until(lambda: stack.get(name)["storage_status"] == "Cleared", f"{name} cleared")
     check(rest.delete(base))
     check(rest.delete(f"/v0/pipelines/{name}-put"))
-
-    key = check(rest.post("/v0/api_keys", json={"name": f"{name}-key", "role": "read"}))
-    assert key["api_key"].startswith("apikey:")
-    check(rest.get("/v0/api_keys"))
-    check(rest.delete(f"/v0/api_keys/{name}-key"))
-
-    # Errors have the documented shape too.
-    check(rest.get(base))
-    check(rest.post(f"{base}/stop", params={"force": "maybe"}))
+    _drive_keys_and_errors(check, rest, name, base)
     assert checker.seen == set(by_id(checker.document))
 
 

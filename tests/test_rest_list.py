@@ -425,9 +425,14 @@ def test_list_errors_keep_the_contract_shape(seeded: Stack) -> None:
     assert r.status_code == 400, r.text
     assert r.headers["content-type"] == "application/json"
     assert r.json() == {
-        "message": "Unknown selector 'everything': use 'all' or 'status'",
+        "message": (
+            "Unknown selector 'everything': use 'all', 'status' or 'status_with_connectors'"
+        ),
         "error_code": "InvalidSelector",
-        "details": {"selector": "everything", "allowed": ["all", "status"]},
+        "details": {
+            "selector": "everything",
+            "allowed": ["all", "status", "status_with_connectors"],
+        },
     }
     r = seeded.rest.get("/v0/pipelines?selector=")
     assert r.status_code == 400 and r.json()["error_code"] == "InvalidRequest", r.text

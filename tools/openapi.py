@@ -40,7 +40,7 @@ from google.api import annotations_pb2  # registers the google.api.http option
 from google.protobuf import descriptor_pb2
 from stopcock import limits
 from stopcock.internal.v1 import runtime_service_pb2 as rpb
-from stopcock.manager.api import convert, ingress, stats
+from stopcock.manager.api import convert, events, ingress, stats
 from stopcock.manager.auth import api_keys
 from stopcock.manager.auth import authenticator as auth
 from stopcock.manager.domain import bootstrap_options, definition, state_machine
@@ -138,9 +138,15 @@ QUERY_ENUMS: dict[str, list[str]] = {
     "initial": list(state_machine.INITIAL_VALUES),
     "bootstrap_policy": list(bootstrap_options.POLICIES),
     "update_format": list(ingress.UPDATE_FORMATS),
-    # stopcock/manager/api/ingress.py check_format: JSON only.
+    # stopcock/manager/api/ingress.py check_format: JSON (ingress: CSV too, below).
     "format": ["json"],
     "json_flavor": ["default"],
+}
+# Where one request's parameter takes other values than QUERY_ENUMS says.
+QUERY_ENUMS_OF: dict[str, list[str]] = {
+    ".stopcock.v1.IngestRowsRequest.format": ["json", "csv"],
+    ".stopcock.v1.ListPipelineEventsRequest.selector": list(events.SELECTORS),
+    ".stopcock.v1.GetPipelineEventRequest.selector": list(events.SELECTORS),
 }
 
 # The global_metrics that Feldera's Python SDK reads (feldera/stats.py and the
@@ -194,6 +200,47 @@ def stats_schema() -> JSON:
     }
 
 
+def event_schema() -> JSON:
+    """A pipeline event (stopcock.manager.api.events.render): Feldera's
+    PipelineMonitorEventSelectedInfo; the details come with selector=all."""
+    status = {"type": "string"}
+    nullable = {"type": ["string", "null"]}
+    details = {"description": "Any JSON value, or null."}
+    required = [
+        "event_id",
+        "recorded_at",
+        "deployment_resources_status",
+        "deployment_resources_desired_status",
+        "deployment_runtime_status",
+        "deployment_runtime_desired_status",
+        "deployment_has_error",
+        "program_status",
+        "storage_status",
+    ]
+    return {
+        "type": "object",
+        "required": required,
+        "properties": {
+            "event_id": {"type": "string", "format": "uuid"},
+            "recorded_at": {"type": "string", "format": "date-time"},
+            "deployment_resources_status": status,
+            "deployment_resources_status_details": details,
+            "deployment_resources_desired_status": status,
+            "deployment_runtime_status": nullable,
+            "deployment_runtime_status_details": details,
+            "deployment_runtime_desired_status": nullable,
+            "deployment_has_error": {"type": "boolean"},
+            "deployment_error": {
+                "description": "The error ({message, error_code, details}), or null.",
+                "type": ["object", "null"],
+            },
+            "program_status": status,
+            "storage_status": status,
+            "storage_status_details": details,
+        },
+    }
+
+
 # google.api.HttpBody fields: raw bodies, by content type. Keyed by
 # `.package.Message.field`; an HttpBody field missing here fails generation.
 RAW_BODIES: dict[str, JSON] = {
@@ -204,6 +251,13 @@ RAW_BODIES: dict[str, JSON] = {
         },
         "application/x-ndjson": {
             "schema": {"type": "string", "description": "Otherwise: one JSON update per line."},
+        },
+        "text/csv": {
+            "schema": {
+                "type": "string",
+                "description": "With `format=csv`: one record per line, fields in the "
+                "table's column order, each record an insertion.",
+            },
         },
     },
     ".stopcock.v1.QueryPipelineResponse.body": {
@@ -217,6 +271,12 @@ RAW_BODIES: dict[str, JSON] = {
     # Feldera's ControllerStatus; see stats_schema.
     ".stopcock.v1.GetPipelineStatsResponse.body": {
         "application/json": {"schema": stats_schema()},
+    },
+    ".stopcock.v1.ListPipelineEventsResponse.body": {
+        "application/json": {"schema": {"type": "array", "items": event_schema()}},
+    },
+    ".stopcock.v1.GetPipelineEventResponse.body": {
+        "application/json": {"schema": event_schema()},
     },
     ".stopcock.v1.GetOpenApiResponse.body": {
         "application/json": {"schema": {"type": "object", "description": "This document."}},
@@ -533,7 +593,8 @@ class Builder:
             if field.name == "name":
                 schema = dict(NAME_SCHEMA)
         elif field.name in QUERY_ENUMS:
-            schema = {**schema, "enum": QUERY_ENUMS[field.name]}
+            full = f".{message.file.package}.{message.name}.{field.name}"
+            schema = {**schema, "enum": QUERY_ENUMS_OF.get(full, QUERY_ENUMS[field.name])}
         parameter["schema"] = schema
         return parameter
 

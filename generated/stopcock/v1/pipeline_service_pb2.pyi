@@ -101,6 +101,7 @@ class Pipeline(_message.Message):
     SILENT_BOOTSTRAP_FIELD_NUMBER: _builtins.int
     CONCURRENT_BOOTSTRAP_FIELD_NUMBER: _builtins.int
     DEPLOYMENT_RESOURCES_STATUS_DETAILS_FIELD_NUMBER: _builtins.int
+    CONNECTORS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier (UUID), fixed at creation."""
     name: _builtins.str
@@ -244,6 +245,14 @@ class Pipeline(_message.Message):
         only): {process, working_dir} once provisioned, null when stopped.
         """
 
+    @_builtins.property
+    def connectors(self) -> _struct_pb2.Value:
+        """selector=status_with_connectors only: statistics across the running
+        pipeline's connectors, {num_errors}, as Feldera's `connectors`; absent
+        when the pipeline is not running or paused. (A high field number, clear
+        of the fields above.)
+        """
+
     def __init__(
         self,
         *,
@@ -288,10 +297,11 @@ class Pipeline(_message.Message):
         silent_bootstrap: _builtins.bool = ...,
         concurrent_bootstrap: _builtins.bool = ...,
         deployment_resources_status_details: _struct_pb2.Value | None = ...,
+        connectors: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_udf_rust", b"_udf_rust", "_udf_toml", b"_udf_toml", "bootstrap_policy", b"bootstrap_policy", "created_at", b"created_at", "deployment_desired_status_since", b"deployment_desired_status_since", "deployment_error", b"deployment_error", "deployment_id", b"deployment_id", "deployment_initial", b"deployment_initial", "deployment_location", b"deployment_location", "deployment_resources_desired_status_since", b"deployment_resources_desired_status_since", "deployment_resources_status_details", b"deployment_resources_status_details", "deployment_resources_status_since", b"deployment_resources_status_since", "deployment_runtime_desired_status", b"deployment_runtime_desired_status", "deployment_runtime_desired_status_since", b"deployment_runtime_desired_status_since", "deployment_runtime_status", b"deployment_runtime_status", "deployment_runtime_status_details", b"deployment_runtime_status_details", "deployment_runtime_status_since", b"deployment_runtime_status_since", "deployment_status_since", b"deployment_status_since", "program_code", b"program_code", "program_config", b"program_config", "program_error", b"program_error", "program_info", b"program_info", "program_status_since", b"program_status_since", "runtime_config", b"runtime_config", "storage_status_details", b"storage_status_details", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_udf_rust", b"_udf_rust", "_udf_toml", b"_udf_toml", "bootstrap_policy", b"bootstrap_policy", "connectors", b"connectors", "created_at", b"created_at", "deployment_desired_status_since", b"deployment_desired_status_since", "deployment_error", b"deployment_error", "deployment_id", b"deployment_id", "deployment_initial", b"deployment_initial", "deployment_location", b"deployment_location", "deployment_resources_desired_status_since", b"deployment_resources_desired_status_since", "deployment_resources_status_details", b"deployment_resources_status_details", "deployment_resources_status_since", b"deployment_resources_status_since", "deployment_runtime_desired_status", b"deployment_runtime_desired_status", "deployment_runtime_desired_status_since", b"deployment_runtime_desired_status_since", "deployment_runtime_status", b"deployment_runtime_status", "deployment_runtime_status_details", b"deployment_runtime_status_details", "deployment_runtime_status_since", b"deployment_runtime_status_since", "deployment_status_since", b"deployment_status_since", "program_code", b"program_code", "program_config", b"program_config", "program_error", b"program_error", "program_info", b"program_info", "program_status_since", b"program_status_since", "runtime_config", b"runtime_config", "storage_status_details", b"storage_status_details", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_udf_rust", b"_udf_rust", "_udf_toml", b"_udf_toml", "bootstrap_policy", b"bootstrap_policy", "concurrent_bootstrap", b"concurrent_bootstrap", "created_at", b"created_at", "deployment_desired_status", b"deployment_desired_status", "deployment_desired_status_since", b"deployment_desired_status_since", "deployment_error", b"deployment_error", "deployment_id", b"deployment_id", "deployment_initial", b"deployment_initial", "deployment_location", b"deployment_location", "deployment_resources_desired_status", b"deployment_resources_desired_status", "deployment_resources_desired_status_since", b"deployment_resources_desired_status_since", "deployment_resources_status", b"deployment_resources_status", "deployment_resources_status_details", b"deployment_resources_status_details", "deployment_resources_status_since", b"deployment_resources_status_since", "deployment_runtime_desired_status", b"deployment_runtime_desired_status", "deployment_runtime_desired_status_since", b"deployment_runtime_desired_status_since", "deployment_runtime_status", b"deployment_runtime_status", "deployment_runtime_status_details", b"deployment_runtime_status_details", "deployment_runtime_status_since", b"deployment_runtime_status_since", "deployment_status", b"deployment_status", "deployment_status_since", b"deployment_status_since", "description", b"description", "id", b"id", "name", b"name", "platform_version", b"platform_version", "program_code", b"program_code", "program_config", b"program_config", "program_error", b"program_error", "program_info", b"program_info", "program_status", b"program_status", "program_status_since", b"program_status_since", "program_version", b"program_version", "refresh_version", b"refresh_version", "runtime_config", b"runtime_config", "silent_bootstrap", b"silent_bootstrap", "storage_status", b"storage_status", "storage_status_details", b"storage_status_details", "tags", b"tags", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_udf_rust", b"_udf_rust", "_udf_toml", b"_udf_toml", "bootstrap_policy", b"bootstrap_policy", "concurrent_bootstrap", b"concurrent_bootstrap", "connectors", b"connectors", "created_at", b"created_at", "deployment_desired_status", b"deployment_desired_status", "deployment_desired_status_since", b"deployment_desired_status_since", "deployment_error", b"deployment_error", "deployment_id", b"deployment_id", "deployment_initial", b"deployment_initial", "deployment_location", b"deployment_location", "deployment_resources_desired_status", b"deployment_resources_desired_status", "deployment_resources_desired_status_since", b"deployment_resources_desired_status_since", "deployment_resources_status", b"deployment_resources_status", "deployment_resources_status_details", b"deployment_resources_status_details", "deployment_resources_status_since", b"deployment_resources_status_since", "deployment_runtime_desired_status", b"deployment_runtime_desired_status", "deployment_runtime_desired_status_since", b"deployment_runtime_desired_status_since", "deployment_runtime_status", b"deployment_runtime_status", "deployment_runtime_status_details", b"deployment_runtime_status_details", "deployment_runtime_status_since", b"deployment_runtime_status_since", "deployment_status", b"deployment_status", "deployment_status_since", b"deployment_status_since", "description", b"description", "id", b"id", "name", b"name", "platform_version", b"platform_version", "program_code", b"program_code", "program_config", b"program_config", "program_error", b"program_error", "program_info", b"program_info", "program_status", b"program_status", "program_status_since", b"program_status_since", "program_version", b"program_version", "refresh_version", b"refresh_version", "runtime_config", b"runtime_config", "silent_bootstrap", b"silent_bootstrap", "storage_status", b"storage_status", "storage_status_details", b"storage_status_details", "tags", b"tags", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__program_code: _TypeAlias = _typing.Literal["program_code"]  # noqa: Y015
     _WhichOneofArgType__program_code: _TypeAlias = _typing.Literal["_program_code", b"_program_code"]  # noqa: Y015
@@ -1167,9 +1177,11 @@ class IngestRowsRequest(_message.Message):
     table: _builtins.str
     """Table name (case-insensitive)."""
     format: _builtins.str
-    """"json" (default; the only format Stopcock reads)."""
+    """"csv" (the default, as in Feldera: fields in the table's column order,
+    each record an insertion) or "json".
+    """
     update_format: _builtins.str
-    """"raw" (default) or "insert_delete"."""
+    """"raw" (default) or "insert_delete" (JSON only; ignored for CSV)."""
     array: _builtins.bool
     """True: the body is one JSON array of updates; false (default): one JSON
     document per line.
@@ -1970,3 +1982,107 @@ class DiffPipelineResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DiffPipelineResponse: _TypeAlias = DiffPipelineResponse  # noqa: Y015
+
+@_typing.final
+class ListPipelineEventsRequest(_message.Message):
+    """Request of ListPipelineEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    selector: _builtins.str
+    """"status" (default): the statuses of each event; "all": their details too."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPipelineEventsRequest: _TypeAlias = ListPipelineEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListPipelineEventsResponse(_message.Message):
+    """Response of ListPipelineEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The events, newest first: a JSON array (content type application/json)."""
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPipelineEventsResponse: _TypeAlias = ListPipelineEventsResponse  # noqa: Y015
+
+@_typing.final
+class GetPipelineEventRequest(_message.Message):
+    """Request of GetPipelineEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    event_id: _builtins.str
+    """The event's identifier (a UUID), or "latest"."""
+    selector: _builtins.str
+    """"status" (default): the event's statuses; "all": their details too."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "name", b"name", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPipelineEventRequest: _TypeAlias = GetPipelineEventRequest  # noqa: Y015
+
+@_typing.final
+class GetPipelineEventResponse(_message.Message):
+    """Response of GetPipelineEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The event: a JSON object (content type application/json)."""
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPipelineEventResponse: _TypeAlias = GetPipelineEventResponse  # noqa: Y015

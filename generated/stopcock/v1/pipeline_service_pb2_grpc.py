@@ -190,6 +190,16 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineResponse.FromString,
                 _registered_method=True)
+        self.ListPipelineEvents = channel.unary_unary(
+                '/stopcock.v1.PipelineService/ListPipelineEvents',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ListPipelineEventsRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ListPipelineEventsResponse.FromString,
+                _registered_method=True)
+        self.GetPipelineEvent = channel.unary_unary(
+                '/stopcock.v1.PipelineService/GetPipelineEvent',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventResponse.FromString,
+                _registered_method=True)
 
 
 class PipelineServiceServicer:
@@ -543,6 +553,27 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPipelineEvents(self, request, context):
+        """The pipeline's events, newest first, as Feldera's `GET
+        /v0/pipelines/{name}/events`: one per change of its statuses (resources,
+        runtime, error, program, storage), from the versions Stopcock keeps (the
+        last 256 writes; in memory on SQLite, so a restarted manager starts
+        again from the current state). Needs the read role, as in Feldera.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPipelineEvent(self, request, context):
+        """One event of the pipeline, by its `event_id` or `latest`, as Feldera's
+        `GET /v0/pipelines/{name}/events/{event_id}`. An id that is not a UUID
+        is 400 InvalidUuidParam; one no longer kept is 404
+        UnknownPipelineMonitorEvent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PipelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -695,6 +726,16 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.DiffPipeline,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineResponse.SerializeToString,
+            ),
+            'ListPipelineEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPipelineEvents,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ListPipelineEventsRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ListPipelineEventsResponse.SerializeToString,
+            ),
+            'GetPipelineEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPipelineEvent,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1513,6 +1554,60 @@ class PipelineService:
             '/stopcock.v1.PipelineService/DiffPipeline',
             stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPipelineEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/ListPipelineEvents',
+            stopcock_dot_v1_dot_pipeline__service__pb2.ListPipelineEventsRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.ListPipelineEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPipelineEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/GetPipelineEvent',
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetPipelineEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -293,6 +293,19 @@ class PipelineServiceStub:
     INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
     not compile.
     """
+    ListPipelineEvents: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelineEventsRequest, _pipeline_service_pb2.ListPipelineEventsResponse]
+    """The pipeline's events, newest first, as Feldera's `GET
+    /v0/pipelines/{name}/events`: one per change of its statuses (resources,
+    runtime, error, program, storage), from the versions Stopcock keeps (the
+    last 256 writes; in memory on SQLite, so a restarted manager starts
+    again from the current state). Needs the read role, as in Feldera.
+    """
+    GetPipelineEvent: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineEventRequest, _pipeline_service_pb2.GetPipelineEventResponse]
+    """One event of the pipeline, by its `event_id` or `latest`, as Feldera's
+    `GET /v0/pipelines/{name}/events/{event_id}`. An id that is not a UUID
+    is 400 InvalidUuidParam; one no longer kept is 404
+    UnknownPipelineMonitorEvent.
+    """
 
 @_typing.type_check_only
 class PipelineServiceAsyncStub(PipelineServiceStub):
@@ -525,6 +538,19 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     ProgramNotCompiled (404) unless the current program compiled;
     INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
     not compile.
+    """
+    ListPipelineEvents: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelineEventsRequest, _pipeline_service_pb2.ListPipelineEventsResponse]  # type: ignore[assignment]
+    """The pipeline's events, newest first, as Feldera's `GET
+    /v0/pipelines/{name}/events`: one per change of its statuses (resources,
+    runtime, error, program, storage), from the versions Stopcock keeps (the
+    last 256 writes; in memory on SQLite, so a restarted manager starts
+    again from the current state). Needs the read role, as in Feldera.
+    """
+    GetPipelineEvent: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetPipelineEventRequest, _pipeline_service_pb2.GetPipelineEventResponse]  # type: ignore[assignment]
+    """One event of the pipeline, by its `event_id` or `latest`, as Feldera's
+    `GET /v0/pipelines/{name}/events/{event_id}`. An id that is not a UUID
+    is 400 InvalidUuidParam; one no longer kept is 404
+    UnknownPipelineMonitorEvent.
     """
 
 class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -935,6 +961,31 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         ProgramNotCompiled (404) unless the current program compiled;
         INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
         not compile.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPipelineEvents(
+        self,
+        request: _pipeline_service_pb2.ListPipelineEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.ListPipelineEventsResponse, _abc.Awaitable[_pipeline_service_pb2.ListPipelineEventsResponse]]:
+        """The pipeline's events, newest first, as Feldera's `GET
+        /v0/pipelines/{name}/events`: one per change of its statuses (resources,
+        runtime, error, program, storage), from the versions Stopcock keeps (the
+        last 256 writes; in memory on SQLite, so a restarted manager starts
+        again from the current state). Needs the read role, as in Feldera.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPipelineEvent(
+        self,
+        request: _pipeline_service_pb2.GetPipelineEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.GetPipelineEventResponse, _abc.Awaitable[_pipeline_service_pb2.GetPipelineEventResponse]]:
+        """One event of the pipeline, by its `event_id` or `latest`, as Feldera's
+        `GET /v0/pipelines/{name}/events/{event_id}`. An id that is not a UUID
+        is 400 InvalidUuidParam; one no longer kept is 404
+        UnknownPipelineMonitorEvent.
         """
 
 def add_PipelineServiceServicer_to_server(servicer: PipelineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

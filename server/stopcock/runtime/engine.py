@@ -57,6 +57,7 @@ from stopcock.program import load_program
 from stopcock.runtime import bootstrap, data
 from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
 from stopcock.runtime.checkpoints import now_rfc3339 as now
+from stopcock.runtime.csv_rows import CsvRecords, csv_columns
 from stopcock.runtime.memdb import MemoryDatabase
 from stopcock.runtime.queries import NotServing, Queries
 from stopcock.runtime.splitter import UpdateSplitter
@@ -124,6 +125,9 @@ class Engine:
         self._memdb: MemoryDatabase | None = None
         self._db: sqlite3.Connection | None = None
         self.processed_records = 0
+        # Feldera's connector_stats.num_errors: the bad updates (records) of
+        # every refused ingest so far (a JSON refusal names one).
+        self.input_errors = 0
         self._suspending = False
         self._next_checkpoint = 0
         self._checkpoint_lock = asyncio.Lock()
@@ -457,29 +461,67 @@ class Engine:
         array: bool,
         force: bool,
         chunks: AsyncIterator[bytes],
+        *,
+        fmt: str = "json",
     ) -> int:
-        """Ingests a body arriving in chunks, all or nothing; returns the updates applied."""
+        """Ingests a body arriving in chunks, all or nothing; returns the updates applied.
+
+        `fmt` is "json" or "csv" (whose records are insertions: Feldera
+        ignores `update_format` and `array` for CSV).
+        """
+        try:
+            return await self._ingest(table, update_format, array, force, chunks, fmt=fmt)
+        except data.DataError as exc:
+            if exc.http_status == 400:  # the body is at fault
+                self.input_errors += int(exc.details.get("num_errors", 1))
+                await self._publish()  # a new report carries the count
+            raise
+
+    async def _ingest(
+        self,
+        table: str,
+        update_format: str,
+        array: bool,
+        force: bool,
+        chunks: AsyncIterator[bytes],
+        *,
+        fmt: str,
+    ) -> int:
         self._check_input(force)
-        data.check_update_format(update_format)
+        csv = fmt == "csv"
+        if not csv:
+            data.check_update_format(update_format)
         first = await self._next_chunk(chunks)
         second = None if first is None else await self._next_chunk(chunks)
-        if second is None:
+        if second is None and not csv:
             return await self._apply_whole(table, update_format, array, force, first or b"")
         db = self._db
         assert db is not None
         shape = await self._on_db(data.table_shape, db, table)
-        splitter = UpdateSplitter(array, shape.table)
         inserts, deletes = Spool(self._spool_dir), Spool(self._spool_dir)
         loop = asyncio.get_running_loop()
-        index = 0
+        check: Callable[[bytes | None], None]
+        if csv:
+            records = CsvRecords(shape.table, await self._on_db(csv_columns, db, shape))
 
-        def check(chunk: bytes | None) -> None:
-            nonlocal index
-            updates = splitter.feed(chunk) if chunk is not None else splitter.finish()
-            ins, dels = data.to_rows(shape, update_format, updates, index)
-            index += len(updates)
-            inserts.add(ins)
-            deletes.add(dels)
+            def check(chunk: bytes | None) -> None:
+                if chunk is not None:
+                    inserts.add(records.feed(chunk))
+                else:
+                    inserts.add(records.finish())
+                    records.check()
+
+        else:
+            splitter = UpdateSplitter(array, shape.table)
+            index = 0
+
+            def check(chunk: bytes | None) -> None:
+                nonlocal index
+                updates = splitter.feed(chunk) if chunk is not None else splitter.finish()
+                ins, dels = data.to_rows(shape, update_format, updates, index)
+                index += len(updates)
+                inserts.add(ins)
+                deletes.add(dels)
 
         try:
             chunk: bytes | None = first

@@ -26,6 +26,8 @@ from stopcock.internal.v1 import runtime_service_pb2 as pb
 from stopcock.internal.v1 import runtime_service_pb2_grpc as pb_grpc
 from stopcock.runtime.data import DataError
 from stopcock.runtime.engine import (
+    PAUSED,
+    RUNNING,
     DesiredStatusRefused,
     Engine,
     NotTakingInput,
@@ -66,6 +68,11 @@ async def _unavailable(context: Context, engine: Engine, request: str, why: str)
 
 
 def _report(engine: Engine, status: Status) -> pb.WatchStatusResponse:
+    details = status.details
+    if status.status in (RUNNING, PAUSED):
+        # As Feldera's runtime reports a running or paused pipeline
+        # (RuntimeStatusDetails.connector_stats, adapters/src/server.rs).
+        details = {**(details or {}), "connector_stats": {"num_errors": engine.input_errors}}
     return pb.WatchStatusResponse(
         deployment_id=engine.deployment_id,
         incarnation_uuid=engine.incarnation_uuid,
@@ -73,7 +80,7 @@ def _report(engine: Engine, status: Status) -> pb.WatchStatusResponse:
         state=runtime_wire.state(status.status),
         desired_state=runtime_wire.state(status.desired_status),
         error=runtime_wire.struct(status.error),
-        details=runtime_wire.struct(status.details),
+        details=runtime_wire.struct(details),
         checkpoints=runtime_wire.checkpoints(status.checkpoints),
     )
 
@@ -124,7 +131,12 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
                     yield message.data
 
             count = await self._engine.ingest(
-                first.table, first.update_format, first.array, first.force, chunks()
+                first.table,
+                first.update_format,
+                first.array,
+                first.force,
+                chunks(),
+                fmt=first.format or "json",
             )
         except NotTakingInput as exc:
             await _unavailable(context, self._engine, "ingress", str(exc))

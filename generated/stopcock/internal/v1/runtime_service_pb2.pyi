@@ -244,6 +244,7 @@ class IngestRequest(_message.Message):
     ARRAY_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
     table: _builtins.str
     """Table name (case-insensitive)."""
     update_format: _builtins.str
@@ -253,7 +254,11 @@ class IngestRequest(_message.Message):
     force: _builtins.bool
     """Ingest even while paused."""
     data: _builtins.bytes
-    """A chunk of the JSON updates (a chunk may end anywhere, mid-row too)."""
+    """A chunk of the updates (a chunk may end anywhere, mid-row too)."""
+    format: _builtins.str
+    """"json" (default when empty) or "csv" (records are insertions; `update_format`
+    and `array` do not apply).
+    """
     def __init__(
         self,
         *,
@@ -262,10 +267,11 @@ class IngestRequest(_message.Message):
         array: _builtins.bool = ...,
         force: _builtins.bool = ...,
         data: _builtins.bytes = ...,
+        format: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["array", b"array", "data", b"data", "force", b"force", "table", b"table", "update_format", b"update_format"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["array", b"array", "data", b"data", "force", b"force", "format", b"format", "table", b"table", "update_format", b"update_format"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,7 +17,8 @@ from stopcock.manager.domain.definition import Definition, validate_definition
 from stopcock.manager.domain.model import PLATFORM_VERSION, PipelineRecord, rfc3339
 from stopcock.v1 import pipeline_service_pb2 as pb
 
-SELECTORS = ("all", "status")
+SELECTORS = ("all", "status", "status_with_connectors")
+WITH_CONNECTORS = "status_with_connectors"
 _CACHE_SIZE = 4096
 _cache: OrderedDict[tuple[str, int, str, tuple[str, ...], bool, bool], pb.Pipeline] = OrderedDict()
 
@@ -26,11 +27,11 @@ def check_selector(selector: str) -> bool:
     """True for the full view; raises for an unknown selector."""
     if selector in ("", "all"):
         return True
-    if selector == "status":
+    if selector in ("status", WITH_CONNECTORS):
         return False
     raise errors.bad_request(
         "InvalidSelector",
-        f"Unknown selector '{selector}': use 'all' or 'status'",
+        f"Unknown selector '{selector}': use 'all', 'status' or '{WITH_CONNECTORS}'",
         {"selector": selector, "allowed": list(SELECTORS)},
     )
 
@@ -115,6 +116,21 @@ def _build(rec: PipelineRecord, full: bool, rest: bool) -> pb.Pipeline:
         p.udf_toml = rec.udf_toml
         p.program_error.update(rec.program_error)
         p.program_info.CopyFrom(value(rec.program_info))
+    return p
+
+
+def with_connectors(rec: PipelineRecord, rest: bool = False) -> pb.Pipeline:
+    """selector=status_with_connectors: the status fields and the runtime's connector_stats.
+
+    Feldera reads them from the runtime status details (ConnectorStats
+    {num_errors}); they are absent when the runtime reports none.
+    """
+    p = pb.Pipeline()
+    p.CopyFrom(to_proto(rec, full=False, rest=rest))
+    details = rec.runtime_status_details
+    stats = details.get("connector_stats") if isinstance(details, dict) else None
+    if isinstance(stats, dict):
+        p.connectors.CopyFrom(value(stats))
     return p
 
 

@@ -1,7 +1,7 @@
 """Checks and translations for data requests (ingress, query, tokens).
 
-Stopcock reads and writes JSON only; the other formats Feldera clients may
-ask for are refused with a clear error instead of being misread.
+Stopcock reads JSON and CSV and writes JSON; the other formats Feldera
+clients may ask for are refused with a clear error instead of being misread.
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ from stopcock.manager.domain.model import PipelineRecord
 from stopcock.v1 import pipeline_service_pb2 as pb
 
 UPDATE_FORMATS = ("raw", "insert_delete")
+# Feldera's ingress reads CSV when the request names no format
+# (adapters/src/transport/http/input.rs, HttpInputTransport::default_format);
+# its SDK always names one.
+DEFAULT_FORMAT = "csv"
 
 
 def _unsupported(what: str, value: str, supported: str) -> errors.ApiError:
@@ -25,8 +29,13 @@ def _unsupported(what: str, value: str, supported: str) -> errors.ApiError:
 
 
 def check_format(fmt: str, json_flavor: str, update_format: str) -> None:
-    if fmt not in ("", "json"):
-        raise _unsupported("format", fmt, "'json'")
+    if (fmt or DEFAULT_FORMAT) == "csv":
+        # Feldera reads CSV with its default configuration whatever the
+        # query holds (CsvInputFormat::config_from_http_request): the JSON
+        # parameters do not apply.
+        return
+    if fmt != "json":
+        raise _unsupported("format", fmt, "'json' or 'csv'")
     if json_flavor not in ("", "default"):
         raise _unsupported("json_flavor", json_flavor, "'default'")
     if update_format not in ("", *UPDATE_FORMATS):
@@ -41,6 +50,7 @@ def to_runtime(request: pb.IngestRowsRequest) -> runtime_pb.IngestRequest:
         array=request.array if request.HasField("array") else False,
         force=request.force,
         data=request.body.data,
+        format=request.format or DEFAULT_FORMAT,
     )
 
 

@@ -132,13 +132,18 @@ class PipelineJson:
             keep[full] = text
         return text
 
-    def list_json(self, records: Sequence[PipelineRecord], full: bool) -> bytes:
+    def list_json(
+        self, records: Sequence[PipelineRecord], full: bool, *, connectors: bool = False
+    ) -> bytes:
         """The JSON array of `records` (every pipeline: the cache keeps only these).
 
         Raises ResponseTooLarge past the REST face's answer limit, as Envoy
         would, before joining (and sending) that much.
         """
-        parts = [self.render(rec, full) for rec in records]
+        if connectors:  # live figures: printed each time, not cached
+            parts = [pipeline_json(convert.with_connectors(rec, rest=True)) for rec in records]
+        else:
+            parts = [self.render(rec, full) for rec in records]
         # Every listed id now has an entry, so more entries than records
         # means some belong to pipelines deleted since: drop those.
         if len(self._entries) > len(records):

@@ -31,7 +31,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from stopcock.contract import error_codec
-from stopcock.manager.api import convert, ingress, rendering, stats
+from stopcock.manager.api import convert, events, ingress, rendering, stats
 from stopcock.manager.auth.api_keys import ApiKeys
 from stopcock.manager.control.health import ServiceHealth
 from stopcock.manager.control.lifecycle import Lifecycle
@@ -145,6 +145,11 @@ def _ndjson(chunk: bytes) -> pb.QueryPipelineResponse:
     )
 
 
+def _json_body(value: Any) -> httpbody_pb2.HttpBody:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return httpbody_pb2.HttpBody(content_type="application/json", data=text.encode())
+
+
 async def _http_status(context: Context, status: int) -> None:
     await context.send_initial_metadata(((error_codec.STATUS_TRAILER, str(status)),))
 
@@ -217,21 +222,26 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         rec = await self._lc.patch(
             request.name, lambda current: patch_definition(stored_definition(current), patch)
         )
-        return pb.PatchPipelineResponse(pipeline=convert.to_proto(rec))
+        return pb.PatchPipelineResponse(pipeline=convert.to_proto(rec, rest=_rest(context)))
 
     @_guard
     async def GetPipeline(self, request: pb.GetPipelineRequest, context: Context) -> pb.Pipeline:
         full = convert.check_selector(request.selector)
-        return convert.to_proto(await self._lc.get(request.name), full, _rest(context))
+        rec = await self._lc.get(request.name)
+        if request.selector == convert.WITH_CONNECTORS:
+            return convert.with_connectors(rec, _rest(context))
+        return convert.to_proto(rec, full, _rest(context))
 
     @_guard
     async def ListPipelines(
         self, request: pb.ListPipelinesRequest, context: Context
     ) -> pb.ListPipelinesResponse:
         full = convert.check_selector(request.selector)
-        return pb.ListPipelinesResponse(
-            pipelines=[convert.to_proto(rec, full) for rec in await self._lc.list()]
-        )
+        if request.selector == convert.WITH_CONNECTORS:
+            listed = [convert.with_connectors(rec) for rec in await self._lc.list()]
+        else:
+            listed = [convert.to_proto(rec, full) for rec in await self._lc.list()]
+        return pb.ListPipelinesResponse(pipelines=listed)
 
     @_guard
     async def ListPipelinesJson(
@@ -240,7 +250,8 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         # REST's list: printed here from cached renderings, passed through by
         # Envoy (see api/rendering.py for why and how it matches ListPipelines).
         full = convert.check_selector(request.selector)
-        body = self._json.list_json(await self._lc.list(), full)
+        connectors = request.selector == convert.WITH_CONNECTORS
+        body = self._json.list_json(await self._lc.list(), full, connectors=connectors)
         return pb.ListPipelinesJsonResponse(
             body=httpbody_pb2.HttpBody(content_type="application/json", data=body)
         )
@@ -521,3 +532,20 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         response = pb.DiffPipelineResponse()
         response.diff.update(await self._lc.diff(request.name, code))
         return response
+
+    @_guard
+    async def ListPipelineEvents(
+        self, request: pb.ListPipelineEventsRequest, context: Context
+    ) -> pb.ListPipelineEventsResponse:
+        full = events.check_selector(request.selector)
+        listed = events.list_events(await self._lc.records.versions(request.name), full)
+        return pb.ListPipelineEventsResponse(body=_json_body(listed))
+
+    @_guard
+    async def GetPipelineEvent(
+        self, request: pb.GetPipelineEventRequest, context: Context
+    ) -> pb.GetPipelineEventResponse:
+        full = events.check_selector(request.selector)
+        versions = await self._lc.records.versions(request.name)
+        found = events.find_event(versions, request.event_id, full)
+        return pb.GetPipelineEventResponse(body=_json_body(found))

@@ -52,6 +52,9 @@ READ_METHODS = frozenset(
         "GetClusterHealth",
         # Role::Read in Feldera (GET /v0/pipelines/{name}/stats).
         "GetPipelineStats",
+        # Role::Read in Feldera's rbac.rs (GET /v0/pipelines/{name}/events[/{event_id}]).
+        "ListPipelineEvents",
+        "GetPipelineEvent",
     )
 )
 ROLES = ("read", "write")

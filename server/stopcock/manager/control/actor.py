@@ -392,7 +392,7 @@ class PipelineActor:
                 or error_body("RuntimeFailed", "The runtime failed", {"pid": rec.runtime_pid}),
             )
             return
-        observed = _observed(report)
+        observed = _observed(report, rec.storage_enabled)
         self._observe_checkpoints(observed.get("storage_status_details"))
         changed = {k: v for k, v in observed.items() if getattr(rec, k) != v}
         if changed:
@@ -614,15 +614,20 @@ def _unreachable_details(rec: PipelineRecord) -> dict[str, Any]:
     return details
 
 
-def _observed(report: Report) -> dict[str, Any]:
-    """The record fields a status report determines."""
+def _observed(report: Report, storage: bool) -> dict[str, Any]:
+    """The record fields a status report determines.
+
+    With storage enabled, storage_status_details lists the checkpoints even
+    when there are none (`{"checkpoints": []}`), as Feldera's runtime reports
+    them whenever it has a storage backend (adapters/src/server.rs get_status).
+    """
     observed: dict[str, Any] = {
         "runtime_status": runtime_wire.state_name(report.state),
         "runtime_status_details": (
             runtime_wire.plain(report.details) if report.HasField("details") else None
         ),
     }
-    if report.checkpoints:
+    if report.checkpoints or storage:
         checkpoints = runtime_wire.checkpoint_dicts(report.checkpoints)
         observed["storage_status_details"] = {"checkpoints": checkpoints}
     return observed

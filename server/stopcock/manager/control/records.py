@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from stopcock.manager.domain import errors, transitions
@@ -53,6 +53,7 @@ class PipelineRecords(Protocol):
     def watch(
         self, name: str, after_version: int
     ) -> AsyncIterator[tuple[PipelineRecord, bool]]: ...
+    async def versions(self, name: str) -> Sequence[PipelineRecord]: ...
 
 
 def checked(change: Change) -> Change:
@@ -203,6 +204,17 @@ class Records:
             return rec
 
     # -- watching ------------------------------------------------------
+
+    async def versions(self, name: str) -> Sequence[PipelineRecord]:
+        """The kept versions of the named pipeline, oldest first, ending with the current one.
+
+        Kept in memory: a restarted manager starts again from the current version.
+        """
+        current = self._get(name)
+        kept = list(self._history.get(current.id, ()))
+        if not kept or kept[-1].refresh_version != current.refresh_version:
+            kept.append(current)
+        return kept
 
     async def watch(
         self, name: str, after_version: int

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from stopcock.manager.control.records import Key, checked, count_transition
@@ -132,6 +132,15 @@ class SharedRecords:
         """Wakes every watcher to look at the database (notifications may have been lost)."""
         async with self._changed:
             self._changed.notify_all()
+
+    async def versions(self, name: str) -> Sequence[PipelineRecord]:
+        """As `Records.versions`, from the shared history (pipeline_history)."""
+        current = await self.get(name)
+        kept = await self._store.history(current.id, 0)
+        kept = [r for r in kept if r.refresh_version <= current.refresh_version]
+        if not kept or kept[-1].refresh_version != current.refresh_version:
+            kept.append(current)
+        return kept
 
     async def watch(
         self, name: str, after_version: int
