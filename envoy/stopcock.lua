@@ -51,6 +51,8 @@ local ALLOWED_QUERY_PARAMETERS = {
   "initial",
   "dismiss_error",
   "bootstrap_policy",
+  "silent_bootstrap",
+  "concurrent_bootstrap",
   "selector",
   "incarnation_uuid",
   "format",
@@ -72,6 +74,7 @@ local ALLOWED_QUERY_PARAMETERS = {
 local VALUED_QUERY_PARAMETERS = {
   "selector",
   "initial",
+  "bootstrap_policy",
   "format",
   "update_format",
   "json_flavor",

@@ -81,6 +81,7 @@ def test_prepared_descriptor_keeps_only_httpbody_response_bodies(tmp_path: Path)
         "PutPipeline",
         "PatchPipeline",
         "ListApiKeys",
+        "DiffPipeline",
     }
     assert sidecar.prepare_descriptor(first, second) == []
     kept = {}
@@ -346,7 +347,7 @@ def test_routes_that_unwrap_a_sole_field_name_messages_with_no_other_field(
                         meta = lua.get("envoy.filters.http.lua", {})
                         if meta.get("sole_field"):
                             sole[route["match"]["path"].rsplit("/", 1)[1]] = meta["response_body"]
-    assert sole == {"ListApiKeys": "api_keys"}
+    assert sole == {"ListApiKeys": "api_keys", "DiffPipeline": "diff"}
     for method, field in sole.items():
         fields = [f.name for f in service.methods_by_name[method].output_type.fields]
         assert fields == [field], method

@@ -66,7 +66,7 @@ def test_start_paused(stack: Stack, name: str) -> None:
 def test_unsupported_initial_is_405(stack: Stack, name: str) -> None:
     stack.create(name)
     body = assert_error(
-        stack.post(name, "start", initial="standby"), 405, "UnsupportedPipelineAction"
+        stack.post(name, "start", initial="suspended"), 405, "UnsupportedPipelineAction"
     )
     assert body["details"]["action"] == "start"
     assert stack.get(name, "status")["deployment_desired_status"] == "Stopped"

@@ -406,6 +406,8 @@ def test_every_operation_answers_as_documented(stack: Stack, name: str) -> None:
     stack.wait_status(name, "Paused")
     check(stack.post(name, "resume"))
     stack.wait_status(name, "Running")
+    check(stack.post(name, "approve"))  # awaits nothing: 200, as Feldera
+    check(rest.post(f"{base}/diff", json={"program_code": PROGRAM}))
     ingested = check(stack.ingest(name, [{"id": 1, "name": "a"}]))
     done = check(rest.get(f"{base}/completion_status", params={"token": ingested["token"]}))
     assert done["status"] == "complete"

@@ -20,6 +20,8 @@ STATUS_OMITS = {
     "udf_toml",
     "program_error",
     "program_info",
+    # Feldera's selector `all` only (it is null before a deployment).
+    "deployment_resources_status_details",
 }
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from stopcock.manager.domain import errors, state_machine
+from stopcock.manager.domain.bootstrap_options import BootstrapOptions
 from stopcock.manager.domain.model import PipelineRecord, evolve, new_record
 
 SEED_STOPPING_BODY = {
@@ -62,6 +63,10 @@ def test_start_from_stopped_sets_desired() -> None:
         "resources_desired": "Provisioned",
         "runtime_desired": "Paused",
         "deployment_initial": "Paused",
+        # Feldera's default bootstrap options, kept with the deployment.
+        "bootstrap_policy": "await_approval",
+        "silent_bootstrap": False,
+        "concurrent_bootstrap": False,
     }
 
 
@@ -84,10 +89,50 @@ def test_repeated_start_is_idempotent_but_initial_is_immutable() -> None:
     assert err.error_code == "InitialImmutableUnlessStopped"
 
 
-@pytest.mark.parametrize("initial", ["standby", "", "Running", "suspended"])
+@pytest.mark.parametrize("initial", ["", "Running", "suspended"])
 def test_unknown_initial_is_405(initial: str) -> None:
     err = refused(state_machine.on_start, record(), initial, True)
     assert (err.http_status, err.error_code) == (405, "UnsupportedPipelineAction")
+
+
+def test_standby_is_refused_as_feldera_refuses_it() -> None:
+    err = refused(state_machine.on_start, record(), "standby", True)
+    assert (err.http_status, err.error_code) == (400, "InitialStandbyNotAllowed")
+    # With Feldera's requirements met, Stopcock still has no standby: 405.
+    synced = {"storage": {"backend": {"name": "file", "config": {"sync": {"bucket": "b"}}}}}
+    err = refused(state_machine.on_start, record(runtime_config=synced), "standby", True)
+    assert (err.http_status, err.error_code) == (405, "UnsupportedPipelineAction")
+
+
+def test_bootstrap_options_are_fixed_until_stopped() -> None:
+    options = BootstrapOptions.parse("allow", False, False)
+    rec = running(bootstrap_policy="allow")
+    assert state_machine.on_start(rec, "running", True, options) is None
+    err = refused(
+        state_machine.on_start, rec, "running", True, BootstrapOptions.parse("reject", False, False)
+    )
+    assert (err.http_status, err.error_code) == (400, "BootstrapPolicyImmutableUnlessStopped")
+    err = refused(
+        state_machine.on_start, rec, "running", True, BootstrapOptions.parse("allow", True, False)
+    )
+    assert err.error_code == "BootstrapPolicyImmutableUnlessStopped"
+
+
+@pytest.mark.parametrize(
+    ("policy", "silent", "concurrent", "code"),
+    [("maybe", False, False, "InvalidRequest"), ("allow", True, True, "InvalidBootstrapConfig")],
+)
+def test_bad_bootstrap_options_are_400(
+    policy: str, silent: bool, concurrent: bool, code: str
+) -> None:
+    err = refused(BootstrapOptions.parse, policy, silent, concurrent)
+    assert (err.http_status, err.error_code) == (400, code)
+
+
+def test_force_stop_before_the_actor_began_forgets_the_bootstrap_options() -> None:
+    rec = record(resources_desired="Provisioned", bootstrap_policy="reject")
+    changes = state_machine.on_stop(rec, True)
+    assert changes is not None and changes["bootstrap_policy"] is None
 
 
 def test_start_with_error_needs_dismissal() -> None:

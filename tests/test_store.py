@@ -177,3 +177,63 @@ def test_database_url_selects_postgres_and_defaults_to_none(
         Settings.from_env()
     assert "postgresql://" in str(refused.value)
     assert "secret" not in str(refused.value)  # a password is never echoed
+
+
+async def test_bootstrap_fields_round_trip(open_store: Opener) -> None:
+    """The deployment's bootstrap options and resources details, booleans as booleans."""
+    store = await open_store()
+    rec = evolve(
+        sample("boot"),
+        bootstrap_policy="await_approval",
+        silent_bootstrap=True,
+        concurrent_bootstrap=False,
+        bootstrap_approved=True,
+        resources_status_details={"process": "has not exited", "working_dir": "exists"},
+    )
+    await store.put(rec)
+    await store.close()
+    reopened = await open_store()
+    [loaded] = await reopened.load_all()
+    assert loaded == rec
+    assert loaded.silent_bootstrap is True and loaded.concurrent_bootstrap is False
+    await reopened.close()
+
+
+def test_a_version_2_database_migrates_with_the_bootstrap_defaults(tmp_path: Path) -> None:
+    """A database written before bootstrapping existed: its pipelines read as never started so."""
+    from stopcock.manager.store.rows import FIELDS, to_row
+    from stopcock.manager.store.sqlite import MIGRATIONS
+
+    path = tmp_path / "db.sqlite"
+    db = sqlite3.connect(path)
+    for step in MIGRATIONS[:2]:
+        db.execute(step)
+    old_fields = [f for f in FIELDS if f not in NEW_FIELDS]
+    row = dict(zip(FIELDS, to_row(sample("old")), strict=True))
+    db.execute(
+        f"INSERT INTO pipelines ({', '.join(old_fields)}) "
+        f"VALUES ({', '.join('?' for _ in old_fields)})",
+        [row[f] for f in old_fields],
+    )
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    [loaded] = store.load_all()
+    assert loaded == sample("old")
+    assert (loaded.bootstrap_policy, loaded.silent_bootstrap, loaded.bootstrap_approved) == (
+        None,
+        False,
+        False,
+    )
+    store.close()
+
+
+NEW_FIELDS = {
+    "bootstrap_policy",
+    "silent_bootstrap",
+    "concurrent_bootstrap",
+    "bootstrap_approved",
+    "resources_status_details",
+}

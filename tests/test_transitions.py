@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from stopcock.manager.domain import transitions
 from stopcock.manager.domain.model import (
@@ -62,3 +64,27 @@ def test_a_write_into_stopping_must_set_desired_stopped() -> None:
     bad = evolve(rec, at=3, resources_status=STOPPING)  # desired still Provisioned
     with pytest.raises(transitions.IllegalResourceTransition):
         transitions.check(rec, bad)
+
+
+def test_the_bootstrap_options_end_with_the_deployment() -> None:
+    stopping = dataclasses.replace(
+        record(),
+        resources_status="Stopping",
+        bootstrap_policy="reject",
+        silent_bootstrap=True,
+        bootstrap_approved=True,
+        resources_status_details={"process": "has not exited"},
+    )
+    changes = transitions.changes(stopping, "Stopped")
+    assert changes["bootstrap_policy"] is None
+    assert changes["silent_bootstrap"] is False and changes["bootstrap_approved"] is False
+    assert changes["resources_status_details"] is None
+
+
+def test_a_persisted_approval_makes_a_respawned_runtime_allow() -> None:
+    from stopcock.manager.control.actor import bootstrap_policy
+
+    base = dataclasses.replace(record(), bootstrap_policy="await_approval")
+    assert bootstrap_policy(base) == "await_approval"
+    assert bootstrap_policy(dataclasses.replace(base, bootstrap_approved=True)) == "allow"
+    assert bootstrap_policy(dataclasses.replace(base, bootstrap_policy=None)) == "await_approval"

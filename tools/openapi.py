@@ -43,7 +43,7 @@ from stopcock.internal.v1 import runtime_service_pb2 as rpb
 from stopcock.manager.api import convert, events, ingress, stats
 from stopcock.manager.auth import api_keys
 from stopcock.manager.auth import authenticator as auth
-from stopcock.manager.domain import definition, state_machine
+from stopcock.manager.domain import bootstrap_options, definition, state_machine
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
 JSON = dict[str, Any]
@@ -136,6 +136,7 @@ REQUEST_REQUIRED: dict[str, list[str]] = {
 QUERY_ENUMS: dict[str, list[str]] = {
     "selector": list(convert.SELECTORS),
     "initial": list(state_machine.INITIAL_VALUES),
+    "bootstrap_policy": list(bootstrap_options.POLICIES),
     "update_format": list(ingress.UPDATE_FORMATS),
     # stopcock/manager/api/ingress.py check_format: JSON (ingress: CSV too, below).
     "format": ["json"],

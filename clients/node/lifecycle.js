@@ -368,7 +368,7 @@ class Checker {
     await this.check('error_unimplemented', () =>
       this.expectError(
         'StartPipeline',
-        { name, initial: 'standby' },
+        { name, initial: 'suspended' },
         grpc.status.UNIMPLEMENTED,
         'UnsupportedPipelineAction',
       ),

@@ -21,6 +21,8 @@ _TO_WIRE = {
     Runtime.RUNNING.value: pb.RUNTIME_STATE_RUNNING,
     Runtime.SUSPENDED.value: pb.RUNTIME_STATE_SUSPENDED,
     Runtime.FAILED.value: pb.RUNTIME_STATE_FAILED,
+    Runtime.BOOTSTRAPPING.value: pb.RUNTIME_STATE_BOOTSTRAPPING,
+    Runtime.AWAITING_APPROVAL.value: pb.RUNTIME_STATE_AWAITING_APPROVAL,
 }
 _FROM_WIRE: dict[int, str] = {int(wire): name for name, wire in _TO_WIRE.items()}
 CHECKPOINT_FIELDS = tuple(f.name for f in pb.Checkpoint.DESCRIPTOR.fields)

@@ -97,6 +97,10 @@ class Pipeline(_message.Message):
     STORAGE_STATUS_FIELD_NUMBER: _builtins.int
     STORAGE_STATUS_DETAILS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    BOOTSTRAP_POLICY_FIELD_NUMBER: _builtins.int
+    SILENT_BOOTSTRAP_FIELD_NUMBER: _builtins.int
+    CONCURRENT_BOOTSTRAP_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_RESOURCES_STATUS_DETAILS_FIELD_NUMBER: _builtins.int
     CONNECTORS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier (UUID), fixed at creation."""
@@ -138,6 +142,9 @@ class Pipeline(_message.Message):
     """Bumped by every status write: a cheap change detector."""
     storage_status: _builtins.str
     """One of Cleared, InUse, Clearing."""
+    silent_bootstrap: _builtins.bool
+    """The bootstrap options of the current deployment (false while stopped)."""
+    concurrent_bootstrap: _builtins.bool
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """Creation time."""
@@ -227,6 +234,18 @@ class Pipeline(_message.Message):
         """Free-form labels."""
 
     @_builtins.property
+    def bootstrap_policy(self) -> _struct_pb2.Value:
+        """The bootstrap policy of the current deployment ("allow", "reject",
+        "await_approval"); null while stopped, as in Feldera.
+        """
+
+    @_builtins.property
+    def deployment_resources_status_details(self) -> _struct_pb2.Value:
+        """What the runner knows of the deployment's resources (selector `all`
+        only): {process, working_dir} once provisioned, null when stopped.
+        """
+
+    @_builtins.property
     def connectors(self) -> _struct_pb2.Value:
         """selector=status_with_connectors only: statistics across the running
         pipeline's connectors, {num_errors}, as Feldera's `connectors`; absent
@@ -274,11 +293,15 @@ class Pipeline(_message.Message):
         storage_status: _builtins.str = ...,
         storage_status_details: _struct_pb2.Value | None = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        bootstrap_policy: _struct_pb2.Value | None = ...,
+        silent_bootstrap: _builtins.bool = ...,
+        concurrent_bootstrap: _builtins.bool = ...,
+        deployment_resources_status_details: _struct_pb2.Value | None = ...,
         connectors: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_udf_rust", b"_udf_rust", "_udf_toml", b"_udf_toml", "connectors", b"connectors", "created_at", b"created_at", "deployment_desired_status_since", b"deployment_desired_status_since", "deployment_error", b"deployment_error", "deployment_id", b"deployment_id", "deployment_initial", b"deployment_initial", "deployment_location", b"deployment_location", "deployment_resources_desired_status_since", b"deployment_resources_desired_status_since", "deployment_resources_status_since", b"deployment_resources_status_since", "deployment_runtime_desired_status", b"deployment_runtime_desired_status", "deployment_runtime_desired_status_since", b"deployment_runtime_desired_status_since", "deployment_runtime_status", b"deployment_runtime_status", "deployment_runtime_status_details", b"deployment_runtime_status_details", "deployment_runtime_status_since", b"deployment_runtime_status_since", "deployment_status_since", b"deployment_status_since", "program_code", b"program_code", "program_config", b"program_config", "program_error", b"program_error", "program_info", b"program_info", "program_status_since", b"program_status_since", "runtime_config", b"runtime_config", "storage_status_details", b"storage_status_details", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_udf_rust", b"_udf_rust", "_udf_toml", b"_udf_toml", "bootstrap_policy", b"bootstrap_policy", "connectors", b"connectors", "created_at", b"created_at", "deployment_desired_status_since", b"deployment_desired_status_since", "deployment_error", b"deployment_error", "deployment_id", b"deployment_id", "deployment_initial", b"deployment_initial", "deployment_location", b"deployment_location", "deployment_resources_desired_status_since", b"deployment_resources_desired_status_since", "deployment_resources_status_details", b"deployment_resources_status_details", "deployment_resources_status_since", b"deployment_resources_status_since", "deployment_runtime_desired_status", b"deployment_runtime_desired_status", "deployment_runtime_desired_status_since", b"deployment_runtime_desired_status_since", "deployment_runtime_status", b"deployment_runtime_status", "deployment_runtime_status_details", b"deployment_runtime_status_details", "deployment_runtime_status_since", b"deployment_runtime_status_since", "deployment_status_since", b"deployment_status_since", "program_code", b"program_code", "program_config", b"program_config", "program_error", b"program_error", "program_info", b"program_info", "program_status_since", b"program_status_since", "runtime_config", b"runtime_config", "storage_status_details", b"storage_status_details", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_udf_rust", b"_udf_rust", "_udf_toml", b"_udf_toml", "connectors", b"connectors", "created_at", b"created_at", "deployment_desired_status", b"deployment_desired_status", "deployment_desired_status_since", b"deployment_desired_status_since", "deployment_error", b"deployment_error", "deployment_id", b"deployment_id", "deployment_initial", b"deployment_initial", "deployment_location", b"deployment_location", "deployment_resources_desired_status", b"deployment_resources_desired_status", "deployment_resources_desired_status_since", b"deployment_resources_desired_status_since", "deployment_resources_status", b"deployment_resources_status", "deployment_resources_status_since", b"deployment_resources_status_since", "deployment_runtime_desired_status", b"deployment_runtime_desired_status", "deployment_runtime_desired_status_since", b"deployment_runtime_desired_status_since", "deployment_runtime_status", b"deployment_runtime_status", "deployment_runtime_status_details", b"deployment_runtime_status_details", "deployment_runtime_status_since", b"deployment_runtime_status_since", "deployment_status", b"deployment_status", "deployment_status_since", b"deployment_status_since", "description", b"description", "id", b"id", "name", b"name", "platform_version", b"platform_version", "program_code", b"program_code", "program_config", b"program_config", "program_error", b"program_error", "program_info", b"program_info", "program_status", b"program_status", "program_status_since", b"program_status_since", "program_version", b"program_version", "refresh_version", b"refresh_version", "runtime_config", b"runtime_config", "storage_status", b"storage_status", "storage_status_details", b"storage_status_details", "tags", b"tags", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_udf_rust", b"_udf_rust", "_udf_toml", b"_udf_toml", "bootstrap_policy", b"bootstrap_policy", "concurrent_bootstrap", b"concurrent_bootstrap", "connectors", b"connectors", "created_at", b"created_at", "deployment_desired_status", b"deployment_desired_status", "deployment_desired_status_since", b"deployment_desired_status_since", "deployment_error", b"deployment_error", "deployment_id", b"deployment_id", "deployment_initial", b"deployment_initial", "deployment_location", b"deployment_location", "deployment_resources_desired_status", b"deployment_resources_desired_status", "deployment_resources_desired_status_since", b"deployment_resources_desired_status_since", "deployment_resources_status", b"deployment_resources_status", "deployment_resources_status_details", b"deployment_resources_status_details", "deployment_resources_status_since", b"deployment_resources_status_since", "deployment_runtime_desired_status", b"deployment_runtime_desired_status", "deployment_runtime_desired_status_since", b"deployment_runtime_desired_status_since", "deployment_runtime_status", b"deployment_runtime_status", "deployment_runtime_status_details", b"deployment_runtime_status_details", "deployment_runtime_status_since", b"deployment_runtime_status_since", "deployment_status", b"deployment_status", "deployment_status_since", b"deployment_status_since", "description", b"description", "id", b"id", "name", b"name", "platform_version", b"platform_version", "program_code", b"program_code", "program_config", b"program_config", "program_error", b"program_error", "program_info", b"program_info", "program_status", b"program_status", "program_status_since", b"program_status_since", "program_version", b"program_version", "refresh_version", b"refresh_version", "runtime_config", b"runtime_config", "silent_bootstrap", b"silent_bootstrap", "storage_status", b"storage_status", "storage_status_details", b"storage_status_details", "tags", b"tags", "udf_rust", b"udf_rust", "udf_toml", b"udf_toml", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__program_code: _TypeAlias = _typing.Literal["program_code"]  # noqa: Y015
     _WhichOneofArgType__program_code: _TypeAlias = _typing.Literal["_program_code", b"_program_code"]  # noqa: Y015
@@ -769,6 +792,8 @@ class StartPipelineRequest(_message.Message):
     INITIAL_FIELD_NUMBER: _builtins.int
     DISMISS_ERROR_FIELD_NUMBER: _builtins.int
     BOOTSTRAP_POLICY_FIELD_NUMBER: _builtins.int
+    SILENT_BOOTSTRAP_FIELD_NUMBER: _builtins.int
+    CONCURRENT_BOOTSTRAP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Pipeline name."""
     initial: _builtins.str
@@ -778,9 +803,16 @@ class StartPipelineRequest(_message.Message):
     a start with an error set fails with CannotStartWithUndismissedError.
     """
     bootstrap_policy: _builtins.str
-    """Accepted for compatibility with Feldera clients; Stopcock has a single
-    bootstrap behaviour and ignores it.
+    """What a start from a checkpoint of another program does: "allow",
+    "reject" or "await_approval" (the default, as in Feldera). Fixed for
+    the deployment: a different one while not stopped is refused with
+    BootstrapPolicyImmutableUnlessStopped.
     """
+    silent_bootstrap: _builtins.bool
+    """Recorded and shown (Stopcock has no output connectors to silence, and
+    bootstraps in one step); mutually exclusive, as in Feldera.
+    """
+    concurrent_bootstrap: _builtins.bool
     def __init__(
         self,
         *,
@@ -788,10 +820,12 @@ class StartPipelineRequest(_message.Message):
         initial: _builtins.str = ...,
         dismiss_error: _builtins.bool | None = ...,
         bootstrap_policy: _builtins.str = ...,
+        silent_bootstrap: _builtins.bool = ...,
+        concurrent_bootstrap: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_dismiss_error", b"_dismiss_error", "dismiss_error", b"dismiss_error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dismiss_error", b"_dismiss_error", "bootstrap_policy", b"bootstrap_policy", "dismiss_error", b"dismiss_error", "initial", b"initial", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dismiss_error", b"_dismiss_error", "bootstrap_policy", b"bootstrap_policy", "concurrent_bootstrap", b"concurrent_bootstrap", "dismiss_error", b"dismiss_error", "initial", b"initial", "name", b"name", "silent_bootstrap", b"silent_bootstrap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dismiss_error: _TypeAlias = _typing.Literal["dismiss_error"]  # noqa: Y015
     _WhichOneofArgType__dismiss_error: _TypeAlias = _typing.Literal["_dismiss_error", b"_dismiss_error"]  # noqa: Y015
@@ -1841,6 +1875,113 @@ class CheckHealthResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckHealthResponse: _TypeAlias = CheckHealthResponse  # noqa: Y015
+
+@_typing.final
+class ApprovePipelineRequest(_message.Message):
+    """Request of ApprovePipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SILENT_BOOTSTRAP_FIELD_NUMBER: _builtins.int
+    CONCURRENT_BOOTSTRAP_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    silent_bootstrap: _builtins.bool
+    """As in StartPipelineRequest; mutually exclusive."""
+    concurrent_bootstrap: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        silent_bootstrap: _builtins.bool = ...,
+        concurrent_bootstrap: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrent_bootstrap", b"concurrent_bootstrap", "name", b"name", "silent_bootstrap", b"silent_bootstrap"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovePipelineRequest: _TypeAlias = ApprovePipelineRequest  # noqa: Y015
+
+@_typing.final
+class ApprovePipelineResponse(_message.Message):
+    """Response of ApprovePipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovePipelineResponse: _TypeAlias = ApprovePipelineResponse  # noqa: Y015
+
+@_typing.final
+class DiffPipelineRequest(_message.Message):
+    """Request of DiffPipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PROGRAM_CODE_FIELD_NUMBER: _builtins.int
+    RUNTIME_VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Pipeline name."""
+    program_code: _builtins.str
+    """The proposed program; the current one when left out."""
+    runtime_version: _builtins.str
+    """Accepted for Feldera's clients; Stopcock has one runtime version."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        program_code: _builtins.str | None = ...,
+        runtime_version: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_runtime_version", b"_runtime_version", "program_code", b"program_code", "runtime_version", b"runtime_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_program_code", b"_program_code", "_runtime_version", b"_runtime_version", "name", b"name", "program_code", b"program_code", "runtime_version", b"runtime_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__program_code: _TypeAlias = _typing.Literal["program_code"]  # noqa: Y015
+    _WhichOneofArgType__program_code: _TypeAlias = _typing.Literal["_program_code", b"_program_code"]  # noqa: Y015
+    _WhichOneofReturnType__runtime_version: _TypeAlias = _typing.Literal["runtime_version"]  # noqa: Y015
+    _WhichOneofArgType__runtime_version: _TypeAlias = _typing.Literal["_runtime_version", b"_runtime_version"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__program_code) -> _WhichOneofReturnType__program_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__runtime_version) -> _WhichOneofReturnType__runtime_version | None: ...
+
+Global___DiffPipelineRequest: _TypeAlias = DiffPipelineRequest  # noqa: Y015
+
+@_typing.final
+class DiffPipelineResponse(_message.Message):
+    """Response of DiffPipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIFF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def diff(self) -> _struct_pb2.Struct:
+        """Feldera's PipelineDiff (REST: the whole body)."""
+
+    def __init__(
+        self,
+        *,
+        diff: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["diff", b"diff"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["diff", b"diff"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiffPipelineResponse: _TypeAlias = DiffPipelineResponse  # noqa: Y015
 
 @_typing.final
 class ListPipelineEventsRequest(_message.Message):

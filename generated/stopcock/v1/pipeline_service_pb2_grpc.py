@@ -180,6 +180,16 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthResponse.FromString,
                 _registered_method=True)
+        self.ApprovePipeline = channel.unary_unary(
+                '/stopcock.v1.PipelineService/ApprovePipeline',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineResponse.FromString,
+                _registered_method=True)
+        self.DiffPipeline = channel.unary_unary(
+                '/stopcock.v1.PipelineService/DiffPipeline',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineResponse.FromString,
+                _registered_method=True)
         self.ListPipelineEvents = channel.unary_unary(
                 '/stopcock.v1.PipelineService/ListPipelineEvents',
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ListPipelineEventsRequest.SerializeToString,
@@ -315,9 +325,11 @@ class PipelineServiceServicer:
         InitialImmutableUnlessStopped for a different `initial` while deployed;
         CannotStartWithUndismissedError when an error is set and
         `dismiss_error` is false; CannotStartWithCompilationError;
-        CannotStartWhileClearingStorage; UNIMPLEMENTED
-        UnsupportedPipelineAction (405) for an `initial` other than running or
-        paused.
+        CannotStartWhileClearingStorage; BootstrapPolicyImmutableUnlessStopped
+        for other bootstrap options while deployed; InitialStandbyNotAllowed for
+        `initial=standby` (Feldera's rule); UNIMPLEMENTED
+        UnsupportedPipelineAction (405) for any other `initial` than running or
+        paused (and for standby where Feldera would allow it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -520,6 +532,32 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApprovePipeline(self, request, context):
+        """Lets a deployment whose bootstrap awaits approval (runtime status
+        AwaitingApproval) proceed, as Feldera's `/approve`. The approval is
+        persisted before the answer, so a manager restart still delivers it.
+        A deployed pipeline that awaits nothing answers 200 too (Feldera
+        forwards the call to a runtime that then has nothing to wait for);
+        one that is not deployed answers 503 PipelineInteractionNotDeployed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiffPipeline(self, request, context):
+        """What a start would bootstrap if the program became `program_code`
+        (default: the current one), as Feldera's `/diff`: its PipelineDiff
+        {program_diff, program_diff_error, {added,modified,removed}_{input,
+        output}_connectors}, compared with the current program (which a
+        checkpoint taken since the last edit matches). NOT_FOUND
+        ProgramNotCompiled (404) unless the current program compiled;
+        INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
+        not compile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListPipelineEvents(self, request, context):
         """The pipeline's events, newest first, as Feldera's `GET
         /v0/pipelines/{name}/events`: one per change of its statuses (resources,
@@ -695,6 +733,16 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.CheckHealth,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthResponse.SerializeToString,
+            ),
+            'ApprovePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApprovePipeline,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineResponse.SerializeToString,
+            ),
+            'DiffPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffPipeline,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineResponse.SerializeToString,
             ),
             'ListPipelineEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPipelineEvents,
@@ -1474,6 +1522,60 @@ class PipelineService:
             '/stopcock.v1.PipelineService/CheckHealth',
             stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.CheckHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApprovePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/ApprovePipeline',
+            stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.ApprovePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/DiffPipeline',
+            stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.DiffPipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

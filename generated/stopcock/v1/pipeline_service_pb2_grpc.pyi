@@ -149,9 +149,11 @@ class PipelineServiceStub:
     InitialImmutableUnlessStopped for a different `initial` while deployed;
     CannotStartWithUndismissedError when an error is set and
     `dismiss_error` is false; CannotStartWithCompilationError;
-    CannotStartWhileClearingStorage; UNIMPLEMENTED
-    UnsupportedPipelineAction (405) for an `initial` other than running or
-    paused.
+    CannotStartWhileClearingStorage; BootstrapPolicyImmutableUnlessStopped
+    for other bootstrap options while deployed; InitialStandbyNotAllowed for
+    `initial=standby` (Feldera's rule); UNIMPLEMENTED
+    UnsupportedPipelineAction (405) for any other `initial` than running or
+    paused (and for standby where Feldera would allow it).
     """
     PausePipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.PausePipelineRequest, _pipeline_service_pb2.PausePipelineResponse]
     """Asks the running pipeline to pause (stop processing input). REST 202.
@@ -273,6 +275,24 @@ class PipelineServiceStub:
     `{"status": "healthy"}`. It does no other work, which also makes it the
     no-op baseline of the benchmarks.
     """
+    ApprovePipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ApprovePipelineRequest, _pipeline_service_pb2.ApprovePipelineResponse]
+    """Lets a deployment whose bootstrap awaits approval (runtime status
+    AwaitingApproval) proceed, as Feldera's `/approve`. The approval is
+    persisted before the answer, so a manager restart still delivers it.
+    A deployed pipeline that awaits nothing answers 200 too (Feldera
+    forwards the call to a runtime that then has nothing to wait for);
+    one that is not deployed answers 503 PipelineInteractionNotDeployed.
+    """
+    DiffPipeline: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.DiffPipelineRequest, _pipeline_service_pb2.DiffPipelineResponse]
+    """What a start would bootstrap if the program became `program_code`
+    (default: the current one), as Feldera's `/diff`: its PipelineDiff
+    {program_diff, program_diff_error, {added,modified,removed}_{input,
+    output}_connectors}, compared with the current program (which a
+    checkpoint taken since the last edit matches). NOT_FOUND
+    ProgramNotCompiled (404) unless the current program compiled;
+    INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
+    not compile.
+    """
     ListPipelineEvents: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelineEventsRequest, _pipeline_service_pb2.ListPipelineEventsResponse]
     """The pipeline's events, newest first, as Feldera's `GET
     /v0/pipelines/{name}/events`: one per change of its statuses (resources,
@@ -383,9 +403,11 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     InitialImmutableUnlessStopped for a different `initial` while deployed;
     CannotStartWithUndismissedError when an error is set and
     `dismiss_error` is false; CannotStartWithCompilationError;
-    CannotStartWhileClearingStorage; UNIMPLEMENTED
-    UnsupportedPipelineAction (405) for an `initial` other than running or
-    paused.
+    CannotStartWhileClearingStorage; BootstrapPolicyImmutableUnlessStopped
+    for other bootstrap options while deployed; InitialStandbyNotAllowed for
+    `initial=standby` (Feldera's rule); UNIMPLEMENTED
+    UnsupportedPipelineAction (405) for any other `initial` than running or
+    paused (and for standby where Feldera would allow it).
     """
     PausePipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.PausePipelineRequest, _pipeline_service_pb2.PausePipelineResponse]  # type: ignore[assignment]
     """Asks the running pipeline to pause (stop processing input). REST 202.
@@ -506,6 +528,24 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     """Liveness of the manager, always open: REST `GET /healthz` answers
     `{"status": "healthy"}`. It does no other work, which also makes it the
     no-op baseline of the benchmarks.
+    """
+    ApprovePipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ApprovePipelineRequest, _pipeline_service_pb2.ApprovePipelineResponse]  # type: ignore[assignment]
+    """Lets a deployment whose bootstrap awaits approval (runtime status
+    AwaitingApproval) proceed, as Feldera's `/approve`. The approval is
+    persisted before the answer, so a manager restart still delivers it.
+    A deployed pipeline that awaits nothing answers 200 too (Feldera
+    forwards the call to a runtime that then has nothing to wait for);
+    one that is not deployed answers 503 PipelineInteractionNotDeployed.
+    """
+    DiffPipeline: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.DiffPipelineRequest, _pipeline_service_pb2.DiffPipelineResponse]  # type: ignore[assignment]
+    """What a start would bootstrap if the program became `program_code`
+    (default: the current one), as Feldera's `/diff`: its PipelineDiff
+    {program_diff, program_diff_error, {added,modified,removed}_{input,
+    output}_connectors}, compared with the current program (which a
+    checkpoint taken since the last edit matches). NOT_FOUND
+    ProgramNotCompiled (404) unless the current program compiled;
+    INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
+    not compile.
     """
     ListPipelineEvents: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.ListPipelineEventsRequest, _pipeline_service_pb2.ListPipelineEventsResponse]  # type: ignore[assignment]
     """The pipeline's events, newest first, as Feldera's `GET
@@ -668,9 +708,11 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         InitialImmutableUnlessStopped for a different `initial` while deployed;
         CannotStartWithUndismissedError when an error is set and
         `dismiss_error` is false; CannotStartWithCompilationError;
-        CannotStartWhileClearingStorage; UNIMPLEMENTED
-        UnsupportedPipelineAction (405) for an `initial` other than running or
-        paused.
+        CannotStartWhileClearingStorage; BootstrapPolicyImmutableUnlessStopped
+        for other bootstrap options while deployed; InitialStandbyNotAllowed for
+        `initial=standby` (Feldera's rule); UNIMPLEMENTED
+        UnsupportedPipelineAction (405) for any other `initial` than running or
+        paused (and for standby where Feldera would allow it).
         """
 
     @_abc_1.abstractmethod
@@ -905,6 +947,36 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Liveness of the manager, always open: REST `GET /healthz` answers
         `{"status": "healthy"}`. It does no other work, which also makes it the
         no-op baseline of the benchmarks.
+        """
+
+    @_abc_1.abstractmethod
+    def ApprovePipeline(
+        self,
+        request: _pipeline_service_pb2.ApprovePipelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.ApprovePipelineResponse, _abc.Awaitable[_pipeline_service_pb2.ApprovePipelineResponse]]:
+        """Lets a deployment whose bootstrap awaits approval (runtime status
+        AwaitingApproval) proceed, as Feldera's `/approve`. The approval is
+        persisted before the answer, so a manager restart still delivers it.
+        A deployed pipeline that awaits nothing answers 200 too (Feldera
+        forwards the call to a runtime that then has nothing to wait for);
+        one that is not deployed answers 503 PipelineInteractionNotDeployed.
+        """
+
+    @_abc_1.abstractmethod
+    def DiffPipeline(
+        self,
+        request: _pipeline_service_pb2.DiffPipelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.DiffPipelineResponse, _abc.Awaitable[_pipeline_service_pb2.DiffPipelineResponse]]:
+        """What a start would bootstrap if the program became `program_code`
+        (default: the current one), as Feldera's `/diff`: its PipelineDiff
+        {program_diff, program_diff_error, {added,modified,removed}_{input,
+        output}_connectors}, compared with the current program (which a
+        checkpoint taken since the last edit matches). NOT_FOUND
+        ProgramNotCompiled (404) unless the current program compiled;
+        INVALID_ARGUMENT InvalidNewProgramSql (400) for a new program that does
+        not compile.
         """
 
     @_abc_1.abstractmethod

@@ -37,6 +37,11 @@ class RuntimeSpec:
     # The spawning owner's lease epoch: the runtime obeys no lower one
     # (contract/fencing.py). A spec without it was written before leases: 0.
     epoch: int = 0
+    # What a start from a checkpoint of another program does: "allow",
+    # "reject" or "await_approval" (runtime/bootstrap.py). "allow" when the
+    # deployment's bootstrap was already approved. A spec written before
+    # bootstrapping existed: "allow", as that runtime behaved.
+    bootstrap_policy: str = "allow"
 
     def write(self, run_dir: Path) -> None:
         """Writes the spec atomically, readable by its owner only."""

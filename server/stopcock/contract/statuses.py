@@ -26,6 +26,11 @@ class Runtime(StrEnum):
     PAUSED = "Paused"
     RUNNING = "Running"
     SUSPENDED = "Suspended"
+    # Restored a checkpoint of another program: bootstrapping the change
+    # (Feldera's names); AwaitingApproval while bootstrap_policy
+    # await_approval waits for POST /approve.
+    BOOTSTRAPPING = "Bootstrapping"
+    AWAITING_APPROVAL = "AwaitingApproval"
     # Reported by a runtime that cannot go on (the manager stops it with the
     # error); never shown as a pipeline's status.
     FAILED = "Failed"

@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 
 from stopcock.contract.statuses import RUNTIME_DESIRABLE, Runtime
 from stopcock.program import catalog, load_program
-from stopcock.runtime import data
+from stopcock.runtime import bootstrap, data
 from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
 from stopcock.runtime.checkpoints import now_rfc3339 as now
 from stopcock.runtime.csv_rows import CsvRecords, csv_columns
@@ -72,6 +72,10 @@ RUNNING = Runtime.RUNNING.value
 PAUSED = Runtime.PAUSED.value
 SUSPENDED = Runtime.SUSPENDED.value
 FAILED = Runtime.FAILED.value
+BOOTSTRAPPING = Runtime.BOOTSTRAPPING.value
+AWAITING_APPROVAL = Runtime.AWAITING_APPROVAL.value
+# Before these the runtime takes no commands but remembers the desired status.
+STARTING = (INITIALIZING, BOOTSTRAPPING, AWAITING_APPROVAL)
 DESIRABLE = tuple(status.value for status in RUNTIME_DESIRABLE)
 SUSPEND_BACKOFF_MAX = 5.0
 
@@ -105,6 +109,7 @@ class Engine:
         checkpoint_interval: float | None,
         query_timeout: float = 60.0,
         spool_dir: Path | None = None,
+        bootstrap_policy: str = "allow",
     ) -> None:
         self.deployment_id = deployment_id
         self.incarnation_uuid = str(uuid.uuid4())
@@ -141,6 +146,9 @@ class Engine:
         self._parse_thread = ThreadPoolExecutor(1, thread_name_prefix="parse")
         self._input_closed = asyncio.Event()
         self._applying = 0  # ingests submitted to the database thread, not yet done
+        # What a restore of a checkpoint of another program does (see bootstrap).
+        self._bootstrap_policy = bootstrap_policy
+        self._approved = asyncio.Event()
 
     @property
     def ingests_in_flight(self) -> int:
@@ -183,19 +191,65 @@ class Engine:
 
     # -- start-up ------------------------------------------------------
 
-    def _open_database(self) -> tuple[MemoryDatabase, CheckpointInfo | None]:
+    def _open_database(
+        self,
+    ) -> tuple[MemoryDatabase, CheckpointInfo | None, bootstrap.Plan | None]:
         restored = self._storage.latest() if self._storage is not None else None
         if restored is None:
             memdb = MemoryDatabase.open()
             load_program(memdb.db, self._program_code)
-            return memdb, None
+            return memdb, None, None
         info, path = restored
-        return MemoryDatabase.open(restore_from=path, wal_size=info.wal_size), info
+        memdb = MemoryDatabase.open(restore_from=path, wal_size=info.wal_size)
+        plan = bootstrap.plan(memdb.db, self._program_code)
+        return memdb, info, plan if plan.needs_rewrite else None
+
+    async def _bootstrap(self, memdb: MemoryDatabase, plan: bootstrap.Plan) -> bool:
+        """Follows the bootstrap policy, then rewrites the restored database.
+
+        False when the policy rejects the change (the status then says so).
+        Nothing is written to storage: the checkpoint stays as it was until
+        the next one is taken, as in Feldera.
+        """
+        if not plan.diff.empty:
+            diff = plan.diff.pipeline_diff()
+            log.info("the program changed since the checkpoint: %s", plan.diff.program_diff())
+            if self._bootstrap_policy == "reject":
+                await self._publish(
+                    status=FAILED,
+                    error={
+                        "message": "Bootstrapping of the modified pipeline was rejected by "
+                        "the user.",
+                        "error_code": "BootstrapRejected",
+                        "details": {"approval_diff": diff},
+                    },
+                )
+                return False
+            if self._bootstrap_policy == "await_approval" and not self._approved.is_set():
+                await self._publish(status=AWAITING_APPROVAL, details={"approval_diff": diff})
+                await self._approved.wait()
+                if self._suspending:
+                    return False  # suspended while it waited (see set_desired)
+            await self._publish(
+                status=BOOTSTRAPPING,
+                details={"reason": "bootstrapping the modified program", "bootstrap_diff": diff},
+            )
+        await self._on_db(bootstrap.apply, memdb.db, plan)
+        return True
+
+    async def approve(self) -> None:
+        """Lets an awaited bootstrap proceed; returns once it is past AwaitingApproval."""
+        self._bootstrap_policy = "allow"
+        self._approved.set()
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._status.status != AWAITING_APPROVAL)
 
     async def initialize(self) -> None:
         """Restores the latest checkpoint (or loads the program), then goes to work."""
         try:
-            memdb, info = await self._on_db(self._open_database)
+            memdb, info, plan = await self._on_db(self._open_database)
+            if plan is not None and not await self._bootstrap(memdb, plan):
+                return
             self._memdb, self._db = memdb, memdb.db
             self.queries.open(memdb.readers)
             checkpoints = self._storage.list() if self._storage is not None else []
@@ -215,6 +269,7 @@ class Engine:
         desired = self._status.desired_status
         await self._publish(
             status=PAUSED if desired == SUSPENDED else desired,
+            details=None,
             checkpoints=[c.public() for c in checkpoints],
         )
         if desired == SUSPENDED:
@@ -241,7 +296,14 @@ class Engine:
             raise DesiredStatusRefused("the runtime is suspending: it only stops now")
         if desired == SUSPENDED and self._storage is None:
             raise DesiredStatusRefused("storage is disabled: there is nowhere to checkpoint")
-        if current.status == INITIALIZING:
+        if desired == SUSPENDED and current.status == AWAITING_APPROVAL:
+            # Nothing was taken in since the checkpoint it restored, which is
+            # therefore the suspend's own: done at once, without waiting for
+            # an approval that may never come.
+            self._suspending = True
+            await self._publish(status=SUSPENDED, desired_status=SUSPENDED, details=None)
+            return
+        if current.status in STARTING:
             # Remembered: `initialize` goes there once ready.
             await self._publish(desired_status=desired)
             return
@@ -393,7 +455,7 @@ class Engine:
         status = self._status.status
         if self._suspending or status in (SUSPENDED, FAILED):
             raise NotTakingInput("the pipeline is suspending: it takes no more input")
-        if status == INITIALIZING or self._db is None:
+        if status in STARTING or self._db is None:
             raise NotTakingInput("the pipeline is initializing")
         if status == PAUSED and not force:
             raise NotTakingInput("the pipeline is paused: resume it, or push with force=true")

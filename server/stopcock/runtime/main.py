@@ -72,6 +72,7 @@ async def serve(run_dir: Path, ready_fd: int) -> None:
         checkpoint_interval=interval,
         query_timeout=float(config.get("query_timeout_secs", defaults.QUERY_TIMEOUT_SECS)),
         spool_dir=spool_dir(run_dir),
+        bootstrap_policy=spec.bootstrap_policy,
     )
     # A gRPC server without gRPC's C core (stopcock.runtime.h2grpc says why):
     # messages up to 256 MiB each way (ingest chunks are ~1 MiB, but gRPC

@@ -198,6 +198,10 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
             storage_bytes=sum(int(c.get("size", 0)) for c in status.checkpoints),
         )
 
+    async def Approve(self, request: pb.ApproveRequest, context: Context) -> pb.ApproveResponse:
+        await self._engine.approve()
+        return pb.ApproveResponse()
+
 
 def _rss_bytes(usage: resource.struct_rusage) -> int:
     """The current resident set size; the peak (ru_maxrss, KiB) where /proc is absent."""

@@ -49,6 +49,12 @@ class _RuntimeStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RuntimeS
     """Wrote its final checkpoint: only stopping remains."""
     RUNTIME_STATE_FAILED: _RuntimeState.ValueType  # 5
     """Cannot go on; the report's error says why."""
+    RUNTIME_STATE_BOOTSTRAPPING: _RuntimeState.ValueType  # 6
+    """Restored a checkpoint of another program: rewriting it to this one."""
+    RUNTIME_STATE_AWAITING_APPROVAL: _RuntimeState.ValueType  # 7
+    """Restored a checkpoint of another program and waits for an Approve
+    before bootstrapping (bootstrap_policy await_approval).
+    """
 
 class RuntimeState(_RuntimeState, metaclass=_RuntimeStateEnumTypeWrapper):
     """A runtime's state (stopcock.contract.statuses.Runtime names them)."""
@@ -65,6 +71,12 @@ RUNTIME_STATE_SUSPENDED: RuntimeState.ValueType  # 4
 """Wrote its final checkpoint: only stopping remains."""
 RUNTIME_STATE_FAILED: RuntimeState.ValueType  # 5
 """Cannot go on; the report's error says why."""
+RUNTIME_STATE_BOOTSTRAPPING: RuntimeState.ValueType  # 6
+"""Restored a checkpoint of another program: rewriting it to this one."""
+RUNTIME_STATE_AWAITING_APPROVAL: RuntimeState.ValueType  # 7
+"""Restored a checkpoint of another program and waits for an Approve
+before bootstrapping (bootstrap_policy await_approval).
+"""
 Global___RuntimeState: _TypeAlias = RuntimeState  # noqa: Y015
 
 @_typing.final
@@ -527,3 +539,37 @@ class GetStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
+
+@_typing.final
+class ApproveRequest(_message.Message):
+    """Request of Approve."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveRequest: _TypeAlias = ApproveRequest  # noqa: Y015
+
+@_typing.final
+class ApproveResponse(_message.Message):
+    """Response of Approve."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveResponse: _TypeAlias = ApproveResponse  # noqa: Y015

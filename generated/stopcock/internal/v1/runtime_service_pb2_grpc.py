@@ -70,6 +70,11 @@ class RuntimeServiceStub:
                 request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.Approve = channel.unary_unary(
+                '/stopcock.internal.v1.RuntimeService/Approve',
+                request_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.ApproveRequest.SerializeToString,
+                response_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.ApproveResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -135,6 +140,15 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Approve(self, request, context):
+        """Lets a bootstrap that awaits approval proceed (Feldera's /approve);
+        answers once the runtime is past AWAITING_APPROVAL. A runtime that
+        awaits nothing answers at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +186,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsRequest.FromString,
                     response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'Approve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Approve,
+                    request_deserializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.ApproveRequest.FromString,
+                    response_serializer=stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.ApproveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -364,6 +383,33 @@ class RuntimeService:
             '/stopcock.internal.v1.RuntimeService/GetStats',
             stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsRequest.SerializeToString,
             stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Approve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.internal.v1.RuntimeService/Approve',
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.ApproveRequest.SerializeToString,
+            stopcock_dot_internal_dot_v1_dot_runtime__service__pb2.ApproveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,6 +73,11 @@ class RuntimeServiceStub:
     """What this process knows of its work and its resources, for the public
     GET /v0/pipelines/{name}/stats.
     """
+    Approve: _grpc.UnaryUnaryMultiCallable[_runtime_service_pb2.ApproveRequest, _runtime_service_pb2.ApproveResponse]
+    """Lets a bootstrap that awaits approval proceed (Feldera's /approve);
+    answers once the runtime is past AWAITING_APPROVAL. A runtime that
+    awaits nothing answers at once.
+    """
 
 @_typing.type_check_only
 class RuntimeServiceAsyncStub(RuntimeServiceStub):
@@ -107,6 +112,11 @@ class RuntimeServiceAsyncStub(RuntimeServiceStub):
     GetStats: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.GetStatsRequest, _runtime_service_pb2.GetStatsResponse]  # type: ignore[assignment]
     """What this process knows of its work and its resources, for the public
     GET /v0/pipelines/{name}/stats.
+    """
+    Approve: _aio.UnaryUnaryMultiCallable[_runtime_service_pb2.ApproveRequest, _runtime_service_pb2.ApproveResponse]  # type: ignore[assignment]
+    """Lets a bootstrap that awaits approval proceed (Feldera's /approve);
+    answers once the runtime is past AWAITING_APPROVAL. A runtime that
+    awaits nothing answers at once.
     """
 
 class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -181,6 +191,17 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_runtime_service_pb2.GetStatsResponse, _abc.Awaitable[_runtime_service_pb2.GetStatsResponse]]:
         """What this process knows of its work and its resources, for the public
         GET /v0/pipelines/{name}/stats.
+        """
+
+    @_abc_1.abstractmethod
+    def Approve(
+        self,
+        request: _runtime_service_pb2.ApproveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runtime_service_pb2.ApproveResponse, _abc.Awaitable[_runtime_service_pb2.ApproveResponse]]:
+        """Lets a bootstrap that awaits approval proceed (Feldera's /approve);
+        answers once the runtime is past AWAITING_APPROVAL. A runtime that
+        awaits nothing answers at once.
         """
 
 def add_RuntimeServiceServicer_to_server(servicer: RuntimeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

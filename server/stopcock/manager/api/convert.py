@@ -20,7 +20,7 @@ from stopcock.v1 import pipeline_service_pb2 as pb
 SELECTORS = ("all", "status", "status_with_connectors")
 WITH_CONNECTORS = "status_with_connectors"
 _CACHE_SIZE = 4096
-_cache: OrderedDict[tuple[str, int, str, tuple[str, ...], bool], pb.Pipeline] = OrderedDict()
+_cache: OrderedDict[tuple[str, int, str, tuple[str, ...], bool, bool], pb.Pipeline] = OrderedDict()
 
 
 def check_selector(selector: str) -> bool:
@@ -62,7 +62,7 @@ def _ts(pipeline: pb.Pipeline, field: str, us: int) -> None:
     ts.nanos *= 1000
 
 
-def _build(rec: PipelineRecord, full: bool) -> pb.Pipeline:
+def _build(rec: PipelineRecord, full: bool, rest: bool) -> pb.Pipeline:
     p = pb.Pipeline(
         id=rec.id,
         name=rec.name,
@@ -98,9 +98,18 @@ def _build(rec: PipelineRecord, full: bool) -> pb.Pipeline:
     p.deployment_runtime_desired_status_since.CopyFrom(
         value(None if since is None else rfc3339(since))
     )
-    p.deployment_location.CopyFrom(value(rec.deployment_location))
+    if not rest:
+        # Stopcock's own (its gRPC clients show it); Feldera's REST pipeline
+        # object has no such field, and its clients check the exact key set.
+        p.deployment_location.CopyFrom(value(rec.deployment_location))
     p.storage_status_details.CopyFrom(value(rec.storage_status_details))
+    # Both selectors carry the bootstrap options, as Feldera's (flattened
+    # BootstrapConfig); the resources details only `all`.
+    p.bootstrap_policy.CopyFrom(value(rec.bootstrap_policy))
+    p.silent_bootstrap = rec.silent_bootstrap
+    p.concurrent_bootstrap = rec.concurrent_bootstrap
     if full:
+        p.deployment_resources_status_details.CopyFrom(value(rec.resources_status_details))
         p.runtime_config.update(rec.runtime_config)
         p.program_code = rec.program_code
         p.udf_rust = rec.udf_rust
@@ -110,14 +119,14 @@ def _build(rec: PipelineRecord, full: bool) -> pb.Pipeline:
     return p
 
 
-def with_connectors(rec: PipelineRecord) -> pb.Pipeline:
+def with_connectors(rec: PipelineRecord, rest: bool = False) -> pb.Pipeline:
     """selector=status_with_connectors: the status fields and the runtime's connector_stats.
 
     Feldera reads them from the runtime status details (ConnectorStats
     {num_errors}); they are absent when the runtime reports none.
     """
     p = pb.Pipeline()
-    p.CopyFrom(to_proto(rec, full=False))
+    p.CopyFrom(to_proto(rec, full=False, rest=rest))
     details = rec.runtime_status_details
     stats = details.get("connector_stats") if isinstance(details, dict) else None
     if isinstance(stats, dict):
@@ -125,13 +134,14 @@ def with_connectors(rec: PipelineRecord) -> pb.Pipeline:
     return p
 
 
-def to_proto(rec: PipelineRecord, full: bool = True) -> pb.Pipeline:
+def to_proto(rec: PipelineRecord, full: bool = True, rest: bool = False) -> pb.Pipeline:
+    """The message of `rec`; `rest` for an answer that Envoy transcodes to JSON."""
     # Client metadata changes without a refresh_version bump (model.annotate).
-    key = (rec.id, rec.refresh_version, rec.description, rec.tags, full)
+    key = (rec.id, rec.refresh_version, rec.description, rec.tags, full, rest)
     cached = _cache.get(key)
     if cached is not None:
         return cached
-    built = _build(rec, full)
+    built = _build(rec, full, rest)
     _cache[key] = built
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)

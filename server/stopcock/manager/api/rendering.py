@@ -127,7 +127,7 @@ class PipelineJson:
             # Older than the cached version: a replica's read that began
             # before another's saw a newer row. Printed, not kept.
             keep = None
-        text = pipeline_json(convert.to_proto(rec, full))
+        text = pipeline_json(convert.to_proto(rec, full, rest=True))
         if keep is not None and len(text) <= self._max_cached_bytes:
             keep[full] = text
         return text
@@ -141,7 +141,7 @@ class PipelineJson:
         would, before joining (and sending) that much.
         """
         if connectors:  # live figures: printed each time, not cached
-            parts = [pipeline_json(convert.with_connectors(rec)) for rec in records]
+            parts = [pipeline_json(convert.with_connectors(rec, rest=True)) for rec in records]
         else:
             parts = [self.render(rec, full) for rec in records]
         # Every listed id now has an entry, so more entries than records

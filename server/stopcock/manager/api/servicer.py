@@ -38,6 +38,7 @@ from stopcock.manager.control.health import ServiceHealth
 from stopcock.manager.control.lifecycle import Lifecycle
 from stopcock.manager.control.logs import read_log
 from stopcock.manager.domain import errors
+from stopcock.manager.domain.bootstrap_options import BootstrapOptions
 from stopcock.manager.domain.definition import patch_definition, stored_definition
 from stopcock.manager.domain.model import PLATFORM_VERSION, rfc3339
 from stopcock.manager.store import ApiKeyRecord, StoreError
@@ -100,6 +101,11 @@ async def abort_begun_stream(context: Context, err: errors.ApiError) -> NoReturn
         trailing = (*trailing, ("x-stopcock-reset", _RESET_PADDING))
     log.warning("a streamed answer failed after it began: %s", err.message)
     await context.abort(code, message, trailing)
+
+
+def _rest(context: Context) -> bool:
+    """Whether the call came through Envoy's transcoder (a REST client)."""
+    return "x-envoy-original-path" in dict(context.invocation_metadata() or ())
 
 
 def _guard(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -193,7 +199,7 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
     ) -> pb.Pipeline:
         rec = await self._lc.create(convert.definition_from_proto(request.pipeline))
         await _http_status(context, 201)
-        return convert.to_proto(rec)
+        return convert.to_proto(rec, rest=_rest(context))
 
     @_guard
     async def PutPipeline(
@@ -203,7 +209,9 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         rec, created = await self._lc.put(request.name, definition)
         if created:
             await _http_status(context, 201)
-        return pb.PutPipelineResponse(pipeline=convert.to_proto(rec), created=created)
+        return pb.PutPipelineResponse(
+            pipeline=convert.to_proto(rec, rest=_rest(context)), created=created
+        )
 
     @_guard
     async def PatchPipeline(
@@ -216,15 +224,15 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         rec = await self._lc.patch(
             request.name, lambda current: patch_definition(stored_definition(current), patch)
         )
-        return pb.PatchPipelineResponse(pipeline=convert.to_proto(rec))
+        return pb.PatchPipelineResponse(pipeline=convert.to_proto(rec, rest=_rest(context)))
 
     @_guard
     async def GetPipeline(self, request: pb.GetPipelineRequest, context: Context) -> pb.Pipeline:
         full = convert.check_selector(request.selector)
         rec = await self._lc.get(request.name)
         if request.selector == convert.WITH_CONNECTORS:
-            return convert.with_connectors(rec)
-        return convert.to_proto(rec, full)
+            return convert.with_connectors(rec, _rest(context))
+        return convert.to_proto(rec, full, _rest(context))
 
     @_guard
     async def ListPipelines(
@@ -262,7 +270,10 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         self, request: pb.StartPipelineRequest, context: Context
     ) -> pb.StartPipelineResponse:
         dismiss = request.dismiss_error if request.HasField("dismiss_error") else True
-        await self._lc.start(request.name, request.initial or "running", dismiss)
+        options = BootstrapOptions.parse(
+            request.bootstrap_policy, request.silent_bootstrap, request.concurrent_bootstrap
+        )
+        await self._lc.start(request.name, request.initial or "running", dismiss, options)
         await _http_status(context, 202)
         return pb.StartPipelineResponse()
 
@@ -389,9 +400,12 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         except StopAsyncIteration:
             return  # deleted at that very moment
         rec, resumed = first
-        yield pb.WatchPipelineResponse(pipeline=convert.to_proto(rec, full), resumed=resumed)
+        rest = _rest(context)
+        yield pb.WatchPipelineResponse(pipeline=convert.to_proto(rec, full, rest), resumed=resumed)
         async for rec, resumed in changes:
-            yield pb.WatchPipelineResponse(pipeline=convert.to_proto(rec, full), resumed=resumed)
+            yield pb.WatchPipelineResponse(
+                pipeline=convert.to_proto(rec, full, rest), resumed=resumed
+            )
 
     async def GetPipelineLogs(
         self, request: pb.GetPipelineLogsRequest, context: Context
@@ -501,6 +515,25 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         self, request: pb.CheckHealthRequest, context: Context
     ) -> pb.CheckHealthResponse:
         return pb.CheckHealthResponse(status="healthy")
+
+    @_guard
+    async def ApprovePipeline(
+        self, request: pb.ApprovePipelineRequest, context: Context
+    ) -> pb.ApprovePipelineResponse:
+        # The flags are only checked (Feldera's InvalidBootstrapConfig): Stopcock
+        # has no output connectors to silence and bootstraps in one step.
+        BootstrapOptions.parse("allow", request.silent_bootstrap, request.concurrent_bootstrap)
+        await self._lc.approve(request.name)
+        return pb.ApprovePipelineResponse()
+
+    @_guard
+    async def DiffPipeline(
+        self, request: pb.DiffPipelineRequest, context: Context
+    ) -> pb.DiffPipelineResponse:
+        code = request.program_code if request.HasField("program_code") else None
+        response = pb.DiffPipelineResponse()
+        response.diff.update(await self._lc.diff(request.name, code))
+        return response
 
     @_guard
     async def ListPipelineEvents(

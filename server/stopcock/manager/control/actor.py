@@ -41,13 +41,16 @@ import grpc
 from stopcock import runtime_wire
 from stopcock.contract import defaults
 from stopcock.contract.runtime_spec import RuntimeSpec
+from stopcock.contract.statuses import Program
 from stopcock.manager.control.hangs import HangWatch
 from stopcock.manager.control.ownership import Lease
 from stopcock.manager.control.records import PipelineRecords
 from stopcock.manager.control.runner import LocalProcessRunner, RuntimeProcess
 from stopcock.manager.control.runtime_client import Pings, Report, RuntimeClient, is_fenced
-from stopcock.manager.domain import model, transitions
+from stopcock.manager.domain import errors, model, transitions
+from stopcock.manager.domain.bootstrap_options import DEFAULT_POLICY
 from stopcock.manager.domain.model import (
+    AWAITING_APPROVAL,
     CLEARED,
     CLEARING,
     FAILED,
@@ -108,6 +111,8 @@ class PipelineActor:
         self.report: Report | None = None
         self.connected = False
         self._pushed_desired: str | None = None
+        # The persisted approval (rec.bootstrap_approved) reached this runtime.
+        self._approval_delivered = False
         self._seen_checkpoints: set[str] | None = None  # for metrics: new ones only
         self._suspend: tuple[float, int] | None = None  # (started, size) of a finishing suspend
 
@@ -185,6 +190,7 @@ class PipelineActor:
         self.connected = False
         self.hung = False
         self._pushed_desired = None
+        self._approval_delivered = False
 
     # -- the reconciliation pass ---------------------------------------
 
@@ -197,7 +203,7 @@ class PipelineActor:
         if not self._recovered:
             self._recover(rec)
             self._recovered = True
-        if rec.program_status == PENDING:
+        if rec.program_status in (PENDING, Program.SQL_COMPILED):
             self._compile(rec)  # its compiler may have died with another replica
         if rec.resources_desired == STOPPED or rec.resources_status == STOPPING:
             return await self._towards_stopped(rec)
@@ -348,6 +354,7 @@ class PipelineActor:
             initial=rec.runtime_desired,
             storage_dir=str(self._runner.storage_dir(rec.id)),
             epoch=self._lease.epoch,
+            bootstrap_policy=bootstrap_policy(rec),
         )
 
     async def _provisioned(self, rec: PipelineRecord) -> None:
@@ -397,10 +404,24 @@ class PipelineActor:
             self._suspend = (started, int(checkpoints[-1].get("size", 0)))
             await self._enter_stopping(rec, None)  # the suspend is complete
             return
+        if status == AWAITING_APPROVAL and rec.bootstrap_approved:
+            await self._deliver_approval(rec)
         wanted = rec.runtime_desired
         reported_desired = runtime_wire.state_name(report.desired_state)
         if wanted and wanted not in (reported_desired, self._pushed_desired):
             await self._push_desired(rec, wanted)
+
+    async def _deliver_approval(self, rec: PipelineRecord) -> None:
+        """An approval persisted but not delivered (the manager that took it died)."""
+        if self._approval_delivered or self._client is None:
+            return
+        try:
+            await self._client.approve()
+            self._approval_delivered = True
+            log.info("pipeline %s: delivered a persisted bootstrap approval", rec.name)
+        except errors.ApiError as exc:
+            log.info("pipeline %s: approval not delivered (%s); will retry", rec.name, exc)
+            self._next_wake = asyncio.get_running_loop().time() + 0.2
 
     def _observe_checkpoints(self, details: dict[str, Any] | None) -> None:
         """Feeds the checkpoint metrics with checkpoints not seen before."""
@@ -571,6 +592,17 @@ async def _first(main: Awaitable[T], interrupt: Awaitable[Any]) -> T | bool:
     if main_task.done() and not main_task.cancelled():
         return main_task.result()
     return True
+
+
+def bootstrap_policy(rec: PipelineRecord) -> str:
+    """What the runtime does with a checkpoint of another program (runtime/bootstrap.py).
+
+    An approval already given for this deployment makes it "allow": a
+    runtime spawned again for it does not ask twice.
+    """
+    if rec.bootstrap_approved:
+        return "allow"
+    return rec.bootstrap_policy or DEFAULT_POLICY
 
 
 def _unreachable_details(rec: PipelineRecord) -> dict[str, Any]:

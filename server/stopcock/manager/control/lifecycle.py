@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from stopcock.manager.control.runner import LocalProcessRunner
 from stopcock.manager.control.runtime_client import RuntimeClient
 from stopcock.manager.control.supervisor import Supervisor
 from stopcock.manager.domain import errors, state_machine
+from stopcock.manager.domain.bootstrap_options import BootstrapOptions
 from stopcock.manager.domain.definition import Definition, validate_name
 from stopcock.manager.domain.model import (
     CLEARING,
@@ -41,6 +43,7 @@ from stopcock.manager.domain.model import (
     now_us,
 )
 from stopcock.program import compile_program, rust_udf_error
+from stopcock.runtime import bootstrap
 
 log = logging.getLogger("stopcock.lifecycle")
 
@@ -198,8 +201,49 @@ class Lifecycle:
             self.poke(new.id)
         return new
 
-    async def start(self, name: str, initial: str, dismiss_error: bool) -> PipelineRecord:
-        return await self._apply(name, lambda r: state_machine.on_start(r, initial, dismiss_error))
+    async def start(
+        self,
+        name: str,
+        initial: str,
+        dismiss_error: bool,
+        options: BootstrapOptions | None = None,
+    ) -> PipelineRecord:
+        return await self._apply(
+            name, lambda r: state_machine.on_start(r, initial, dismiss_error, options)
+        )
+
+    async def diff(self, name: str, program_code: str | None) -> dict[str, Any]:
+        """Feldera's PipelineDiff of replacing the current program with `program_code`."""
+        rec = await self.get(name)
+        if rec.program_status != SUCCESS:
+            raise errors.ApiError(
+                404,
+                "ProgramNotCompiled",
+                f"Pipeline '{name}' has not been compiled yet. Please compile the pipeline first.",
+                {"pipeline_name": name},
+                "NOT_FOUND",
+            )
+        new_code = rec.program_code if program_code is None else program_code
+        return await asyncio.to_thread(_program_diff, rec.program_code, new_code)
+
+    async def approve(self, name: str) -> None:
+        """Lets the deployment's bootstrap proceed (Feldera's /approve).
+
+        The approval is persisted before the runtime is told and before the
+        answer: if this manager dies in between, the actor of the restarted
+        one finds the runtime still AwaitingApproval and delivers it.
+        """
+        rec, client = await self.runtime_for(name, "approve")
+
+        def change(current: PipelineRecord) -> PipelineRecord | None:
+            if current.deployment_id != rec.deployment_id:
+                raise errors.not_deployed(
+                    current.name, current.deployment_status, current.deployment_desired_status
+                )
+            return None if current.bootstrap_approved else evolve(current, bootstrap_approved=True)
+
+        await self.records.update(("id", rec.id), change)
+        await client.approve()
 
     async def stop(self, name: str, force: bool) -> PipelineRecord:
         return await self._apply(name, lambda r: state_machine.on_stop(r, force))
@@ -366,3 +410,17 @@ class Lifecycle:
             new.program_status,
         )
         self.poke(pipeline_id)
+
+
+def _program_diff(current: str, proposed: str) -> dict[str, Any]:
+    """The diff a start would bootstrap (runtime/bootstrap.py compares the same way)."""
+    old = bootstrap.program_schema(current)
+    try:
+        new = bootstrap.program_schema(proposed)
+    except sqlite3.Error as exc:
+        raise errors.bad_request(
+            "InvalidNewProgramSql",
+            f"The proposed new SQL program has compilation errors: {exc}",
+            {"error": str(exc)},
+        ) from exc
+    return bootstrap.compare(old, new).pipeline_diff()

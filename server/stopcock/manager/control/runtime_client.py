@@ -175,5 +175,17 @@ class RuntimeClient:
             ),
         )
 
+    async def approve(self) -> None:
+        """Lets an awaited bootstrap proceed (returns once the runtime is past it).
+
+        A user's call relayed, as a checkpoint is: no epoch, so that another
+        replica may relay it too (runtime_links); the approval itself is in
+        the record before this is called.
+        """
+        await self._call(
+            "approve",
+            self._stub.Approve(pb.ApproveRequest(), timeout=CALL_TIMEOUT, metadata=self._metadata),
+        )
+
     async def close(self) -> None:
         await self._channel.close(None)

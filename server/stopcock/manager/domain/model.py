@@ -32,6 +32,8 @@ PAUSED = Runtime.PAUSED.value
 RUNNING = Runtime.RUNNING.value
 SUSPENDED = Runtime.SUSPENDED.value
 FAILED = Runtime.FAILED.value
+BOOTSTRAPPING = Runtime.BOOTSTRAPPING.value
+AWAITING_APPROVAL = Runtime.AWAITING_APPROVAL.value
 CLEARED = Storage.CLEARED.value
 IN_USE = Storage.IN_USE.value
 CLEARING = Storage.CLEARING.value
@@ -98,6 +100,18 @@ class PipelineRecord:
     deployment_location: str | None = None
     runtime_pid: int | None = None
     runtime_pid_start: int | None = None
+    # The deployment's bootstrap options (Feldera keeps them with the
+    # deployment: set by /start, null/false once stopped). See
+    # runtime/bootstrap.py.
+    bootstrap_policy: str | None = None
+    silent_bootstrap: bool = False
+    concurrent_bootstrap: bool = False
+    # Persisted before /approve answers, so that a restarted manager still
+    # delivers the approval to a runtime awaiting it (control/actor.py).
+    bootstrap_approved: bool = False
+    # Feldera's deployment_resources_status_details: what the runner knows
+    # of the resources ({process, working_dir} once provisioned).
+    resources_status_details: JsonObject | None = None
 
     @property
     def fully_stopped(self) -> bool:

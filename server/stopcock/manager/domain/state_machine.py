@@ -19,6 +19,11 @@ from __future__ import annotations
 from typing import Any
 
 from stopcock.manager.domain import errors
+from stopcock.manager.domain.bootstrap_options import (
+    BootstrapOptions,
+    check_standby,
+    check_unchanged,
+)
 from stopcock.manager.domain.model import (
     CLEARED,
     CLEARING,
@@ -55,9 +60,16 @@ def is_suspending(rec: PipelineRecord) -> bool:
     return rec.resources_desired == PROVISIONED and rec.runtime_desired == SUSPENDED
 
 
-def on_start(rec: PipelineRecord, initial: str, dismiss_error: bool) -> Changes | None:
+def on_start(
+    rec: PipelineRecord,
+    initial: str,
+    dismiss_error: bool,
+    options: BootstrapOptions | None = None,
+) -> Changes | None:
+    options = options or BootstrapOptions()
     runtime_desired = INITIAL_VALUES.get(initial)
-    if runtime_desired is None:
+    # Feldera knows `standby` (refused below, as Feldera refuses it).
+    if runtime_desired is None and initial != "standby":
         raise errors.unsupported_action(
             "start",
             f"initial must be 'running' or 'paused', not '{initial}'",
@@ -79,6 +91,7 @@ def on_start(rec: PipelineRecord, initial: str, dismiss_error: bool) -> Changes 
                 f"The pipeline was started with initial '{(rec.deployment_initial or '').lower()}'"
                 f"; it cannot be changed to '{initial}' until the pipeline is stopped",
             )
+        check_unchanged(rec, options)
         return None
     if rec.storage_status == CLEARING:
         raise errors.precondition(
@@ -90,10 +103,13 @@ def on_start(rec: PipelineRecord, initial: str, dismiss_error: bool) -> Changes 
             "CannotStartWithCompilationError",
             f"Cannot start the pipeline: its program failed to compile ({rec.program_status})",
         )
+    if runtime_desired is None:
+        check_standby(rec)  # always raises: there is no standby in Stopcock
     changes: Changes = {
         "resources_desired": PROVISIONED,
         "runtime_desired": runtime_desired,
         "deployment_initial": runtime_desired,
+        **options.changes(),
     }
     if rec.deployment_error is not None:
         if not dismiss_error:
@@ -109,7 +125,11 @@ def on_start(rec: PipelineRecord, initial: str, dismiss_error: bool) -> Changes 
 def force_stop_changes(rec: PipelineRecord) -> Changes | None:
     if rec.resources_desired == STOPPED:
         return None  # already stopping or stopped: a repeated force stop
-    return {"resources_desired": STOPPED, "runtime_desired": None}
+    changes: Changes = {"resources_desired": STOPPED, "runtime_desired": None}
+    if rec.resources_status == STOPPED:
+        # Stopped before the actor began: the start's options go with it (Feldera).
+        changes.update(bootstrap_policy=None, silent_bootstrap=False, concurrent_bootstrap=False)
+    return changes
 
 
 def on_stop(rec: PipelineRecord, force: bool) -> Changes | None:

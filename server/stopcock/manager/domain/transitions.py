@@ -34,10 +34,19 @@ _INTO_STOPPING = {
     "runtime_status_details": None,
 }
 
+# What Feldera's local runner reports of a provisioned deployment's resources
+# (its process is alive, its working directory exists): the actor finds the
+# runtime gone on its own and stops the pipeline with an error instead.
+# A plain dict (it is stored as JSON), never mutated: records are immutable.
+RESOURCES_PROVISIONED_DETAILS = {"process": "has not exited", "working_dir": "exists"}
+
 TABLE: Mapping[tuple[str, str], Mapping[str, Any]] = MappingProxyType(
     {
         (STOPPED, PROVISIONING): {"deployment_error": None, "storage_status": IN_USE},
-        (PROVISIONING, PROVISIONED): {"runtime_status": INITIALIZING},
+        (PROVISIONING, PROVISIONED): {
+            "runtime_status": INITIALIZING,
+            "resources_status_details": RESOURCES_PROVISIONED_DETAILS,
+        },
         (PROVISIONING, STOPPING): _INTO_STOPPING,
         (PROVISIONED, STOPPING): _INTO_STOPPING,
         (STOPPING, STOPPED): {
@@ -49,6 +58,13 @@ TABLE: Mapping[tuple[str, str], Mapping[str, Any]] = MappingProxyType(
             "runtime_status": None,
             "runtime_status_details": None,
             "runtime_desired": None,
+            # The deployment's bootstrap options end with it (Feldera shows
+            # bootstrap_policy null once stopped).
+            "bootstrap_policy": None,
+            "silent_bootstrap": False,
+            "concurrent_bootstrap": False,
+            "bootstrap_approved": False,
+            "resources_status_details": None,
         },
     }
 )

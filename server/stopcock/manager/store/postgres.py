@@ -133,6 +133,16 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (pipeline_id, refresh_version)
     )
     """,
+    # 3 -> 4: the deployment's bootstrap options and the resources status
+    # details (booleans as 0/1, as in SQLite: store/rows.py).
+    """
+    ALTER TABLE pipelines
+        ADD COLUMN bootstrap_policy TEXT,
+        ADD COLUMN silent_bootstrap INTEGER NOT NULL DEFAULT 0,
+        ADD COLUMN concurrent_bootstrap INTEGER NOT NULL DEFAULT 0,
+        ADD COLUMN bootstrap_approved INTEGER NOT NULL DEFAULT 0,
+        ADD COLUMN resources_status_details TEXT
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

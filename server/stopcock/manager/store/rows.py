@@ -26,8 +26,11 @@ JSON_FIELDS = frozenset(
         "deployment_error",
         "runtime_status_details",
         "storage_status_details",
+        "resources_status_details",
     }
 )
+# Stored as 0/1 integers in every store, so that a row reads the same back.
+BOOL_FIELDS = frozenset({"silent_bootstrap", "concurrent_bootstrap", "bootstrap_approved"})
 
 
 class Row(Protocol):
@@ -43,6 +46,8 @@ def to_row(rec: PipelineRecord) -> list[Any]:
         value = getattr(rec, name)
         if name in JSON_FIELDS and value is not None:
             value = json.dumps(list(value) if name == "tags" else value, separators=(",", ":"))
+        elif name in BOOL_FIELDS:
+            value = int(value)
         row.append(value)
     return row
 
@@ -50,8 +55,14 @@ def to_row(rec: PipelineRecord) -> list[Any]:
 def from_row(row: Row) -> PipelineRecord:
     values: dict[str, Any] = {}
     for name in FIELDS:
-        value = row[name]
-        if name in JSON_FIELDS and value is not None:
+        try:
+            value = row[name]
+        except (KeyError, IndexError):
+            # A record kept (pipeline_history) before the field existed: its default.
+            continue
+        if name in BOOL_FIELDS:
+            value = bool(value)
+        elif name in JSON_FIELDS and value is not None:
             value = json.loads(value)
             if name == "tags":
                 value = tuple(value)

@@ -88,6 +88,13 @@ MIGRATIONS: list[str] = [
         created_at INTEGER NOT NULL
     )
     """,
+    # 2 -> 3 ... 6 -> 7: the deployment's bootstrap options and the
+    # resources status details (one statement per step: `execute` runs one).
+    "ALTER TABLE pipelines ADD COLUMN bootstrap_policy TEXT",
+    "ALTER TABLE pipelines ADD COLUMN silent_bootstrap INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE pipelines ADD COLUMN concurrent_bootstrap INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE pipelines ADD COLUMN bootstrap_approved INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE pipelines ADD COLUMN resources_status_details TEXT",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
