@@ -19,16 +19,16 @@ from stopcock.runtime.faults import Faults
 from stopcock.runtime.memdb import MemoryDatabase
 
 OLD = """
-CREATE TABLE t1 (x INTEGER);
-CREATE TABLE t2 (y INTEGER);
-CREATE VIEW v1 AS SELECT COUNT(*) AS c FROM t1;
+CREATE TABLE t1 (x INTEGER) WITH ('materialized' = 'true');
+CREATE TABLE t2 (y INTEGER) WITH ('materialized' = 'true');
+CREATE MATERIALIZED VIEW v1 AS SELECT COUNT(*) AS c FROM t1;
 """
 # v2 is new; t2 changed (so it restarts empty); t1 and v1 are as they were.
 NEW = """
-CREATE TABLE t1 (x INTEGER);
-CREATE TABLE t2 (y INTEGER, z TEXT);
-CREATE VIEW v1 AS SELECT COUNT(*) AS c FROM t1;
-CREATE VIEW v2 AS SELECT SUM(x) AS s FROM t1;
+CREATE TABLE t1 (x INTEGER) WITH ('materialized' = 'true');
+CREATE TABLE t2 (y INTEGER, z TEXT) WITH ('materialized' = 'true');
+CREATE MATERIALIZED VIEW v1 AS SELECT COUNT(*) AS c FROM t1;
+CREATE MATERIALIZED VIEW v2 AS SELECT SUM(x) AS s FROM t1;
 """
 EXPECTED_DIFF = {
     "added_tables": [],

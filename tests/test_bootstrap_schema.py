@@ -94,7 +94,7 @@ CREATE VIEW v5 AS SELECT SUM(x) AS s FROM t1;
 
 def test_apply_rolls_back_when_the_new_schema_cannot_be_made(tmp_path: Path) -> None:
     db = _checkpoint(tmp_path)
-    p = bootstrap.plan(db, OLD.replace("CREATE TABLE gone", "CREATE TABLE gone2"))
+    p = bootstrap.plan(db, OLD.replace("gone", "gone2"))  # a table (and its view) renamed
     broken = bootstrap.Plan(
         p.diff, p.old, (*p.new, bootstrap.Relation("view", "bad", "CREATE VIEW ("))
     )

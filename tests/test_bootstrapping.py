@@ -28,15 +28,15 @@ from tests.support import Stack, running_stack, wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 WAIT_S = 30.0  # the bound of every SDK wait (timeout_s)
-OLD = """CREATE TABLE t1 (x INTEGER);
-CREATE TABLE t2 (y INTEGER);
-CREATE VIEW v1 AS SELECT COUNT(*) AS c FROM t1;
+OLD = """CREATE TABLE t1 (x INTEGER) WITH ('materialized' = 'true');
+CREATE TABLE t2 (y INTEGER) WITH ('materialized' = 'true');
+CREATE MATERIALIZED VIEW v1 AS SELECT COUNT(*) AS c FROM t1;
 """
 # t2 changes (it restarts empty), v2 is new; t1 and v1 are as they were.
-NEW = """CREATE TABLE t1 (x INTEGER);
-CREATE TABLE t2 (y INTEGER, z TEXT);
-CREATE VIEW v1 AS SELECT COUNT(*) AS c FROM t1;
-CREATE VIEW v2 AS SELECT SUM(x) AS s FROM t1;
+NEW = """CREATE TABLE t1 (x INTEGER) WITH ('materialized' = 'true');
+CREATE TABLE t2 (y INTEGER, z TEXT) WITH ('materialized' = 'true');
+CREATE MATERIALIZED VIEW v1 AS SELECT COUNT(*) AS c FROM t1;
+CREATE MATERIALIZED VIEW v2 AS SELECT SUM(x) AS s FROM t1;
 """
 PROGRAM_DIFF = {
     "added_tables": [],
