@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import sqlite3
@@ -59,9 +60,10 @@ from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, Checkp
 from stopcock.runtime.checkpoints import now_rfc3339 as now
 from stopcock.runtime.csv_rows import CsvRecords, csv_columns
 from stopcock.runtime.memdb import MemoryDatabase
-from stopcock.runtime.queries import NotServing, Queries
+from stopcock.runtime.queries import NotServing, Queries, render_whole
 from stopcock.runtime.splitter import UpdateSplitter
 from stopcock.runtime.spool import Spool
+from stopcock.sql.adhoc import Insert
 from stopcock.sql.messages import CompileError
 
 log = logging.getLogger("stopcock.runtime")
@@ -578,6 +580,31 @@ class Engine:
         finally:
             self._applying -= 1
 
+    async def insert(self, statement: Insert) -> int:
+        """An ad-hoc INSERT, applied exactly as a JSON ingress of its rows is.
+
+        Checked, applied in one transaction, counted and refused in the
+        same states as ingress. Feldera blocks an INSERT on a paused
+        pipeline until it is resumed; Stopcock refuses it (503), as it
+        refuses ingress without force.
+        """
+        if self._status.status == PAUSED and not self._suspending:
+            raise NotTakingInput(
+                "the pipeline is paused: resume it to INSERT (Stopcock refuses an ad-hoc "
+                "INSERT while paused, as it refuses ingress)"
+            )
+        body = json.dumps(statement.rows, allow_nan=False).encode()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield body
+
+        # Ingress's name rules: a lowercase name is found as declared unquoted;
+        # another only quoted (exactly).
+        table = statement.table
+        if table != table.lower():
+            table = f'"{table}"'
+        return await self.ingest(table, "raw", True, False, chunks())
+
     async def _next_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
         """The body's next chunk, None at its end; NotTakingInput once a suspend began."""
         if self._input_closed.is_set():
@@ -594,11 +621,20 @@ class Engine:
             raise NotTakingInput("the pipeline is suspending: it takes no more input")
         return arrival.result()
 
-    async def query(self, sql: str) -> AsyncGenerator[bytes, None]:
-        """The rows of a read-only query on a snapshot (see stopcock.runtime.queries)."""
+    async def query(self, sql: str, fmt: str = "json") -> AsyncGenerator[bytes, None]:
+        """The answer to an ad-hoc statement, in chunks in format `fmt`.
+
+        A SELECT reads a snapshot (see stopcock.runtime.queries). An INSERT
+        is an ingress (see `insert`); its answer is Feldera's, one `count` row.
+        """
         if self._db is None or self._status.status not in (RUNNING, PAUSED):
             raise NotTakingInput(f"the pipeline is {self._status.status}")
-        rows = self.queries.run(sql)
+        statement = self.queries.parse(sql)
+        if isinstance(statement, Insert):
+            count = await self.insert(statement)
+            yield render_whole(fmt, ["count"], [(count,)])
+            return
+        rows = self.queries.run(statement, fmt)
         try:
             async for chunk in rows:
                 yield chunk
