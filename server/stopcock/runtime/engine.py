@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 from stopcock.contract.statuses import RUNTIME_DESIRABLE, Runtime
 from stopcock.program import catalog, load_program
 from stopcock.runtime import bootstrap, data
+from stopcock.runtime.adhoc_insert import typed_rows
 from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
 from stopcock.runtime.checkpoints import now_rfc3339 as now
 from stopcock.runtime.csv_rows import CsvRecords, csv_columns
@@ -593,16 +594,31 @@ class Engine:
                 "the pipeline is paused: resume it to INSERT (Stopcock refuses an ad-hoc "
                 "INSERT while paused, as it refuses ingress)"
             )
-        body = json.dumps(statement.rows, allow_nan=False).encode()
+        db = self._db
+        assert db is not None  # `query` checked
+        table = statement.table
+        # Ingress's name rules: a lowercase name is found as declared unquoted;
+        # another only quoted (exactly).
+        if table != table.lower():
+            table = f'"{table}"'
+        shape = await self._on_db(data.table_shape, db, table)
+        relation = compiled.find(shape.name, True) if (compiled := self.queries.catalog) else None
+        types = (
+            {f.name: str(f.columntype.get("type", "")) for f in relation.fields}
+            if relation
+            else None
+        )
+        try:
+            rows = typed_rows(statement, await self._on_db(csv_columns, db, shape, types))
+        except data.DataError:
+            self.input_errors += 1  # as a refused ingress counts
+            await self._publish()
+            raise
+        body = json.dumps(rows, allow_nan=False).encode()
 
         async def chunks() -> AsyncIterator[bytes]:
             yield body
 
-        # Ingress's name rules: a lowercase name is found as declared unquoted;
-        # another only quoted (exactly).
-        table = statement.table
-        if table != table.lower():
-            table = f'"{table}"'
         return await self.ingest(table, "raw", True, False, chunks())
 
     async def _next_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
