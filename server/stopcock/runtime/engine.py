@@ -59,7 +59,7 @@ from stopcock.runtime import bootstrap, data
 from stopcock.runtime.adhoc_insert import typed_rows
 from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
 from stopcock.runtime.checkpoints import now_rfc3339 as now
-from stopcock.runtime.csv_rows import CsvRecords, csv_columns
+from stopcock.runtime.csv_rows import Column, CsvRecords, csv_columns
 from stopcock.runtime.memdb import MemoryDatabase
 from stopcock.runtime.queries import NotServing, Queries, render_whole
 from stopcock.runtime.splitter import UpdateSplitter
@@ -594,25 +594,32 @@ class Engine:
                 "the pipeline is paused: resume it to INSERT (Stopcock refuses an ad-hoc "
                 "INSERT while paused, as it refuses ingress)"
             )
-        db = self._db
-        assert db is not None  # `query` checked
         table = statement.table
         # Ingress's name rules: a lowercase name is found as declared unquoted;
         # another only quoted (exactly).
         if table != table.lower():
             table = f'"{table}"'
-        shape = await self._on_db(data.table_shape, db, table)
-        relation = compiled.find(shape.name, True) if (compiled := self.queries.catalog) else None
-        types = (
-            {f.name: str(f.columntype.get("type", "")) for f in relation.fields}
-            if relation
-            else None
-        )
+        compiled = self.queries.catalog
+
+        def columns() -> list[Column]:
+            assert db is not None
+            shape = data.table_shape(db, table)
+            relation = compiled.find(shape.name, True) if compiled else None
+            if relation is None:
+                return csv_columns(db, shape)
+            types = {f.name: str(f.columntype.get("type", "")) for f in relation.fields}
+            return csv_columns(db, shape, types)
+
+        self._check_input(force=False)
+        db = self._db
+        # No await between the check above and the submission below: the
+        # database is open until a suspend's checkpoint, queued after this.
         try:
-            rows = typed_rows(statement, await self._on_db(csv_columns, db, shape, types))
-        except data.DataError:
-            self.input_errors += 1  # as a refused ingress counts
-            await self._publish()
+            rows = typed_rows(statement, await self._on_db(columns))
+        except data.DataError as exc:
+            if exc.http_status == 400:  # a bad value: counted as a refused ingress is
+                self.input_errors += 1
+                await self._publish()
             raise
         body = json.dumps(rows, allow_nan=False).encode()
 
