@@ -68,12 +68,14 @@ def test_a_bad_row_rejects_the_whole_request(stack: Stack, name: str) -> None:
 
 
 def test_queries_are_read_only(stack: Stack, name: str) -> None:
+    # But for INSERT ... VALUES (tests/test_adhoc_insert.py), as Feldera.
     stack.create(name)
     stack.start(name)
     stack.ingest(name, [{"id": 1}])
     for sql in (
         "DELETE FROM t",
-        "INSERT INTO t VALUES (9, 'x')",
+        "UPDATE t SET id = 2",
+        "INSERT INTO t SELECT * FROM t",
         "DROP TABLE t",
         "SELECT * FROM missing",
         "SELEC 1",

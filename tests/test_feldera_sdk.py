@@ -404,9 +404,7 @@ def test_formats_other_than_json_and_csv_answer_unsupported_format(
     sql = "SELECT * FROM t"
     pandas = importlib.import_module("pandas")  # a feldera dependency without type stubs
     unsupported: dict[str, tuple[Callable[[], object], dict[str, str]]] = {
-        "query_tabular": (lambda: p.query_tabular(sql), {"format": "text"}),
-        "query_as_text": (lambda: sdk.client.query_as_text(name, sql), {"format": "text"}),
-        "execute": (lambda: p.execute(sql), {"format": "text"}),
+        # format=text is served (tests/test_adhoc_insert.py).
         "query_hash": (lambda: p.query_hash(sql), {"format": "hash"}),
         "query_parquet": (
             lambda: p.query_parquet(sql, str(tmp_path / "out")),

@@ -145,6 +145,7 @@ QUERY_ENUMS: dict[str, list[str]] = {
 # Where one request's parameter takes other values than QUERY_ENUMS says.
 QUERY_ENUMS_OF: dict[str, list[str]] = {
     ".stopcock.v1.IngestRowsRequest.format": ["json", "csv"],
+    ".stopcock.v1.QueryPipelineRequest.format": list(ingress.QUERY_CONTENT_TYPES),
     ".stopcock.v1.ListPipelineEventsRequest.selector": list(events.SELECTORS),
     ".stopcock.v1.GetPipelineEventRequest.selector": list(events.SELECTORS),
 }
@@ -263,6 +264,12 @@ RAW_BODIES: dict[str, JSON] = {
     ".stopcock.v1.QueryPipelineResponse.body": {
         "application/x-ndjson": {
             "schema": {"type": "string", "description": "One JSON object per row, per line."},
+        },
+        "text/plain": {
+            "schema": {
+                "type": "string",
+                "description": "With `format=text`: the rows as Feldera's ASCII table.",
+            },
         },
     },
     ".stopcock.v1.GetPipelineLogsResponse.body": {

@@ -1254,9 +1254,11 @@ class QueryPipelineRequest(_message.Message):
     name: _builtins.str
     """Pipeline name."""
     sql: _builtins.str
-    """The SQL query (a SELECT)."""
+    """The SQL statement: a SELECT, or an INSERT INTO t [(cols)] VALUES (...)
+    (applied as an ingress of its rows; answers one `count` row).
+    """
     format: _builtins.str
-    """"json" (default; newline-delimited JSON, the only format Stopcock writes)."""
+    """"json" (default; newline-delimited JSON) or "text" (Feldera's text table)."""
     pipeline_name: _builtins.str
     """Sent by Feldera clients; when set, must equal `name`."""
     def __init__(

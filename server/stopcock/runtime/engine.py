@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import sqlite3
@@ -55,13 +56,15 @@ from typing import Any, TypeVar
 from stopcock.contract.statuses import RUNTIME_DESIRABLE, Runtime
 from stopcock.program import catalog, load_program
 from stopcock.runtime import bootstrap, data
+from stopcock.runtime.adhoc_insert import typed_rows
 from stopcock.runtime.checkpoints import CheckpointError, CheckpointInfo, CheckpointStore, Staged
 from stopcock.runtime.checkpoints import now_rfc3339 as now
-from stopcock.runtime.csv_rows import CsvRecords, csv_columns
+from stopcock.runtime.csv_rows import Column, CsvRecords, csv_columns
 from stopcock.runtime.memdb import MemoryDatabase
-from stopcock.runtime.queries import NotServing, Queries
+from stopcock.runtime.queries import NotServing, Queries, render_whole
 from stopcock.runtime.splitter import UpdateSplitter
 from stopcock.runtime.spool import Spool
+from stopcock.sql.adhoc import Insert
 from stopcock.sql.messages import CompileError
 
 log = logging.getLogger("stopcock.runtime")
@@ -578,6 +581,53 @@ class Engine:
         finally:
             self._applying -= 1
 
+    async def insert(self, statement: Insert) -> int:
+        """An ad-hoc INSERT, applied exactly as a JSON ingress of its rows is.
+
+        Checked, applied in one transaction, counted and refused in the
+        same states as ingress. Feldera blocks an INSERT on a paused
+        pipeline until it is resumed; Stopcock refuses it (503), as it
+        refuses ingress without force.
+        """
+        if self._status.status == PAUSED and not self._suspending:
+            raise NotTakingInput(
+                "the pipeline is paused: resume it to INSERT (Stopcock refuses an ad-hoc "
+                "INSERT while paused, as it refuses ingress)"
+            )
+        table = statement.table
+        # Ingress's name rules: a lowercase name is found as declared unquoted;
+        # another only quoted (exactly).
+        if table != table.lower():
+            table = f'"{table}"'
+        compiled = self.queries.catalog
+
+        def columns() -> list[Column]:
+            assert db is not None
+            shape = data.table_shape(db, table)
+            relation = compiled.find(shape.name, True) if compiled else None
+            if relation is None:
+                return csv_columns(db, shape)
+            types = {f.name: str(f.columntype.get("type", "")) for f in relation.fields}
+            return csv_columns(db, shape, types)
+
+        self._check_input(force=False)
+        db = self._db
+        # No await between the check above and the submission below: the
+        # database is open until a suspend's checkpoint, queued after this.
+        try:
+            rows = typed_rows(statement, await self._on_db(columns))
+        except data.DataError as exc:
+            if exc.http_status == 400:  # a bad value: counted as a refused ingress is
+                self.input_errors += 1
+                await self._publish()
+            raise
+        body = json.dumps(rows, allow_nan=False).encode()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield body
+
+        return await self.ingest(table, "raw", True, False, chunks())
+
     async def _next_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
         """The body's next chunk, None at its end; NotTakingInput once a suspend began."""
         if self._input_closed.is_set():
@@ -594,11 +644,20 @@ class Engine:
             raise NotTakingInput("the pipeline is suspending: it takes no more input")
         return arrival.result()
 
-    async def query(self, sql: str) -> AsyncGenerator[bytes, None]:
-        """The rows of a read-only query on a snapshot (see stopcock.runtime.queries)."""
+    async def query(self, sql: str, fmt: str = "json") -> AsyncGenerator[bytes, None]:
+        """The answer to an ad-hoc statement, in chunks in format `fmt`.
+
+        A SELECT reads a snapshot (see stopcock.runtime.queries). An INSERT
+        is an ingress (see `insert`); its answer is Feldera's, one `count` row.
+        """
         if self._db is None or self._status.status not in (RUNNING, PAUSED):
             raise NotTakingInput(f"the pipeline is {self._status.status}")
-        rows = self.queries.run(sql)
+        statement = self.queries.parse(sql)
+        if isinstance(statement, Insert):
+            count = await self.insert(statement)
+            yield render_whole(fmt, ["count"], [(count,)])
+            return
+        rows = self.queries.run(statement, fmt)
         try:
             async for chunk in rows:
                 yield chunk

@@ -19,11 +19,12 @@ import math
 import sqlite3
 from collections.abc import AsyncGenerator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from stopcock.runtime.data import DataError
 from stopcock.runtime.memdb import READERS
-from stopcock.sql.adhoc import QueryRefused, to_sqlite
+from stopcock.runtime.text_table import TextTable
+from stopcock.sql.adhoc import Insert, QueryRefused, parse
 from stopcock.sql.schema import Compiled
 
 log = logging.getLogger("stopcock.runtime")
@@ -32,6 +33,9 @@ READ_ONLY_ACTIONS = frozenset(
     {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 )
 QUERY_CHUNK_ROWS = 1000
+# The answer formats the runtime writes (Feldera's AdHocResultFormat has
+# arrow_ipc, parquet and hash too; the manager refuses those).
+FORMATS = ("json", "text")
 
 
 class NotServing(Exception):
@@ -77,6 +81,34 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class Renderer(Protocol):
+    """Writes an answer's rows in one format, chunk by chunk."""
+
+    def rows(self, names: list[str], rows: list[tuple[Any, ...]]) -> bytes: ...
+
+    def end(self, names: list[str]) -> bytes: ...
+
+
+class NdjsonRows:
+    """Feldera's `format=json`: one JSON object per row, per line."""
+
+    def rows(self, names: list[str], rows: list[tuple[Any, ...]]) -> bytes:
+        return ("\n".join([_row_line(names, row) for row in rows]) + "\n").encode()
+
+    def end(self, names: list[str]) -> bytes:
+        return b""
+
+
+def renderer(fmt: str) -> Renderer:
+    return TextTable() if fmt == "text" else NdjsonRows()
+
+
+def render_whole(fmt: str, names: list[str], rows: list[tuple[Any, ...]]) -> bytes:
+    """A small answer (an INSERT's count) in one piece."""
+    out = renderer(fmt)
+    return out.rows(names, rows) + out.end(names)
+
+
 def _invalid_query(exc: Exception) -> DataError:
     message = str(exc)
     if message == "not authorized":
@@ -104,11 +136,13 @@ class ReaderQuery:
     committed later are not seen, and no writer waits for it (WAL).
     """
 
-    def __init__(self, reader: sqlite3.Connection, sql: str) -> None:
+    def __init__(self, reader: sqlite3.Connection, sql: str, fmt: str = "json") -> None:
         self.reader = reader
         self._sql = sql
         self._cursor: sqlite3.Cursor | None = None
         self._names: list[str] = []
+        self._out = renderer(fmt)
+        self._ended = False
         self.stop_reason: str | None = None
 
     def stop(self, reason: str) -> None:
@@ -118,18 +152,20 @@ class ReaderQuery:
         self.reader.interrupt()
 
     def next_chunk(self) -> bytes | None:
-        """Up to QUERY_CHUNK_ROWS rows as NDJSON; None once every row was read."""
+        """Up to QUERY_CHUNK_ROWS rows in the answer's format; None once all was sent."""
         if self.stop_reason is not None:
             raise Interrupted(self.stop_reason)
+        if self._ended:
+            return None
         try:
             if self._cursor is None:
                 self._cursor = self.reader.execute(self._sql)
                 self._names = [d[0] for d in self._cursor.description or ()]
             rows = self._cursor.fetchmany(QUERY_CHUNK_ROWS)
-            if not rows:
-                return None
-            names = self._names
-            return ("\n".join([_row_line(names, row) for row in rows]) + "\n").encode()
+            if rows:
+                return self._out.rows(self._names, rows)
+            self._ended = True
+            return self._out.end(self._names) or None
         except (sqlite3.Error, sqlite3.Warning, ValueError) as exc:
             if self.stop_reason is not None:
                 raise Interrupted(self.stop_reason) from exc
@@ -166,12 +202,16 @@ class Queries:
         for query in list(self._running):
             query.stop("suspend")
 
-    def translate(self, sql: str) -> str:
-        """The Feldera query in SQLite's SQL (InvalidQuery if it cannot run)."""
+    def parse(self, sql: str) -> str | Insert:
+        """The Feldera statement: a query in SQLite's SQL, or an INSERT's rows.
+
+        InvalidQuery if it cannot run. A program that does not compile has
+        no catalog: its queries run as SQLite SQL, unchecked, read-only.
+        """
         if self.catalog is None:
             return sql
         try:
-            return to_sqlite(self.catalog, sql)
+            return parse(self.catalog, sql)
         except QueryRefused as exc:
             raise _invalid_query(exc) from None
 
@@ -180,14 +220,13 @@ class Queries:
         for _ in range(count):
             await self._readers.get()
 
-    async def run(self, sql: str) -> AsyncGenerator[bytes, None]:
-        """The rows of a read-only query, as NDJSON chunks, read as they are sent.
+    async def run(self, sql: str, fmt: str = "json") -> AsyncGenerator[bytes, None]:
+        """The rows of a read-only query (in SQLite's SQL), in chunks read as they are sent.
 
         Ends with the query timeout (QueryTimeout), at a suspend
         (NotServing), or when the consumer stops iterating (the client
         went away): the query is interrupted in SQLite at once.
         """
-        sql = self.translate(sql)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         try:
@@ -195,7 +234,7 @@ class Queries:
                 reader = await self._readers.get()
         except TimeoutError:
             raise query_timeout_error(self.timeout) from None
-        query = ReaderQuery(reader, sql)
+        query = ReaderQuery(reader, sql, fmt)
         if self._stopping:
             query.stop("suspend")
         self._running.add(query)

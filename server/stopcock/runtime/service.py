@@ -149,7 +149,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
     ) -> AsyncIterator[pb.QueryResponse]:
         # Rows are read as they are sent: a slow reader holds back the query,
         # not memory. Leaving this generator (the caller cancelled) stops it.
-        rows = self._engine.query(request.sql)
+        rows = self._engine.query(request.sql, request.format or "json")
         try:
             async for chunk in rows:
                 yield pb.QueryResponse(ndjson=chunk)

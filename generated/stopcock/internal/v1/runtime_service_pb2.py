@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*stopcock/internal/v1/runtime_service.proto\x12\x14stopcock.internal.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x14\n\x12WatchStatusRequest\"\x85\x01\n\nCheckpoint\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x19\n\x11processed_records\x18\x03 \x01(\x04\x12\x17\n\x0fsequence_number\x18\x04 \x01(\x04\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x01\"\xb1\x03\n\x13WatchStatusResponse\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x18\n\x10incarnation_uuid\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12\x31\n\x05state\x18\t \x01(\x0e\x32\".stopcock.internal.v1.RuntimeState\x12\x39\n\rdesired_state\x18\n \x01(\x0e\x32\".stopcock.internal.v1.RuntimeState\x12&\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07\x64\x65tails\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x0b\x63heckpoints\x18\r \x03(\x0b\x32 .stopcock.internal.v1.CheckpointJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tR\x06statusR\x0e\x64\x65sired_statusR\nerror_jsonR\x0c\x64\x65tails_jsonR\x10\x63heckpoints_json\"j\n\x17SetDesiredStatusRequest\x12\x39\n\rdesired_state\x18\x02 \x01(\x0e\x32\".stopcock.internal.v1.RuntimeStateJ\x04\x08\x01\x10\x02R\x0e\x64\x65sired_status\"\x1a\n\x18SetDesiredStatusResponse\"q\n\rIngestRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x15\n\rupdate_format\x18\x02 \x01(\t\x12\r\n\x05\x61rray\x18\x03 \x01(\x08\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\t\"!\n\x0eIngestResponse\x12\x0f\n\x07updates\x18\x01 \x01(\x04\"\x1b\n\x0cQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\"\x1f\n\rQueryResponse\x12\x0e\n\x06ndjson\x18\x01 \x01(\x0c\"\x13\n\x11\x43heckpointRequest\"G\n\x12\x43heckpointResponse\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x04\x12\x18\n\x10incarnation_uuid\x18\x02 \x01(\t\"\x1c\n\x1aGetCheckpointStatusRequest\"N\n\x11\x43heckpointFailure\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x04\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x11\n\tfailed_at\x18\x03 \x01(\t\"\xa7\x01\n\x1bGetCheckpointStatusResponse\x12\x14\n\x07success\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x10incarnation_uuid\x18\x03 \x01(\t\x12\x38\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\'.stopcock.internal.v1.CheckpointFailureB\n\n\x08_successJ\x04\x08\x02\x10\x03R\x0c\x66\x61ilure_json\"\x11\n\x0fGetStatsRequest\"\xfc\x01\n\x10GetStatsResponse\x12\x18\n\x10incarnation_uuid\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".stopcock.internal.v1.RuntimeState\x12\x19\n\x11processed_records\x18\x03 \x01(\x04\x12\x19\n\x11ingests_in_flight\x18\x04 \x01(\r\x12\x12\n\nstart_time\x18\x05 \x01(\x03\x12\x14\n\x0cuptime_msecs\x18\x06 \x01(\x04\x12\x11\n\trss_bytes\x18\x07 \x01(\x04\x12\x11\n\tcpu_msecs\x18\x08 \x01(\x04\x12\x15\n\rstorage_bytes\x18\t \x01(\x04\"\x10\n\x0e\x41pproveRequest\"\x11\n\x0f\x41pproveResponse*\xff\x01\n\x0cRuntimeState\x12\x1d\n\x19RUNTIME_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRUNTIME_STATE_INITIALIZING\x10\x01\x12\x18\n\x14RUNTIME_STATE_PAUSED\x10\x02\x12\x19\n\x15RUNTIME_STATE_RUNNING\x10\x03\x12\x1b\n\x17RUNTIME_STATE_SUSPENDED\x10\x04\x12\x18\n\x14RUNTIME_STATE_FAILED\x10\x05\x12\x1f\n\x1bRUNTIME_STATE_BOOTSTRAPPING\x10\x06\x12#\n\x1fRUNTIME_STATE_AWAITING_APPROVAL\x10\x07\x32\xa4\x06\n\x0eRuntimeService\x12\x64\n\x0bWatchStatus\x12(.stopcock.internal.v1.WatchStatusRequest\x1a).stopcock.internal.v1.WatchStatusResponse0\x01\x12q\n\x10SetDesiredStatus\x12-.stopcock.internal.v1.SetDesiredStatusRequest\x1a..stopcock.internal.v1.SetDesiredStatusResponse\x12U\n\x06Ingest\x12#.stopcock.internal.v1.IngestRequest\x1a$.stopcock.internal.v1.IngestResponse(\x01\x12R\n\x05Query\x12\".stopcock.internal.v1.QueryRequest\x1a#.stopcock.internal.v1.QueryResponse0\x01\x12_\n\nCheckpoint\x12\'.stopcock.internal.v1.CheckpointRequest\x1a(.stopcock.internal.v1.CheckpointResponse\x12z\n\x13GetCheckpointStatus\x12\x30.stopcock.internal.v1.GetCheckpointStatusRequest\x1a\x31.stopcock.internal.v1.GetCheckpointStatusResponse\x12Y\n\x08GetStats\x12%.stopcock.internal.v1.GetStatsRequest\x1a&.stopcock.internal.v1.GetStatsResponse\x12V\n\x07\x41pprove\x12$.stopcock.internal.v1.ApproveRequest\x1a%.stopcock.internal.v1.ApproveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*stopcock/internal/v1/runtime_service.proto\x12\x14stopcock.internal.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x14\n\x12WatchStatusRequest\"\x85\x01\n\nCheckpoint\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x19\n\x11processed_records\x18\x03 \x01(\x04\x12\x17\n\x0fsequence_number\x18\x04 \x01(\x04\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x01\"\xb1\x03\n\x13WatchStatusResponse\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x18\n\x10incarnation_uuid\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12\x31\n\x05state\x18\t \x01(\x0e\x32\".stopcock.internal.v1.RuntimeState\x12\x39\n\rdesired_state\x18\n \x01(\x0e\x32\".stopcock.internal.v1.RuntimeState\x12&\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07\x64\x65tails\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x0b\x63heckpoints\x18\r \x03(\x0b\x32 .stopcock.internal.v1.CheckpointJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tR\x06statusR\x0e\x64\x65sired_statusR\nerror_jsonR\x0c\x64\x65tails_jsonR\x10\x63heckpoints_json\"j\n\x17SetDesiredStatusRequest\x12\x39\n\rdesired_state\x18\x02 \x01(\x0e\x32\".stopcock.internal.v1.RuntimeStateJ\x04\x08\x01\x10\x02R\x0e\x64\x65sired_status\"\x1a\n\x18SetDesiredStatusResponse\"q\n\rIngestRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x15\n\rupdate_format\x18\x02 \x01(\t\x12\r\n\x05\x61rray\x18\x03 \x01(\x08\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\t\"!\n\x0eIngestResponse\x12\x0f\n\x07updates\x18\x01 \x01(\x04\"+\n\x0cQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\"\x1f\n\rQueryResponse\x12\x0e\n\x06ndjson\x18\x01 \x01(\x0c\"\x13\n\x11\x43heckpointRequest\"G\n\x12\x43heckpointResponse\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x04\x12\x18\n\x10incarnation_uuid\x18\x02 \x01(\t\"\x1c\n\x1aGetCheckpointStatusRequest\"N\n\x11\x43heckpointFailure\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x04\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x11\n\tfailed_at\x18\x03 \x01(\t\"\xa7\x01\n\x1bGetCheckpointStatusResponse\x12\x14\n\x07success\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x10incarnation_uuid\x18\x03 \x01(\t\x12\x38\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\'.stopcock.internal.v1.CheckpointFailureB\n\n\x08_successJ\x04\x08\x02\x10\x03R\x0c\x66\x61ilure_json\"\x11\n\x0fGetStatsRequest\"\xfc\x01\n\x10GetStatsResponse\x12\x18\n\x10incarnation_uuid\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".stopcock.internal.v1.RuntimeState\x12\x19\n\x11processed_records\x18\x03 \x01(\x04\x12\x19\n\x11ingests_in_flight\x18\x04 \x01(\r\x12\x12\n\nstart_time\x18\x05 \x01(\x03\x12\x14\n\x0cuptime_msecs\x18\x06 \x01(\x04\x12\x11\n\trss_bytes\x18\x07 \x01(\x04\x12\x11\n\tcpu_msecs\x18\x08 \x01(\x04\x12\x15\n\rstorage_bytes\x18\t \x01(\x04\"\x10\n\x0e\x41pproveRequest\"\x11\n\x0f\x41pproveResponse*\xff\x01\n\x0cRuntimeState\x12\x1d\n\x19RUNTIME_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRUNTIME_STATE_INITIALIZING\x10\x01\x12\x18\n\x14RUNTIME_STATE_PAUSED\x10\x02\x12\x19\n\x15RUNTIME_STATE_RUNNING\x10\x03\x12\x1b\n\x17RUNTIME_STATE_SUSPENDED\x10\x04\x12\x18\n\x14RUNTIME_STATE_FAILED\x10\x05\x12\x1f\n\x1bRUNTIME_STATE_BOOTSTRAPPING\x10\x06\x12#\n\x1fRUNTIME_STATE_AWAITING_APPROVAL\x10\x07\x32\xa4\x06\n\x0eRuntimeService\x12\x64\n\x0bWatchStatus\x12(.stopcock.internal.v1.WatchStatusRequest\x1a).stopcock.internal.v1.WatchStatusResponse0\x01\x12q\n\x10SetDesiredStatus\x12-.stopcock.internal.v1.SetDesiredStatusRequest\x1a..stopcock.internal.v1.SetDesiredStatusResponse\x12U\n\x06Ingest\x12#.stopcock.internal.v1.IngestRequest\x1a$.stopcock.internal.v1.IngestResponse(\x01\x12R\n\x05Query\x12\".stopcock.internal.v1.QueryRequest\x1a#.stopcock.internal.v1.QueryResponse0\x01\x12_\n\nCheckpoint\x12\'.stopcock.internal.v1.CheckpointRequest\x1a(.stopcock.internal.v1.CheckpointResponse\x12z\n\x13GetCheckpointStatus\x12\x30.stopcock.internal.v1.GetCheckpointStatusRequest\x1a\x31.stopcock.internal.v1.GetCheckpointStatusResponse\x12Y\n\x08GetStats\x12%.stopcock.internal.v1.GetStatsRequest\x1a&.stopcock.internal.v1.GetStatsResponse\x12V\n\x07\x41pprove\x12$.stopcock.internal.v1.ApproveRequest\x1a%.stopcock.internal.v1.ApproveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stopcock.internal.v1.runtime_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNTIMESTATE']._serialized_start=1726
-  _globals['_RUNTIMESTATE']._serialized_end=1981
+  _globals['_RUNTIMESTATE']._serialized_start=1742
+  _globals['_RUNTIMESTATE']._serialized_end=1997
   _globals['_WATCHSTATUSREQUEST']._serialized_start=98
   _globals['_WATCHSTATUSREQUEST']._serialized_end=118
   _globals['_CHECKPOINT']._serialized_start=121
@@ -49,27 +49,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTRESPONSE']._serialized_start=943
   _globals['_INGESTRESPONSE']._serialized_end=976
   _globals['_QUERYREQUEST']._serialized_start=978
-  _globals['_QUERYREQUEST']._serialized_end=1005
-  _globals['_QUERYRESPONSE']._serialized_start=1007
-  _globals['_QUERYRESPONSE']._serialized_end=1038
-  _globals['_CHECKPOINTREQUEST']._serialized_start=1040
-  _globals['_CHECKPOINTREQUEST']._serialized_end=1059
-  _globals['_CHECKPOINTRESPONSE']._serialized_start=1061
-  _globals['_CHECKPOINTRESPONSE']._serialized_end=1132
-  _globals['_GETCHECKPOINTSTATUSREQUEST']._serialized_start=1134
-  _globals['_GETCHECKPOINTSTATUSREQUEST']._serialized_end=1162
-  _globals['_CHECKPOINTFAILURE']._serialized_start=1164
-  _globals['_CHECKPOINTFAILURE']._serialized_end=1242
-  _globals['_GETCHECKPOINTSTATUSRESPONSE']._serialized_start=1245
-  _globals['_GETCHECKPOINTSTATUSRESPONSE']._serialized_end=1412
-  _globals['_GETSTATSREQUEST']._serialized_start=1414
-  _globals['_GETSTATSREQUEST']._serialized_end=1431
-  _globals['_GETSTATSRESPONSE']._serialized_start=1434
-  _globals['_GETSTATSRESPONSE']._serialized_end=1686
-  _globals['_APPROVEREQUEST']._serialized_start=1688
-  _globals['_APPROVEREQUEST']._serialized_end=1704
-  _globals['_APPROVERESPONSE']._serialized_start=1706
-  _globals['_APPROVERESPONSE']._serialized_end=1723
-  _globals['_RUNTIMESERVICE']._serialized_start=1984
-  _globals['_RUNTIMESERVICE']._serialized_end=2788
+  _globals['_QUERYREQUEST']._serialized_end=1021
+  _globals['_QUERYRESPONSE']._serialized_start=1023
+  _globals['_QUERYRESPONSE']._serialized_end=1054
+  _globals['_CHECKPOINTREQUEST']._serialized_start=1056
+  _globals['_CHECKPOINTREQUEST']._serialized_end=1075
+  _globals['_CHECKPOINTRESPONSE']._serialized_start=1077
+  _globals['_CHECKPOINTRESPONSE']._serialized_end=1148
+  _globals['_GETCHECKPOINTSTATUSREQUEST']._serialized_start=1150
+  _globals['_GETCHECKPOINTSTATUSREQUEST']._serialized_end=1178
+  _globals['_CHECKPOINTFAILURE']._serialized_start=1180
+  _globals['_CHECKPOINTFAILURE']._serialized_end=1258
+  _globals['_GETCHECKPOINTSTATUSRESPONSE']._serialized_start=1261
+  _globals['_GETCHECKPOINTSTATUSRESPONSE']._serialized_end=1428
+  _globals['_GETSTATSREQUEST']._serialized_start=1430
+  _globals['_GETSTATSREQUEST']._serialized_end=1447
+  _globals['_GETSTATSRESPONSE']._serialized_start=1450
+  _globals['_GETSTATSRESPONSE']._serialized_end=1702
+  _globals['_APPROVEREQUEST']._serialized_start=1704
+  _globals['_APPROVEREQUEST']._serialized_end=1720
+  _globals['_APPROVERESPONSE']._serialized_start=1722
+  _globals['_APPROVERESPONSE']._serialized_end=1739
+  _globals['_RUNTIMESERVICE']._serialized_start=2000
+  _globals['_RUNTIMESERVICE']._serialized_end=2804
 # @@protoc_insertion_point(module_scope)

@@ -306,16 +306,22 @@ class QueryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SQL_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
     sql: _builtins.str
-    """A read-only SQL statement."""
+    """One ad-hoc Feldera SQL statement: a SELECT, or an INSERT ... VALUES
+    (applied as an ingress of its rows; answers one `count` row).
+    """
+    format: _builtins.str
+    """The answer's format: "json" (the default when empty) or "text"."""
     def __init__(
         self,
         *,
         sql: _builtins.str = ...,
+        format: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sql", b"sql"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "sql", b"sql"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -329,7 +335,9 @@ class QueryResponse(_message.Message):
 
     NDJSON_FIELD_NUMBER: _builtins.int
     ndjson: _builtins.bytes
-    """Newline-delimited JSON rows."""
+    """The answer's bytes in the requested format: newline-delimited JSON
+    rows, or Feldera's text table (the field keeps its first name).
+    """
     def __init__(
         self,
         *,

@@ -85,14 +85,23 @@ def check_token(rec: PipelineRecord, token: str) -> None:
         )
 
 
-def check_query(name: str, pipeline_name: str, fmt: str, sql: str) -> None:
+# The ad-hoc answer formats Stopcock writes, and their content types (Feldera's
+# AdHocResultFormat also has arrow_ipc, parquet and hash: refused).
+QUERY_CONTENT_TYPES = {"json": "application/x-ndjson", "text": "text/plain"}
+
+
+def check_query(name: str, pipeline_name: str, fmt: str, sql: str) -> str:
+    """Refuses a bad query request; returns its answer's format."""
     if pipeline_name and pipeline_name != name:
         raise errors.bad_request(
             "InvalidRequest",
             f"pipeline_name '{pipeline_name}' does not match the path's '{name}'",
             {"pipeline_name": pipeline_name},
         )
-    if fmt not in ("", "json"):
-        raise _unsupported("format", fmt, "'json' (newline-delimited JSON)")
+    if fmt not in ("", *QUERY_CONTENT_TYPES):
+        raise _unsupported(
+            "format", fmt, "'json' (newline-delimited JSON) or 'text' (Feldera's text table)"
+        )
     if not sql.strip():
         raise errors.bad_request("InvalidQuery", "The query is empty: pass it as `sql`", {})
+    return fmt or "json"

@@ -141,9 +141,9 @@ def _text(chunk: bytes) -> pb.GetPipelineLogsResponse:
     )
 
 
-def _ndjson(chunk: bytes) -> pb.QueryPipelineResponse:
+def _answer(content_type: str, chunk: bytes) -> pb.QueryPipelineResponse:
     return pb.QueryPipelineResponse(
-        body=httpbody_pb2.HttpBody(content_type="application/x-ndjson", data=chunk)
+        body=httpbody_pb2.HttpBody(content_type=content_type, data=chunk)
     )
 
 
@@ -435,9 +435,11 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         # A stream: errors must be raised before the first message, while
         # the answer can still be trailers-only (see _guard).
         try:
-            ingress.check_query(request.name, request.pipeline_name, request.format, request.sql)
+            fmt = ingress.check_query(
+                request.name, request.pipeline_name, request.format, request.sql
+            )
             _, runtime = await self._lc.runtime_for(request.name, "query")
-            chunks = runtime.query(request.sql)
+            chunks = runtime.query(request.sql, fmt)
             first = await anext(chunks, b"")
         except errors.ApiError as err:
             await context.abort(*abort_args(err))
@@ -448,9 +450,10 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
         # status (REST: a truncated body, never a silent short answer).
         # Returning early (the client went away) cancels the runtime's query.
         try:
-            yield _ndjson(first)
+            content_type = ingress.QUERY_CONTENT_TYPES[fmt]
+            yield _answer(content_type, first)
             async for chunk in chunks:
-                yield _ndjson(chunk)
+                yield _answer(content_type, chunk)
         except errors.ApiError as err:
             await abort_begun_stream(context, err)
         finally:

@@ -140,9 +140,9 @@ class RuntimeClient:
         reply = await self._call("ingress", self._stub.Ingest(requests(), metadata=self._metadata))
         return int(reply.updates)
 
-    async def query(self, sql: str) -> AsyncGenerator[bytes, None]:
+    async def query(self, sql: str, fmt: str = "json") -> AsyncGenerator[bytes, None]:
         """The answer's chunks; leaving the iteration early cancels the query."""
-        call = self._stub.Query(pb.QueryRequest(sql=sql), metadata=self._metadata)
+        call = self._stub.Query(pb.QueryRequest(sql=sql, format=fmt), metadata=self._metadata)
         try:
             async for chunk in call:
                 yield chunk.ndjson
