@@ -164,3 +164,36 @@ async def test_a_suspend_while_awaiting_approval_is_done_at_once(tmp_path: Path)
     await asyncio.wait_for(engine.approve(), BOUND)  # too late: nothing bootstraps
     await asyncio.wait_for(init, BOUND)
     assert engine.status.status == "Suspended"
+
+
+@pytest.mark.parametrize("policy", ["allow", "reject", "await_approval"])
+async def test_a_new_view_over_an_unchanged_non_materialized_table_is_not_bootstrapped(
+    tmp_path: Path, policy: str
+) -> None:
+    # Feldera keeps no contents for a non-materialized table, so it refuses to
+    # replay one into a new view, before looking at the policy; Stopcock too.
+    plain = OLD.replace("(x INTEGER) WITH ('materialized' = 'true')", "(x INTEGER)")
+    store = _checkpoint_of(tmp_path, plain)
+    before = [c.uuid for c in store.list()]
+    changed = plain + "CREATE MATERIALIZED VIEW v2 AS SELECT MAX(x) AS m FROM t1;"
+    engine = _engine(store, policy, changed)
+    await engine.initialize()
+    status = engine.status
+    assert status.status == "Failed" and status.error is not None
+    assert status.error["error_code"] == "BootstrapNotAllowed"
+    assert "not materialized" in status.error["message"] and "'t1'" in status.error["message"]
+    assert [c.uuid for c in store.list()] == before
+    # A new view over a materialized table bootstraps as usual.
+    engine = _engine(_checkpoint(tmp_path / "other"), "allow")
+    await engine.initialize()
+    assert engine.status.status == "Running"
+
+
+def _checkpoint_of(storage: Path, program: str) -> CheckpointStore:
+    store = CheckpointStore(storage, Faults())
+    memdb = MemoryDatabase.open()
+    load_program(memdb.db, program)
+    memdb.db.execute("INSERT INTO t1 VALUES (1), (2), (3)")
+    store.commit(store.stage(memdb), processed_records=3, sequence_number=0)
+    memdb.db.close()
+    return store

@@ -198,6 +198,11 @@ def test_snippet_of_a_multi_line_span() -> None:
             "'kafka_input'",
         ),
         ("CREATE TABLE t (x INT LATENESS INTERVAL 1 HOUR)", "Not yet implemented", "LATENESS"),
+        (
+            "CREATE TABLE t (x INT); CREATE VIEW v AS SELECT x FROM t;\nLATENESS v.x 0;",
+            "Not yet implemented",
+            "LATENESS (on 'v.x')",
+        ),
         ("CREATE FUNCTION f(x INT) RETURNS INT", "Not yet implemented", "Rust UDF"),
         ("DECLARE RECURSIVE VIEW v (x INT);", "Not yet implemented", "Recursive view 'v'"),
         ('CREATE TABLE t (x INT); CREATE TABLE "T" (y INT)', "Compilation error", 'Table "T"'),

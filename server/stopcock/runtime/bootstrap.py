@@ -220,3 +220,31 @@ def apply(db: sqlite3.Connection, p: Plan) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def non_materialized_sources(p: Plan, materialized: set[str]) -> list[str]:
+    """Unchanged tables outside `materialized` that a view to be bootstrapped reads.
+
+    Feldera keeps no contents for a table that is not materialized, so it
+    cannot replay one into a new or modified view and refuses the bootstrap
+    (controller.rs, non_materialized_replay_sources). Stopcock's tables all
+    hold their rows, but it refuses the same programs, so that a program
+    behaves alike on both. Tables that changed start empty: nothing to replay.
+    """
+    old_tables, new_tables = _names(p.old, "table"), _names(p.new, "table")
+    views = _names(p.new, "view")
+    unchanged = {k for k, t in new_tables.items() if k in old_tables and old_tables[k].sql == t.sql}
+    pending = [n.lower() for n in (*p.diff.added_views, *p.diff.modified_views)]
+    seen: set[str] = set()
+    sources: set[str] = set()
+    while pending:
+        view = pending.pop()
+        if view in seen or view not in views:
+            continue
+        seen.add(view)
+        for name in _identifiers(views[view].sql):
+            if name in views:
+                pending.append(name)
+            elif name in unchanged and name not in materialized:
+                sources.add(new_tables[name].name)
+    return sorted(sources)

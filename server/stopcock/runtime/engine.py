@@ -217,6 +217,24 @@ class Engine:
         if not plan.diff.empty:
             diff = plan.diff.pipeline_diff()
             log.info("the program changed since the checkpoint: %s", plan.diff.program_diff())
+            blocked = bootstrap.non_materialized_sources(plan, self._materialized_tables(plan))
+            if blocked:
+                # Checked before the policy, as Feldera's controller does.
+                listed = ", ".join(f"'{t}'" for t in blocked)
+                await self._publish(
+                    status=FAILED,
+                    error={
+                        "message": "The pipeline has been modified since the last checkpoint; "
+                        "however it cannot be bootstrapped due to the following reasons:\n"
+                        "- The following tables are not materialized, but some of the views "
+                        f"that depend on these tables require bootstrapping: {listed}. We "
+                        "recommend materializing all tables in the program to avoid such errors "
+                        "in the future",
+                        "error_code": "BootstrapNotAllowed",
+                        "details": {"tables": blocked, "approval_diff": diff},
+                    },
+                )
+                return False
             if self._bootstrap_policy == "reject":
                 await self._publish(
                     status=FAILED,
@@ -239,6 +257,14 @@ class Engine:
             )
         await self._on_db(bootstrap.apply, memdb.db, plan)
         return True
+
+    def _materialized_tables(self, plan: bootstrap.Plan) -> set[str]:
+        """The program's materialized tables: every table for a program stored by an older
+        Stopcock in SQLite's own dialect, which has no such notion (no catalog)."""
+        compiled = self.queries.catalog
+        if compiled is None:
+            return {r.name.lower() for r in plan.new if r.kind == "table"}
+        return {r.name.lower() for r in compiled.relations if r.kind == "table" and r.materialized}
 
     async def approve(self) -> None:
         """Lets an awaited bootstrap proceed; returns once it is past AwaitingApproval."""
