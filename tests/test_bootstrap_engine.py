@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from stopcock.program import load_program
+from stopcock.runtime import bootstrap
 from stopcock.runtime.checkpoints import CheckpointStore
 from stopcock.runtime.engine import Engine, Status
 from stopcock.runtime.faults import Faults
@@ -46,6 +47,7 @@ def _checkpoint(storage: Path) -> CheckpointStore:
     store = CheckpointStore(storage, Faults())
     memdb = MemoryDatabase.open()
     load_program(memdb.db, OLD)
+    bootstrap.stamp(memdb.db, OLD)
     memdb.db.execute("INSERT INTO t1 VALUES (1), (2), (3)")
     memdb.db.execute("INSERT INTO t2 VALUES (7)")
     store.commit(store.stage(memdb), processed_records=4, sequence_number=0)
@@ -193,7 +195,59 @@ def _checkpoint_of(storage: Path, program: str) -> CheckpointStore:
     store = CheckpointStore(storage, Faults())
     memdb = MemoryDatabase.open()
     load_program(memdb.db, program)
+    bootstrap.stamp(memdb.db, program)
     memdb.db.execute("INSERT INTO t1 VALUES (1), (2), (3)")
     store.commit(store.stage(memdb), processed_records=3, sequence_number=0)
     memdb.db.close()
     return store
+
+
+# What an older Stopcock ran: the program's SQL as written, with no stamp.
+LEGACY = (
+    "CREATE TABLE t (id INTEGER NOT NULL, name TEXT) WITH ('materialized' = 'true'); "
+    "CREATE MATERIALIZED VIEW v AS SELECT * FROM t;"
+)
+LEGACY_AS_WRITTEN = (
+    "CREATE TABLE t (id INTEGER NOT NULL, name TEXT); CREATE VIEW v AS SELECT * FROM t;"
+)
+
+
+def _legacy_checkpoint(storage: Path) -> CheckpointStore:
+    store = CheckpointStore(storage, Faults())
+    memdb = MemoryDatabase.open()
+    memdb.db.execute("PRAGMA user_version=1")  # what older runtimes left there
+    memdb.db.executescript(LEGACY_AS_WRITTEN)
+    memdb.db.execute("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    store.commit(store.stage(memdb), processed_records=2, sequence_number=0)
+    memdb.db.close()
+    return store
+
+
+@pytest.mark.parametrize("policy", ["allow", "reject", "await_approval"])
+async def test_a_checkpoint_from_an_older_stopcock_restores_its_rows_as_they_were(
+    tmp_path: Path, policy: str
+) -> None:
+    # Its DDL text differs from what the translator writes today; its tables'
+    # columns do not: nothing to bootstrap, nothing to approve, nothing lost.
+    engine = _engine(_legacy_checkpoint(tmp_path), policy, program=LEGACY)
+    await engine.initialize()
+    assert engine.status.status == "Running"
+    assert await _rows(engine, "SELECT id, name FROM v ORDER BY id") == [
+        {"id": 1, "name": "a"},
+        {"id": 2, "name": "b"},
+    ]
+
+
+async def test_a_changed_table_in_an_older_checkpoint_is_still_a_bootstrap(
+    tmp_path: Path,
+) -> None:
+    changed = LEGACY.replace("name TEXT)", "name TEXT, extra INT)")
+    engine = _engine(_legacy_checkpoint(tmp_path), "await_approval", program=changed)
+    init = asyncio.create_task(engine.initialize())
+    awaiting = await _until(engine, "AwaitingApproval")
+    assert awaiting.details is not None
+    diff = awaiting.details["approval_diff"]["program_diff"]
+    assert (diff["modified_tables"], diff["modified_views"]) == (["t"], ["v"])
+    await asyncio.wait_for(engine.approve(), BOUND)
+    await asyncio.wait_for(init, BOUND)
+    assert await _rows(engine, "SELECT COUNT(*) AS n FROM t") == [{"n": 0}]

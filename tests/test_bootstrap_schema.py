@@ -25,6 +25,7 @@ def _checkpoint(tmp_path: Path, program: str = OLD) -> sqlite3.Connection:
     path = tmp_path / "checkpoint.sqlite"
     db = sqlite3.connect(path, isolation_level=None)
     load_program(db, program)
+    bootstrap.stamp(db, program)  # as the runtime does when it loads a program
     db.execute("INSERT INTO t1 VALUES (1), (2), (3)")
     db.execute("INSERT INTO t2 VALUES (10)")
     db.close()

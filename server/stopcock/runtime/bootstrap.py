@@ -21,6 +21,14 @@ did not), as Feldera marks a view whose inputs changed. What a view reads is
 approximated by the identifiers in its text: a false positive only makes a
 view show as modified, and views are recomputed either way.
 
+A database records the program it holds (a hash of its text in the SQLite
+header's application_id and user_version, `stamp`): a checkpoint of the same
+program is restored as it is, with nothing compared. A checkpoint without a
+stamp was written before bootstrapping existed, when the program's SQL was
+run as written; its tables are compared by their columns (name, type
+affinity, NOT NULL, key) instead of their text, and its views are kept (they
+hold no rows), so upgrading Stopcock changes nothing in a pipeline's data.
+
 Nothing here touches the checkpoint files: the rewrite happens on the
 restored in-memory database, so a crash during it leaves the checkpoint as it
 was and the next start bootstraps again.
@@ -28,6 +36,7 @@ was and the next start bootstraps again.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -43,6 +52,51 @@ class Relation:
     kind: str  # "table", "view" or "index"
     name: str
     sql: str
+    columns: str = ""  # a table's columns: names, type affinities, NOT NULL, key positions
+
+
+def _affinity(declared: str) -> str:
+    """SQLite's column affinity of a declared type (its documented rules, in order)."""
+    t = declared.upper()
+    if "INT" in t:
+        return "INTEGER"
+    if any(k in t for k in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if not t or "BLOB" in t:
+        return "BLOB"
+    if any(k in t for k in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
+def _columns(db: sqlite3.Connection, table: str) -> str:
+    rows = db.execute(
+        'SELECT name, type, "notnull", pk FROM pragma_table_info(?) ORDER BY cid', (table,)
+    ).fetchall()
+    return ";".join(f"{n.lower()}|{_affinity(t or '')}|{nn}|{pk}" for n, t, nn, pk in rows)
+
+
+def program_stamp(program: str) -> tuple[int, int]:
+    """The (application_id, user_version) that stands for `program`; its application_id
+    is never 0, which marks a database from before stamps (older runtimes wrote
+    user_version 1 and left application_id alone)."""
+    digest = hashlib.sha256(program.encode()).digest()
+    app = int.from_bytes(digest[:4], "big", signed=True) or 1
+    return app, int.from_bytes(digest[4:8], "big", signed=True)
+
+
+def stamp(db: sqlite3.Connection, program: str) -> None:
+    """Records in `db` that it holds `program` (checkpoints copy the header along)."""
+    app, version = program_stamp(program)
+    db.execute(f"PRAGMA application_id = {app}")
+    db.execute(f"PRAGMA user_version = {version}")
+
+
+def stamped(db: sqlite3.Connection) -> tuple[int, int]:
+    """The stamp `db` carries; application_id 0 for a database from before stamps."""
+    app = db.execute("PRAGMA application_id").fetchone()[0]
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    return int(app), int(version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +155,30 @@ class Plan:
     diff: ProgramDiff
     old: tuple[Relation, ...]
     new: tuple[Relation, ...]
+    legacy: bool = False  # a checkpoint from before stamps (see the module's docstring)
 
     @property
     def needs_rewrite(self) -> bool:
-        """True when the schema differs at all (indexes included), diff or not."""
+        """True when the schema differs at all (indexes included), diff or not; for a
+        legacy checkpoint, only when the diff is not empty (its SQL is as written)."""
+        if self.legacy:
+            return not self.diff.empty
         return _definitions(self.old) != _definitions(self.new)
+
+
+def _same_table(old: Relation, new: Relation, legacy: bool) -> bool:
+    return old.columns == new.columns if legacy else old.sql == new.sql
+
+
+def _unchanged_tables(
+    old: tuple[Relation, ...], new: tuple[Relation, ...], legacy: bool
+) -> set[str]:
+    old_tables, new_tables = _names(old, "table"), _names(new, "table")
+    return {
+        k
+        for k, t in new_tables.items()
+        if k in old_tables and _same_table(old_tables[k], t, legacy)
+    }
 
 
 def schema(db: sqlite3.Connection) -> tuple[Relation, ...]:
@@ -115,7 +188,10 @@ def schema(db: sqlite3.Connection) -> tuple[Relation, ...]:
         "WHERE type IN ('table', 'view', 'index') AND sql IS NOT NULL "
         "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
     ).fetchall()
-    return tuple(Relation(kind, name, sql) for kind, name, sql in rows)
+    return tuple(
+        Relation(kind, name, sql, _columns(db, name) if kind == "table" else "")
+        for kind, name, sql in rows
+    )
 
 
 def program_schema(program: str) -> tuple[Relation, ...]:
@@ -145,18 +221,28 @@ def _names(relations: tuple[Relation, ...], kind: str) -> dict[str, Relation]:
     return {r.name.lower(): r for r in relations if r.kind == kind}
 
 
-def compare(old: tuple[Relation, ...], new: tuple[Relation, ...]) -> ProgramDiff:
-    """The diff between a checkpoint's schema (`old`) and the program's (`new`)."""
+def compare(
+    old: tuple[Relation, ...], new: tuple[Relation, ...], legacy: bool = False
+) -> ProgramDiff:
+    """The diff between a checkpoint's schema (`old`) and the program's (`new`).
+
+    `legacy`: tables compare by their columns, and a view's text is not
+    compared (the old text is the program as written, not as translated)."""
     old_tables, new_tables = _names(old, "table"), _names(new, "table")
     old_views, new_views = _names(old, "view"), _names(new, "view")
+    unchanged = _unchanged_tables(old, new, legacy)
     added_tables = [t.name for k, t in new_tables.items() if k not in old_tables]
     removed_tables = [t.name for k, t in old_tables.items() if k not in new_tables]
     modified_tables = [
-        t.name for k, t in new_tables.items() if k in old_tables and old_tables[k].sql != t.sql
+        t.name for k, t in new_tables.items() if k in old_tables and k not in unchanged
     ]
     added_views = [v.name for k, v in new_views.items() if k not in old_views]
     removed_views = [v.name for k, v in old_views.items() if k not in new_views]
-    modified = {k for k, v in new_views.items() if k in old_views and old_views[k].sql != v.sql}
+    modified = {
+        k
+        for k, v in new_views.items()
+        if k in old_views and not legacy and old_views[k].sql != v.sql
+    }
     changed = {n.lower() for n in (*added_tables, *removed_tables, *modified_tables)}
     changed |= {n.lower() for n in (*added_views, *removed_views)} | modified
     # Views read views: follow the chain until no more views change.
@@ -183,7 +269,8 @@ def compare(old: tuple[Relation, ...], new: tuple[Relation, ...]) -> ProgramDiff
 def plan(db: sqlite3.Connection, program: str) -> Plan:
     """Compares the restored `db` with `program` (raises sqlite3.Error)."""
     old, new = schema(db), program_schema(program)
-    return Plan(compare(old, new), old, new)
+    legacy = stamped(db)[0] == 0
+    return Plan(compare(old, new, legacy), old, new, legacy)
 
 
 def _quoted(name: str) -> str:
@@ -198,9 +285,7 @@ def apply(db: sqlite3.Connection, p: Plan) -> None:
     made again from the new program (a view holds no rows: it is recomputed
     when read).
     """
-    old_tables = _names(p.old, "table")
-    new_tables = _names(p.new, "table")
-    keep = {k for k, t in new_tables.items() if k in old_tables and old_tables[k].sql == t.sql}
+    keep = _unchanged_tables(p.old, p.new, p.legacy)
     db.execute("BEGIN IMMEDIATE")
     try:
         for r in reversed(p.old):
@@ -231,9 +316,9 @@ def non_materialized_sources(p: Plan, materialized: set[str]) -> list[str]:
     hold their rows, but it refuses the same programs, so that a program
     behaves alike on both. Tables that changed start empty: nothing to replay.
     """
-    old_tables, new_tables = _names(p.old, "table"), _names(p.new, "table")
+    new_tables = _names(p.new, "table")
     views = _names(p.new, "view")
-    unchanged = {k for k, t in new_tables.items() if k in old_tables and old_tables[k].sql == t.sql}
+    unchanged = _unchanged_tables(p.old, p.new, p.legacy)
     pending = [n.lower() for n in (*p.diff.added_views, *p.diff.modified_views)]
     seen: set[str] = set()
     sources: set[str] = set()

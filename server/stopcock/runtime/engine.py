@@ -201,9 +201,12 @@ class Engine:
         if restored is None:
             memdb = MemoryDatabase.open()
             load_program(memdb.db, self._program_code)
+            bootstrap.stamp(memdb.db, self._program_code)
             return memdb, None, None
         info, path = restored
         memdb = MemoryDatabase.open(restore_from=path, wal_size=info.wal_size)
+        if bootstrap.stamped(memdb.db) == bootstrap.program_stamp(self._program_code):
+            return memdb, info, None  # the checkpoint holds this very program
         plan = bootstrap.plan(memdb.db, self._program_code)
         return memdb, info, plan if plan.needs_rewrite else None
 
@@ -256,6 +259,7 @@ class Engine:
                 details={"reason": "bootstrapping the modified program", "bootstrap_diff": diff},
             )
         await self._on_db(bootstrap.apply, memdb.db, plan)
+        await self._on_db(bootstrap.stamp, memdb.db, self._program_code)
         return True
 
     def _materialized_tables(self, plan: bootstrap.Plan) -> set[str]:

@@ -99,7 +99,10 @@ class MemoryDatabase:
             db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             # A write makes the file a WAL database on disk (its header), which
             # the readers need to see; after a restore it also folds the WAL in.
-            db.execute("PRAGMA user_version=1")
+            # (The value written is the one there: a database records its program
+            # in the header, see runtime/bootstrap.py's stamp.)
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            db.execute(f"PRAGMA user_version={version}")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             wal_fd = os.open(wal, os.O_RDONLY)
             for _ in range(READERS):
