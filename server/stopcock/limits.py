@@ -29,3 +29,9 @@ MIB = 1 << 20
 MAX_REQUEST_BODY_BYTES = 80 * MIB
 MAX_MESSAGE_BYTES = 96 * MIB
 MAX_RESPONSE_BODY_BYTES = 256 * MIB
+# Request metadata the manager accepts. Through Envoy a REST request's whole
+# URL travels as x-envoy-original-path, and an ad-hoc query (an INSERT of
+# 1,000 rows in Feldera's tests) is all in its URL: gRPC's default soft limit
+# (8 KiB) refused those with RESOURCE_EXHAUSTED. Envoy's own limit on request
+# headers (60 KiB) is the bound a client meets first.
+MAX_METADATA_BYTES = 64 * 1024

@@ -88,6 +88,8 @@ async def build_server(settings: Settings, deps: Deps) -> Manager:
         # face's own limit; see stopcock.limits. Sending is not limited.
         options=[
             ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),
+            ("grpc.max_metadata_size", limits.MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", limits.MAX_METADATA_BYTES),
             *flow_control.OPTIONS,
         ],
     )
