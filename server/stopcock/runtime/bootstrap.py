@@ -18,7 +18,7 @@ Feldera SQL tomorrow) is what gets compared.
 A view is modified when its text changed, or when a relation it reads was
 added, removed or modified (its contents would differ even though its text
 did not), as Feldera marks a view whose inputs changed. What a view reads is
-approximated by the identifiers in its text: a false positive only makes a
+approximated by the names in its text (sqlglot's tokens): a false positive only makes a
 view show as modified, and views are recomputed either way.
 
 A database records the program it holds (a hash of its text in the SQLite
@@ -37,14 +37,15 @@ was and the next start bootstraps again.
 from __future__ import annotations
 
 import hashlib
-import re
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from sqlglot.dialects.sqlite import SQLite
+from sqlglot.tokenizer_core import TokenType
 from stopcock.program import load_program
 
-_IDENTIFIER = re.compile(r'"((?:[^"]|"")+)"|`([^`]+)`|\[([^\]]+)\]|([A-Za-z_][A-Za-z0-9_$]*)')
+_SQLITE = SQLite()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +210,15 @@ def _definitions(relations: tuple[Relation, ...]) -> dict[tuple[str, str], str]:
 
 
 def _identifiers(sql: str) -> set[str]:
-    found: set[str] = set()
-    for match in _IDENTIFIER.finditer(sql):
-        quoted, backtick, bracket, bare = match.groups()
-        name = quoted.replace('""', '"') if quoted else backtick or bracket or bare
-        found.add(name.lower())
-    return found
+    """Every name in a view's SQLite text (lowercased), by sqlglot's SQLite tokenizer:
+    quoted names, and any word that could name a relation (keywords included, as a
+    table may be named like one). A superset of what the view reads."""
+    return {
+        t.text.lower()
+        for t in _SQLITE.tokenize(sql)
+        if t.token_type == TokenType.IDENTIFIER
+        or (t.token_type != TokenType.STRING and t.text.replace("$", "_").isidentifier())
+    }
 
 
 def _names(relations: tuple[Relation, ...], kind: str) -> dict[str, Relation]:
