@@ -317,3 +317,26 @@ def test_a_suspend_while_awaiting_approval_stops_cleanly(
     pipeline.start(bootstrap_policy=BootstrapPolicy.AWAIT_APPROVAL, timeout_s=WAIT_S)
     assert pipeline.status() == PipelineStatus.AWAITINGAPPROVAL
     pipeline.stop(force=True, timeout_s=WAIT_S)
+
+
+def test_a_new_view_over_a_non_materialized_table_is_not_bootstrapped(
+    env: tuple[Stack, FelderaClient], name: str
+) -> None:
+    stack, client = env
+    plain = (
+        "CREATE TABLE t1 (x INTEGER); CREATE MATERIALIZED VIEW v1 AS SELECT COUNT(*) AS c FROM t1;"
+    )
+    stack.create(name, plain)
+    pipeline = Pipeline.get(name, client)
+    pipeline.start(bootstrap_policy=BootstrapPolicy.ALLOW, timeout_s=WAIT_S)
+    pipeline.execute("INSERT INTO t1 VALUES (1), (2);", wait=True)
+    pipeline.checkpoint(wait=True, timeout_s=WAIT_S)
+    pipeline.stop(force=True, timeout_s=WAIT_S)
+    pipeline.modify(sql=plain + " CREATE MATERIALIZED VIEW v2 AS SELECT MAX(x) AS m FROM t1;")
+    wait_until(lambda: stack.get(name)["program_status"] == "Success", f"{name} to compile")
+    with pytest.raises(RuntimeError):
+        pipeline.start(bootstrap_policy=BootstrapPolicy.ALLOW, timeout_s=WAIT_S)
+    error = stack.wait_status(name, "Stopped")["deployment_error"]
+    assert error["error_code"] == "BootstrapNotAllowed"
+    assert "not materialized" in error["message"] and "'t1'" in error["message"]
+    assert stack.get(name)["storage_status"] == "InUse"  # the checkpoint is kept
