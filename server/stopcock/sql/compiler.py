@@ -22,10 +22,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
-from sqlglot.tokenizer_core import TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 from stopcock.sql import types
 from stopcock.sql.dialect import LOCAL, RECURSIVE, Feldera
 from stopcock.sql.messages import NOT_SUPPORTED, PARSE_ERROR, CompileError, Message, Span
@@ -38,12 +37,8 @@ JsonObject = dict[str, Any]
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 
-def _check_lists(code: str) -> None:
+def _check_lists(code: str, tokens: list[Token]) -> None:
     """Refuses empty list items (`(a INT,,)`, `(a INT,)`), which sqlglot's parser skips."""
-    try:
-        tokens = Feldera().tokenize(code)
-    except SqlglotError:
-        return  # the parser reports it
     for before, after in itertools.pairwise(tokens):
         if before.token_type == TokenType.COMMA and after.token_type in (
             TokenType.COMMA,
@@ -58,13 +53,9 @@ def _check_lists(code: str) -> None:
             )
 
 
-def _refuse_lateness_statements(code: str) -> None:
+def _refuse_lateness_statements(tokens: list[Token]) -> None:
     """Feldera's statement `LATENESS view.column expr;` (lateness on a view's column) has no
     counterpart here: refused by name, found with sqlglot's own tokenizer."""
-    try:
-        tokens = Feldera().tokenize(code)
-    except SqlglotError:
-        return  # the parser reports it
     at_start = True
     for i, tok in enumerate(tokens):
         if at_start and tok.token_type == TokenType.VAR and tok.text.upper() == "LATENESS":
@@ -86,10 +77,14 @@ def _refuse_lateness_statements(code: str) -> None:
 
 
 def _parse(code: str) -> list[exp.Expr]:
-    _check_lists(code)
-    _refuse_lateness_statements(code)
+    # Tokenized once for the checks and the parser: sqlglot's tokenizer is pure Python, about
+    # 8 MB/s here, and a program may be as large as a request (64 MiB, mostly comments).
+    dialect = Feldera()
     try:
-        return [s for s in sqlglot.parse(code, read=Feldera) if s is not None]
+        tokens = dialect.tokenize(code)
+        _check_lists(code, tokens)
+        _refuse_lateness_statements(tokens)
+        return [s for s in dialect.parser().parse(tokens, code) if s is not None]
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         line, col = first.get("line") or 0, first.get("col") or 0
