@@ -13,7 +13,7 @@ BIN := $(abspath $(VENV)/bin)
 BUF := node_modules/.bin/buf
 GRPCURL_VERSION := 1.8.6.post2
 
-.PHONY: all venv tools generate check-generated lint typecheck test unit run run-ha bench clean
+.PHONY: all venv tools browser generate check-generated lint typecheck test unit run run-ha bench clean
 
 all: test
 
@@ -52,6 +52,12 @@ $(VENV)/bin/grpcurl: | $(VENV)/.installed
 
 tools: venv node_modules/.installed $(NODE_CLIENT)/node_modules/.installed $(VENV)/bin/grpcurl
 
+# The console's browser tests drive Debian's chromium through chromium-driver
+# (selenium, in requirements-dev.txt); installed when missing (as root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
 # One target regenerates everything in generated/ (tools/generate.sh says what).
 generate: venv
 	rm -rf generated/stopcock generated/stopcock_descriptor.pb
@@ -74,7 +80,7 @@ lint: tools
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: tools check-generated lint typecheck
+test: tools browser check-generated lint typecheck
 	PATH="$(BIN):$$PATH" $(PY) -m pytest -q $(PYTEST_ARGS)
 
 unit: venv
