@@ -1,0 +1,90 @@
+// Entry point: authentication (whoami), the header's live indicator, and hash routing:
+// #/ (list), #/new, #/pipelines/<name>[/error|/program].
+
+import { ApiError, call } from './api.js';
+import { applyRole, forgetKey, getKey, session, setKey } from './auth.js';
+import { createPage } from './create.js';
+import { h, put, startTicker } from './dom.js';
+import { listPage } from './list.js';
+import { pipelinePage } from './pipeline.js';
+import { onConnectivity } from './stream.js';
+
+const main = document.getElementById('main');
+const authForm = document.getElementById('auth');
+const authError = document.getElementById('auth-error');
+const keyInput = document.getElementById('api-key');
+const forget = document.getElementById('forget-key');
+const roleEl = document.getElementById('role');
+const conn = document.getElementById('conn');
+let leave = null;
+
+function route() {
+  leave?.();
+  leave = null;
+  const hash = location.hash.replace(/^#/, '') || '/';
+  const parts = hash.split('/').filter(Boolean).map(decodeURIComponent);
+  if (parts[0] === 'new') leave = createPage(main);
+  else if (parts[0] === 'pipelines' && parts[1]) leave = pipelinePage(main, parts[1], parts[2]);
+  else leave = listPage(main);
+  document.title = parts[0] === 'pipelines' && parts[1] ? `${parts[1]} — Stopcock` : 'Stopcock console';
+  main.querySelector('h1')?.focus({ preventScroll: true });
+}
+
+function showAuthError(error) {
+  authError.hidden = false;
+  put(authError,
+    h('strong', {}, error.status === 403 ? 'Not allowed: ' : 'Not signed in: '),
+    error.message, ' ', h('code', { class: 'error-code' }, error.code ?? ''),
+    error.status ? ` (HTTP ${error.status})` : '');
+}
+
+async function signIn() {
+  try {
+    const who = await call('GET', '/v0/whoami');
+    session.role = who.role;
+    session.authentication = who.authentication;
+  } catch (exc) {
+    if (!(exc instanceof ApiError)) throw exc;
+    if (exc.status === 404) {
+      // A Stopcock without /v0/whoami: authentication off, everything allowed.
+      session.role = 'write';
+      session.authentication = false;
+    } else {
+      leave?.();
+      leave = null;
+      put(main, h('p', {}, 'Enter an API key to see the pipelines.'));
+      authForm.hidden = false;
+      forget.hidden = !getKey();
+      showAuthError(exc);
+      if (exc.status === 401) keyInput.focus();
+      return;
+    }
+  }
+  authError.hidden = true;
+  authForm.hidden = !session.authentication || Boolean(getKey());
+  forget.hidden = !getKey();
+  roleEl.textContent = session.authentication ? `Role: ${session.role}` : '';
+  roleEl.hidden = !session.authentication;
+  applyRole(document);
+  route();
+}
+
+authForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  setKey(keyInput.value);
+  keyInput.value = '';
+  signIn();
+});
+forget.addEventListener('click', () => {
+  forgetKey();
+  signIn();
+});
+window.addEventListener('hashchange', () => {
+  if (authError.hidden) route();
+});
+onConnectivity((down) => {
+  conn.textContent = down ? 'Reconnecting…' : 'Live';
+  conn.className = down ? 'conn down' : 'conn';
+});
+startTicker();
+signIn();

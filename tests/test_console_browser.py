@@ -1,0 +1,274 @@
+"""The web console (console/), in a real headless Chromium against a real stack (Envoy serves it).
+
+Each test drives the page as a person would (clicks, typing) and waits, bounded, for what the
+watch streams bring; none reloads the page after acting, so what appears came live.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from tests.browser import DOCS, Browser, browser
+from tests.support import PROGRAM, Stack, running_stack
+from tests.tokens import Tokens
+
+CONSOLE = Path(__file__).resolve().parent.parent / "console"
+MAX_BYTES = 300 * 1024
+
+e2e = pytest.mark.e2e
+
+
+@pytest.fixture
+def page(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Browser]:
+    with browser(f"http://127.0.0.1:{stack.rest_port}", request.node.name) as b:
+        yield b
+
+
+def statuses(b: Browser) -> list[str]:
+    return [li.get_attribute("data-status") or "" for li in b.all("#timeline li")]
+
+
+def in_order(seen: list[str], wanted: list[str]) -> bool:
+    """`wanted` appears in `seen` as a subsequence (other transitions may come between)."""
+    rest = iter(seen)
+    return all(any(s == w for s in rest) for w in wanted)
+
+
+def row(b: Browser, name: str) -> str:
+    return f'#pipelines tr[data-pipeline="{name}"]'
+
+
+def mark_page(b: Browser) -> None:
+    """Marks the loaded document: `same_page` then proves no reload happened in between."""
+    b.script("window.consoleTestMark = true")
+
+
+def same_page(b: Browser) -> bool:
+    return bool(b.script("return window.consoleTestMark === true"))
+
+
+@e2e
+def test_create_start_query_checkpoint_and_suspend(page: Browser, stack: Stack, name: str) -> None:
+    page.open("#/new")
+    page.css("#new-name").send_keys(name)
+    page.css("#new-description").send_keys("made in the browser test")
+    program = page.css("#new-program")
+    program.clear()
+    program.send_keys(PROGRAM)
+    page.css("#create button[type=submit]").click()
+    page.wait(lambda d: d.execute_script("return location.hash") == f"#/pipelines/{name}", "page")
+    assert stack.get(name)["description"] == "made in the browser test"
+    page.wait(lambda d: "Success" in page.css(".statusline").text, "the program to compile")
+    mark_page(page)
+
+    # The list: start from the row, and see Running come over the watch stream.
+    page.css('a[href="#/"]').click()
+    page.css(row(page, name))
+    page.css(f'{row(page, name)} button[data-action="start"]').click()
+    page.wait(
+        lambda d: page.css(row(page, name)).get_attribute("data-status") == "Running",
+        "the row to show Running",
+    )
+    assert page.css(row(page, name)).get_attribute("data-desired") == "Running"
+    assert same_page(page)
+    page.screenshot("list", also=DOCS / "console-list.png")
+
+    # The pipeline page: rows in and out through the query box, then a checkpoint.
+    page.css(f'{row(page, name)} a[href="#/pipelines/{name}"]').click()
+    page.css('#timeline li[data-status="Running"]')
+    run_query(page, "INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+    run_query(page, "SELECT id, name FROM v ORDER BY id")
+    cells = [td.text for td in page.all("#query-results tbody td")]
+    assert cells == ["1", "one", "2", "two"]
+    page.css('button[data-action="checkpoint"]').click()
+    page.css("#checkpoints tr[data-sequence]")
+    assert page.wait(lambda d: "Following" in page.css("#logs-follow ~ p").text, "the log")
+    page.wait(lambda d: "Running" in page.css("#logs").text, "the runtime's log lines")
+
+    # Stop = suspend: the timeline shows the whole way down, live.
+    page.css('button[data-action="stop"]').click()
+    page.wait(
+        lambda d: in_order(statuses(page), ["Running", "Suspended", "Stopping", "Stopped"]),
+        "Suspended -> Stopping -> Stopped in the timeline",
+    )
+    assert stack.get(name, "status")["deployment_status"] == "Stopped"
+    assert "lasted" in page.all("#timeline li")[-2].text
+    assert same_page(page)
+    page.script("window.scrollTo(0, 0)")
+    page.screenshot("pipeline", also=DOCS / "console-pipeline.png")
+    assert page.page_errors() == []
+
+
+def run_query(page: Browser, sql: str) -> None:
+    box = page.css("#query-sql")
+    box.clear()
+    box.send_keys(sql)
+    before = page.script("return document.querySelector('.results').firstChild")
+    page.css("form.query button[type=submit]").click()
+    page.wait(
+        lambda d: d.execute_script(
+            "const r = document.querySelector('.results').firstChild;"
+            "return r !== arguments[0] && r && r.textContent !== 'Running…'",
+            before,
+        ),
+        f"the answer to {sql}",
+    )
+    notices = [n.text for n in page.all(".query + .notice, form.query ~ .notice") if n.text]
+    assert not notices, notices
+
+
+@e2e
+def test_force_stop_asks_first_and_names_the_loss(page: Browser, stack: Stack, name: str) -> None:
+    stack.create(name)
+    stack.start(name)
+    page.open(f"#/pipelines/{name}")
+    page.css('#timeline li[data-status="Running"]')
+
+    page.css('button[data-action="force-stop"]').click()
+    dialog = page.css("dialog#confirm[open]")
+    assert "rows ingested since the last checkpoint are lost" in dialog.text
+    page.screenshot("force-stop-confirmation")
+    page.driver.switch_to.active_element.send_keys(Keys.ESCAPE)  # focus starts on Cancel
+    page.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, "dialog#confirm[open]"), "no dialog")
+    assert stack.get(name, "status")["deployment_desired_status"] == "Running"
+
+    page.css('button[data-action="force-stop"]').click()
+    page.css("dialog#confirm[open] #confirm-ok").click()
+    page.wait(lambda d: in_order(statuses(page), ["Running", "Stopping", "Stopped"]), "Stopped")
+    assert "Suspended" not in statuses(page)
+
+
+@e2e
+def test_a_refused_action_shows_the_message_and_error_code(
+    page: Browser, stack: Stack, name: str
+) -> None:
+    stack.create(name)
+    page.open(f"#/pipelines/{name}")
+    page.css('#timeline li[data-status="Stopped"]')
+    page.css('button[data-action="pause"]').click()
+    notice = page.css(".notice.error[role=alert]")
+    expected = stack.post(name, "pause").json()  # the same refusal, asked directly
+    assert notice.find_element(By.CSS_SELECTOR, ".message").text == expected["message"]
+    assert notice.find_element(By.CSS_SELECTOR, ".error-code").text == expected["error_code"]
+    page.screenshot("refused")
+
+
+@e2e
+def test_compile_errors_are_shown_at_their_line(page: Browser, stack: Stack, name: str) -> None:
+    bad = "CREATE TABLE t (x INT);\nCREATE VIEW v AS SELEC x FROM t;"
+    r = stack.rest.post("/v0/pipelines", json={"name": name, "program_code": bad})
+    assert r.status_code == 201, r.text
+    page.open(f"#/pipelines/{name}/program")
+    marker = page.css("#program-section .gutter .line.err")
+    assert marker.text.endswith("2")  # the second line, where SELEC is
+    note = page.css("#program-section .note.err")
+    assert "line 2" in note.text
+    page.css("#program-diagnostics li button").click()
+    position = page.script(
+        "const t = document.getElementById('program');"
+        "return [document.activeElement === t, t.value.slice(0, t.selectionStart).split('\\n')]"
+    )
+    assert position[0] is True
+    assert len(position[1]) == 2  # the cursor is on line 2
+    page.screenshot("compile-error")
+
+
+# -- authentication ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> Tokens:
+    return Tokens(tmp_path_factory.mktemp("console-keys"))
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory, tokens: Tokens) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("console-secured"), tokens.env()) as s:
+        yield s
+
+
+@e2e
+def test_auth_asks_for_a_key_and_a_read_key_cannot_mutate(
+    secured: Stack, tokens: Tokens, request: pytest.FixtureRequest
+) -> None:
+    admin = {"authorization": f"Bearer {tokens.rs256()}"}
+    r = secured.rest.post(
+        "/v0/api_keys", json={"name": "console-read", "role": "read"}, headers=admin
+    )
+    assert r.status_code == 201, r.text
+    read_key: str = r.json()["api_key"]
+    r = secured.rest.post(
+        "/v0/pipelines", json={"name": "guarded", "program_code": PROGRAM}, headers=admin
+    )
+    assert r.status_code == 201, r.text
+
+    with browser(f"http://127.0.0.1:{secured.rest_port}", request.node.name) as page:
+        page.open("#/")
+        error = page.css("#auth-error")
+        assert "AuthenticationFailed" in error.text  # no key yet: the 401, plainly
+        page.css("#api-key").send_keys("apikey:" + "x" * 128, Keys.ENTER)
+        page.wait(lambda d: "401" in page.css("#auth-error").text, "401 for a bad key")
+        assert "AuthenticationFailed" in page.css("#auth-error").text
+        page.screenshot("bad-key")
+
+        page.css("#api-key").send_keys(read_key, Keys.ENTER)
+        page.css(f"{row(page, 'guarded')}")
+        assert page.css("#role").text == "Role: read"
+        buttons = page.all(f"{row(page, 'guarded')} button[data-action]")
+        assert buttons and all(not b.is_enabled() for b in buttons)
+        assert page.css('a.button[href="#/new"]').get_attribute("aria-disabled") is not None
+        page.go("#/pipelines/guarded")
+        page.css('#timeline li[data-status="Stopped"]')
+        assert all(not b.is_enabled() for b in page.all("button[data-mutating]"))
+        page.screenshot("read-only")
+        assert read_key not in page.driver.current_url
+        assert all(read_key not in str(entry) for entry in page.log())
+
+
+# -- the files themselves (no browser, no process) -------------------------------
+
+
+class _Assets(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+        self.inline_scripts = 0
+        self.inline_attrs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v is not None]
+        if tag == "script" and not found.get("src"):
+            self.inline_scripts += 1
+        self.inline_attrs += [k for k, _ in attrs if k == "style" or k.startswith("on")]
+
+
+def test_console_is_small_and_self_contained() -> None:
+    files = [p for p in CONSOLE.iterdir() if p.is_file()]
+    assert all(p.parent == CONSOLE for p in CONSOLE.rglob("*")), "console/ stays flat"
+    assert sum(p.stat().st_size for p in files) <= MAX_BYTES
+
+    html = _Assets()
+    html.feed((CONSOLE / "index.html").read_text())
+    # Only local files (the console's own, or the page's own routes); the CSP allows no others.
+    for ref in html.refs:
+        assert re.fullmatch(r"/console/[\w.-]+|#[\w/-]*|data:,", ref), ref
+        if ref.startswith("/console/"):
+            assert (CONSOLE / ref.removeprefix("/console/")).is_file(), ref
+    assert html.inline_scripts == 0
+    assert html.inline_attrs == []
+
+    for module in CONSOLE.glob("*.js"):
+        source = module.read_text()
+        for target in re.findall(r"from '([^']+)'", source):
+            assert re.fullmatch(r"\./[\w-]+\.js", target), (module.name, target)
+            assert (CONSOLE / target[2:]).is_file(), (module.name, target)
+        # No markup from strings (API text is never parsed as HTML), and nothing logged.
+        assert "innerHTML" not in source and "console.log" not in source, module.name
