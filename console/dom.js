@@ -34,9 +34,10 @@ export function clear(el) {
   return el;
 }
 
-/** "12 s", "3 min 4 s", "2 h 5 min", "3 d 4 h". */
+/** "0.4 s", "12 s", "3 min 4 s", "2 h 5 min", "3 d 4 h". */
 export function duration(ms) {
-  const s = Math.max(0, Math.round(ms / 1000));
+  if (ms < 9950) return `${(Math.max(0, ms) / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
   if (s < 60) return `${s} s`;
   const m = Math.floor(s / 60);
   if (m < 60) return `${m} min ${s % 60} s`;

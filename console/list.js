@@ -14,7 +14,7 @@ export function listPage(main) {
   let seen = new Set(); // ids sent since the current connection's snapshot began
   let synced = false;
 
-  const notice = h('div', { class: 'notice', hidden: true });
+  const notice = h('div', { class: 'notice', id: 'action-notice', hidden: true });
   const nameFilter = h('input', { id: 'filter-name', type: 'search', autocomplete: 'off' });
   const statusFilter = h('select', { id: 'filter-status' },
     h('option', { value: '' }, 'Any status'),

@@ -14,7 +14,7 @@ import { timeline } from './timeline.js';
 
 export function pipelinePage(main, name, section) {
   const base = pipelinePath(name);
-  const notice = h('div', { class: 'notice', hidden: true });
+  const notice = h('div', { class: 'notice', id: 'action-notice', hidden: true });
   const status = badge(null);
   const desired = badge(null);
   const statusSince = h('span');

@@ -7,7 +7,11 @@ import { report } from './actions.js';
 export function queryPanel(base) {
   const sql = h('textarea', { id: 'query-sql', rows: '3', spellcheck: 'false' });
   const notice = h('div', { class: 'notice', hidden: true });
-  const results = h('div', { class: 'results' });
+  // data-answers counts finished queries (answers or refusals): what tests wait on.
+  const results = h('div', { class: 'results', id: 'query-answer', 'data-answers': '0' });
+  const answered = () => {
+    results.dataset.answers = String(Number(results.dataset.answers) + 1);
+  };
   const form = h('form', {
     class: 'query',
     onsubmit: async (e) => {
@@ -17,10 +21,12 @@ export function queryPanel(base) {
       try {
         const text = await call('GET', url(`${base}/query`, { sql: sql.value, format: 'json' }), { raw: true });
         render(text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l)));
+        answered();
       } catch (exc) {
         if (!(exc instanceof ApiError)) throw exc;
         put(results);
         report(notice, exc);
+        answered();
       }
     },
   },
