@@ -48,7 +48,8 @@ export function duration(ms) {
 
 export function ago(iso) {
   if (!iso) return '—';
-  return `${duration(Date.now() - Date.parse(iso))} ago`;
+  const ms = Date.now() - Date.parse(iso);
+  return ms < 60000 ? `${Math.max(0, Math.round(ms / 1000))} s ago` : `${duration(ms)} ago`;
 }
 
 /** A <time> showing "12 s ago", the exact timestamp in its title; kept fresh by the ticker. */

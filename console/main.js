@@ -82,9 +82,13 @@ forget.addEventListener('click', () => {
 window.addEventListener('hashchange', () => {
   if (authError.hidden) route();
 });
+let wasDown = false;
 onConnectivity((down) => {
   conn.textContent = down ? 'Reconnecting…' : 'Live';
   conn.className = down ? 'conn down' : 'conn';
+  // data-outages counts lost connections: the indicator may say "Reconnecting…" only briefly.
+  if (down && !wasDown) conn.dataset.outages = String(Number(conn.dataset.outages ?? 0) + 1);
+  wasDown = Boolean(down);
 });
 startTicker();
 signIn();

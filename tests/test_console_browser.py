@@ -78,6 +78,13 @@ def test_create_start_query_checkpoint_and_suspend(page: Browser, stack: Stack, 
     )
     assert page.css(row(page, name)).get_attribute("data-desired") == "Running"
     assert same_page(page)
+    # Neighbours for the picture in docs/: a paused pipeline and one that does not compile.
+    stack.create(f"{name}-paused")
+    stack.start(f"{name}-paused", initial="paused")
+    bad = {"name": f"{name}-draft", "program_code": "CREATE VIEW v AS SELEC 1;"}
+    assert stack.rest.post("/v0/pipelines", json=bad).status_code == 201
+    page.css(f'{row(page, name + "-paused")}[data-status="Paused"]')
+    page.css(f"{row(page, name + '-draft')} a.badge.bad")
     page.screenshot("list", also=DOCS / "console-list.png")
 
     # The pipeline page: rows in and out through the query box, then a checkpoint.
@@ -174,6 +181,30 @@ def test_compile_errors_are_shown_at_their_line(page: Browser, stack: Stack, nam
     assert position[0] is True
     assert len(position[1]) == 2  # the cursor is on line 2
     page.screenshot("compile-error")
+
+
+@e2e
+def test_the_list_reconnects_by_itself_when_the_manager_restarts(
+    own_stack: Stack, name: str, request: pytest.FixtureRequest
+) -> None:
+    own_stack.create(name)
+    with browser(f"http://127.0.0.1:{own_stack.rest_port}", request.node.name) as page:
+        page.open("#/")
+        page.css(row(page, name))
+        mark_page(page)
+        conn = page.css("#conn")
+        assert conn.text == "Live"
+
+        own_stack.kill_manager()
+        page.wait(lambda d: conn.get_attribute("data-outages") == "1", "the stream to be lost")
+        page.screenshot("reconnecting")
+        own_stack.start_manager()
+        later = f"{name}-after"
+        own_stack.create(later)  # made while the page was reconnecting, or just after
+        page.css(row(page, later))
+        page.wait(lambda d: conn.text == "Live", "the indicator to say Live again")
+        assert page.css(row(page, name)).get_attribute("data-status") == "Stopped"
+        assert same_page(page)
 
 
 # -- authentication ------------------------------------------------------------
