@@ -97,7 +97,7 @@ run-ha: venv
 
 # wrk (Debian package) loads the REST face; installed when missing (as root).
 # BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--json bench.json".
-bench: venv
+bench: venv browser
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	PATH="$(BIN):$$PATH" $(PY) -m bench $(BENCH_ARGS)
 

@@ -36,10 +36,14 @@ measures in one run:
    and each runtime's PSS; `GET /v0/pipelines?selector=status` p50/p99;
    kill -9 + restart of the manager until every runtime is re-adopted in
    place; a force stop of all N together until no runtime is left.
+9. Console (bench.console), on a stack of its own: headless Chromium shows
+   the web console's list of `--console-pipelines` (100) while batches of
+   them start and force stop; commit -> display p50/p99 beside the same
+   changes read by a plain HTTP client, page load time and bytes.
 
 `--skip SECTION` leaves a section out (get, force-stop, suspend, ingress,
-bodies, store, failover, scale). Sections 1-5 share one stack (SQLite); 6, 7
-and 8 start their own, one after the other, and PostgreSQL is started only
+bodies, store, failover, scale, console). Sections 1-5 share one stack
+(SQLite); 6 to 9 start their own, one after the other, and PostgreSQL is started only
 if 6 or 7 runs.
 
 It prints a table (bench.report) and, with `--json PATH`, writes the
@@ -69,7 +73,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from bench import bodies, failover, force_stop, ingress, procs, scale, stores, suspend
+from bench import bodies, console, failover, force_stop, ingress, procs, scale, stores, suspend
 from bench.load import BenchError, Comparison, CpuProbe, compare, grpc_subject, wrk_subject
 from bench.report import Figures, Setup, as_json, observe, render
 from tests.postgres import EmbeddedPostgres
@@ -78,7 +82,17 @@ from tests.support import Stack
 GET_PIPELINE = "bench-get"
 STOP_PIPELINE = "bench-stop"
 INGRESS_PIPELINE = "bench-ingress"
-SECTIONS = ("get", "force-stop", "suspend", "ingress", "bodies", "store", "failover", "scale")
+SECTIONS = (
+    "get",
+    "force-stop",
+    "suspend",
+    "ingress",
+    "bodies",
+    "store",
+    "failover",
+    "scale",
+    "console",
+)
 # The sections measured on the one shared SQLite stack; the others start their own.
 SHARED_STACK_SECTIONS = frozenset(SECTIONS[:5])
 
@@ -156,6 +170,8 @@ class Options:
     scale_pipelines: int
     scale_defined: int
     scale_idle_secs: float
+    console_pipelines: int
+    console_batches: int
 
 
 def _measure(stack: Stack, opts: Options, wrk: str) -> Figures:
@@ -272,6 +288,17 @@ def _own_stacks(root: Path, opts: Options, wrk: str, measured: Figures) -> Figur
             measured = replace(measured, failover=_failover(root, pg, opts))
     if "scale" not in opts.skip:
         measured = replace(measured, scale=_scale(root, opts, wrk))
+    if "console" not in opts.skip:
+        with _stack(root / "console") as stack:
+            result = console.run(
+                stack,
+                pipelines=opts.console_pipelines,
+                batches=opts.console_batches,
+                batch=min(10, opts.console_pipelines),
+                loads=5,
+                progress=_progress,
+            )
+        measured = replace(measured, console=result)
     return measured
 
 
@@ -437,11 +464,24 @@ def _parse(argv: list[str] | None) -> Options:
         default=10.0,
         help="scale section: seconds of the idle CPU window (10)",
     )
+    parser.add_argument(
+        "--console-pipelines",
+        type=int,
+        default=100,
+        help="console section: pipelines listed (100)",
+    )
+    parser.add_argument(
+        "--console-batches",
+        type=int,
+        default=8,
+        help="console section: batches of 10 pipelines started then force stopped (8)",
+    )
     args = parser.parse_args(argv)
     counts = [args.duration, args.rounds, args.warmup, args.connections, args.cycles]
     counts += [args.ingress_batches, args.ingress_batch_rows, args.ingress_rounds]
     counts += [args.store_pipelines, args.store_clients, args.failover_kills]
     counts += [args.scale_pipelines, args.scale_defined, args.scale_idle_secs]
+    counts += [args.console_pipelines, args.console_batches]
     if min(counts) < 1:
         parser.error("every count and duration must be at least 1")
     try:
@@ -479,6 +519,8 @@ def _parse(argv: list[str] | None) -> Options:
         scale_pipelines=args.scale_pipelines,
         scale_defined=args.scale_defined,
         scale_idle_secs=args.scale_idle_secs,
+        console_pipelines=args.console_pipelines,
+        console_batches=args.console_batches,
     )
 
 

@@ -18,11 +18,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench import bodies as bodies_bench
+from bench import console as console_bench
 from bench import failover as failover_bench
 from bench import ingress as ingress_bench
 from bench import scale as scale_bench
 from bench import suspend as suspend_bench
 from bench.bodies import BodiesResult, QueryBodies, QueryRun, SizeBodies
+from bench.console import ConsoleResult
 from bench.failover import FailoverResult
 from bench.force_stop import Latency, StopCycle
 from bench.ingress import IngressComparison, IngressRun, median_of
@@ -63,6 +65,7 @@ class Figures:
     stores: StoreResult | None = None
     failover: FailoverResult | None = None
     scale: ScaleResult | None = None
+    console: ConsoleResult | None = None
 
 
 def _met(ok: bool) -> str:
@@ -119,6 +122,8 @@ def render(setup: Setup, figures: Figures, observations: list[str]) -> str:
         lines += ["", *failover_section(figures.failover)]
     if figures.scale is not None:
         lines += ["", *scale_section(figures.scale)]
+    if figures.console is not None:
+        lines += ["", *console_bench.section(figures.console)]
     lines += ["", "Observations", *(f"  - {o}" for o in observations)]
     return "\n".join(lines)
 
@@ -1155,6 +1160,9 @@ def as_json(setup: Setup, figures: Figures, observations: list[str]) -> dict[str
             "stop_worst_s": sc.stop_worst_s,
         }
         targets.update({k: ok for k, (_, _, ok) in _scale_targets(sc).items()})
+    if figures.console is not None:
+        doc["console"], console_targets = console_bench.as_json(figures.console)
+        targets.update(console_targets)
     doc["targets"] = targets
     doc["observations"] = observations
     return doc

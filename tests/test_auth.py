@@ -157,6 +157,30 @@ def test_roles(secured: Stack, tokens: Tokens, keys: dict[str, str]) -> None:
     assert all(set(k) == {"id", "name", "role", "created_at"} for k in listed)
 
 
+def test_whoami_names_the_credentials_role(
+    secured: Stack, tokens: Tokens, keys: dict[str, str]
+) -> None:
+    for headers, role in (
+        (bearer(keys["write"]), "write"),
+        (bearer(keys["read"]), "read"),
+        (bearer(tokens.rs256(stopcock_role="read")), "read"),
+    ):
+        r = secured.rest.get("/v0/whoami", headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"role": role, "authentication": True}
+    r = secured.rest.get("/v0/whoami")
+    assert_error(r, 401, "AuthenticationFailed")
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    reply = secured.stub.GetCaller(
+        pb.GetCallerRequest(), metadata=(("authorization", "Bearer " + keys["read"]),)
+    )
+    assert (reply.role, reply.authentication) == ("read", True)
+    # A read key follows the list stream (the console's list).
+    with secured.rest.stream("GET", "/v0/watch", headers=bearer(keys["read"])) as r:
+        assert r.status_code == 200
+        assert any(line == '{"synced":true}' for line in r.iter_lines())
+
+
 def test_open_endpoints(secured: Stack) -> None:
     assert secured.rest.get("/healthz").json() == {"status": "healthy"}
     assert secured.stub.CheckHealth(pb.CheckHealthRequest()).status == "healthy"

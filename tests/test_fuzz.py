@@ -20,8 +20,10 @@ STOPCOCK_FUZZ_EXAMPLES=500 (examples per operation; default 20) and another
 STOPCOCK_FUZZ_SEED.
 
 Left out, on purpose:
-* WatchPipeline streams until the pipeline is deleted, and `logs?follow=true`
-  until its runtime ends: the watch is not called, the log never followed.
+* WatchPipeline streams until the pipeline is deleted, WatchPipelines (`GET
+  /v0/watch`) until the client leaves, and `logs?follow=true` until its
+  runtime ends: the watches are not called (tests/test_watch_all.py covers a
+  bad selector), the log never followed.
 * QUERY, among the undeclared methods: Envoy refuses a QUERY request without
   a content type (400 InvalidRequest) before any route could answer 405.
 * "Invalid data accepted" when the invalid part is a null member (the proto3
@@ -83,6 +85,7 @@ CONFIG = schemathesis.Config.from_dict(
         "checks": {"positive_data_acceptance": {"enabled": False}},
         "operations": [
             {"include-operation-id": "WatchPipeline", "enabled": False},
+            {"include-operation-id": "WatchPipelines", "enabled": False},
             {"include-operation-id": "GetPipelineLogs", "parameters": {"follow": False}},
         ],
     }

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import IO
 
 from google.protobuf import descriptor_pb2
+from stopcock.console_assets import CONSOLE_DIR, console_assets
 from stopcock.manager.auth.settings import AuthConfigError, AuthSettings, require_loopback
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +72,8 @@ _PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
 _EACH_UPSTREAM = re.compile(
     r"^[ \t]*#\[each upstream\]\n(.*?)^[ \t]*#\[/each upstream\]\n", re.M | re.S
 )
-_MARKER = re.compile(r"^[ \t]*#\[/?(each upstream|replicas)\][ \t]*$", re.M)
+_EACH_ASSET = re.compile(r"^[ \t]*#\[each asset\]\n(.*?)^[ \t]*#\[/each asset\]\n", re.M | re.S)
+_MARKER = re.compile(r"^[ \t]*#\[/?(each upstream|each asset|replicas)\][ \t]*$", re.M)
 _REPLICAS = re.compile(r"^[ \t]*#\[replicas\]\n(.*?)^[ \t]*#\[/replicas\]\n", re.M | re.S)
 # Values land inside double-quoted YAML scalars (or as bare port numbers):
 # anything that could end the scalar or start a placeholder is refused.
@@ -142,11 +144,13 @@ def render_envoy_config(
     grpc_port: int | None = None,
     upstreams: Sequence[Upstream] | None = None,
     template: Path = TEMPLATE,
+    console_dir: Path = CONSOLE_DIR,
 ) -> str:
     """The template with every placeholder replaced; ValueError if one is left.
 
     The managers are one endpoint (`grpc_host`, default 127.0.0.1, and
     `grpc_port`) or `upstreams`; more than one keeps the `#[replicas]` sections.
+    Each file of the web console (`console_dir`) gets its route.
     """
     endpoints = _upstreams(grpc_host, grpc_port, upstreams)
     for port in (rest_port, *(p for _, p in endpoints)):
@@ -160,7 +164,17 @@ def render_envoy_config(
             for host, port in endpoints
         )
 
+    def each_asset(section: re.Match[str]) -> str:
+        return "".join(
+            _fill(
+                section.group(1),
+                {"ASSET_PATH": a.url, "ASSET_FILE": str(a.file), "ASSET_TYPE": a.content_type},
+            )
+            for a in console_assets(console_dir)
+        )
+
     text = _EACH_UPSTREAM.sub(each_upstream, text)
+    text = _EACH_ASSET.sub(each_asset, text)
     text = _REPLICAS.sub(lambda section: section.group(1) if len(endpoints) > 1 else "", text)
     text = _fill(
         text,
@@ -259,6 +273,7 @@ class EnvoySidecar:
         lua_path: Path = LUA_SCRIPT,
         envoy: str | None = None,
         log_level: str = "warn",
+        console_dir: Path = CONSOLE_DIR,
     ) -> None:
         self.workdir = workdir
         self.rest_port = rest_port
@@ -271,6 +286,7 @@ class EnvoySidecar:
         self.lua_path = lua_path
         self.envoy = envoy
         self.log_level = log_level
+        self.console_dir = console_dir
         self.config_path = workdir / "envoy.yaml"
         self.log_path = workdir / "envoy.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -292,6 +308,7 @@ class EnvoySidecar:
                 upstreams=self.upstreams,
                 descriptor_path=descriptor.resolve(),
                 lua_path=self.lua_path.resolve(),
+                console_dir=self.console_dir,
             )
         )
         return self.config_path
@@ -429,6 +446,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if lua is None:
         lua = out.parent / "stopcock.lua"
         shutil.copyfile(LUA_SCRIPT, lua)
+    # The console's files travel with the config, as the Lua script does.
+    console = out.parent / "console"
+    if CONSOLE_DIR.is_dir() and console.resolve() != CONSOLE_DIR.resolve():
+        shutil.copytree(CONSOLE_DIR, console, dirs_exist_ok=True)
     try:
         config = render_envoy_config(
             rest_address=args.rest_address,
@@ -436,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             upstreams=upstreams,
             descriptor_path=descriptor,
             lua_path=lua,
+            console_dir=console,
         )
     except ValueError as exc:
         parser.error(str(exc))

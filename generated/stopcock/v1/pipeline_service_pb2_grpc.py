@@ -205,6 +205,16 @@ class PipelineServiceStub:
                 request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramRequest.SerializeToString,
                 response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramResponse.FromString,
                 _registered_method=True)
+        self.WatchPipelines = channel.unary_stream(
+                '/stopcock.v1.PipelineService/WatchPipelines',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelinesRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelinesResponse.FromString,
+                _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/stopcock.v1.PipelineService/GetCaller',
+                request_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCallerResponse.FromString,
+                _registered_method=True)
 
 
 class PipelineServiceServicer:
@@ -591,6 +601,29 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchPipelines(self, request, context):
+        """Streams every pipeline (the web console's list): first each pipeline
+        as it is now, then `synced`, then each change as it is persisted,
+        pushed (no polling), and each deletion. Changes are coalesced per
+        pipeline: a watcher that falls behind gets the latest version of each
+        pipeline that changed, not every version in between (WatchPipeline
+        gives those). Lasts until the client leaves. Needs the read role.
+        REST: newline-delimited JSON, one event per line.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCaller(self, request, context):
+        """The caller's role as the API sees it: "write" with authentication off,
+        else the credential's role. Lets a client (the web console) offer only
+        what it may do. Needs the read role: without a valid credential it
+        answers 401 AuthenticationFailed like any other call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PipelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -758,6 +791,16 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.ValidateProgram,
                     request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramRequest.FromString,
                     response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramResponse.SerializeToString,
+            ),
+            'WatchPipelines': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPipelines,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelinesRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelinesResponse.SerializeToString,
+            ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCallerRequest.FromString,
+                    response_serializer=stopcock_dot_v1_dot_pipeline__service__pb2.GetCallerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1657,6 +1700,60 @@ class PipelineService:
             '/stopcock.v1.PipelineService/ValidateProgram',
             stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramRequest.SerializeToString,
             stopcock_dot_v1_dot_pipeline__service__pb2.ValidateProgramResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPipelines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/WatchPipelines',
+            stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelinesRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.WatchPipelinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopcock.v1.PipelineService/GetCaller',
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetCallerRequest.SerializeToString,
+            stopcock_dot_v1_dot_pipeline__service__pb2.GetCallerResponse.FromString,
             options,
             channel_credentials,
             insecure,

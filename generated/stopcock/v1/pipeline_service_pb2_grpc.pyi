@@ -314,6 +314,21 @@ class PipelineServiceStub:
     {exit_code, messages}}}` or `{"SystemError": {"error": ...}}` (a
     `runtime_version` other than Stopcock's own). Needs the write role.
     """
+    WatchPipelines: _grpc.UnaryStreamMultiCallable[_pipeline_service_pb2.WatchPipelinesRequest, _pipeline_service_pb2.WatchPipelinesResponse]
+    """Streams every pipeline (the web console's list): first each pipeline
+    as it is now, then `synced`, then each change as it is persisted,
+    pushed (no polling), and each deletion. Changes are coalesced per
+    pipeline: a watcher that falls behind gets the latest version of each
+    pipeline that changed, not every version in between (WatchPipeline
+    gives those). Lasts until the client leaves. Needs the read role.
+    REST: newline-delimited JSON, one event per line.
+    """
+    GetCaller: _grpc.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetCallerRequest, _pipeline_service_pb2.GetCallerResponse]
+    """The caller's role as the API sees it: "write" with authentication off,
+    else the credential's role. Lets a client (the web console) offer only
+    what it may do. Needs the read role: without a valid credential it
+    answers 401 AuthenticationFailed like any other call.
+    """
 
 @_typing.type_check_only
 class PipelineServiceAsyncStub(PipelineServiceStub):
@@ -567,6 +582,21 @@ class PipelineServiceAsyncStub(PipelineServiceStub):
     `dataflow` null: Stopcock has no dataflow IR), `{"SqlError": {"info":
     {exit_code, messages}}}` or `{"SystemError": {"error": ...}}` (a
     `runtime_version` other than Stopcock's own). Needs the write role.
+    """
+    WatchPipelines: _aio.UnaryStreamMultiCallable[_pipeline_service_pb2.WatchPipelinesRequest, _pipeline_service_pb2.WatchPipelinesResponse]  # type: ignore[assignment]
+    """Streams every pipeline (the web console's list): first each pipeline
+    as it is now, then `synced`, then each change as it is persisted,
+    pushed (no polling), and each deletion. Changes are coalesced per
+    pipeline: a watcher that falls behind gets the latest version of each
+    pipeline that changed, not every version in between (WatchPipeline
+    gives those). Lasts until the client leaves. Needs the read role.
+    REST: newline-delimited JSON, one event per line.
+    """
+    GetCaller: _aio.UnaryUnaryMultiCallable[_pipeline_service_pb2.GetCallerRequest, _pipeline_service_pb2.GetCallerResponse]  # type: ignore[assignment]
+    """The caller's role as the API sees it: "write" with authentication off,
+    else the credential's role. Lets a client (the web console) offer only
+    what it may do. Needs the read role: without a valid credential it
+    answers 401 AuthenticationFailed like any other call.
     """
 
 class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -1016,6 +1046,33 @@ class PipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         `dataflow` null: Stopcock has no dataflow IR), `{"SqlError": {"info":
         {exit_code, messages}}}` or `{"SystemError": {"error": ...}}` (a
         `runtime_version` other than Stopcock's own). Needs the write role.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchPipelines(
+        self,
+        request: _pipeline_service_pb2.WatchPipelinesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_pipeline_service_pb2.WatchPipelinesResponse], _abc.AsyncIterator[_pipeline_service_pb2.WatchPipelinesResponse]]:
+        """Streams every pipeline (the web console's list): first each pipeline
+        as it is now, then `synced`, then each change as it is persisted,
+        pushed (no polling), and each deletion. Changes are coalesced per
+        pipeline: a watcher that falls behind gets the latest version of each
+        pipeline that changed, not every version in between (WatchPipeline
+        gives those). Lasts until the client leaves. Needs the read role.
+        REST: newline-delimited JSON, one event per line.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCaller(
+        self,
+        request: _pipeline_service_pb2.GetCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pipeline_service_pb2.GetCallerResponse, _abc.Awaitable[_pipeline_service_pb2.GetCallerResponse]]:
+        """The caller's role as the API sees it: "write" with authentication off,
+        else the credential's role. Lets a client (the web console) offer only
+        what it may do. Needs the read role: without a valid credential it
+        answers 401 AuthenticationFailed like any other call.
         """
 
 def add_PipelineServiceServicer_to_server(servicer: PipelineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -77,8 +77,10 @@ async def build_server(settings: Settings, deps: Deps) -> Manager:
     await api_keys.load()
     requests = RequestInterceptor()
     interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = [requests]
+    authenticator = None
     if deps.verifier is not None:
-        interceptors.append(AuthInterceptor(Authenticator(api_keys, deps.verifier)))
+        authenticator = Authenticator(api_keys, deps.verifier)
+        interceptors.append(AuthInterceptor(authenticator))
     lifecycle = _lifecycle(settings, deps)
     await lifecycle.open()
 
@@ -93,7 +95,9 @@ async def build_server(settings: Settings, deps: Deps) -> Manager:
             *flow_control.OPTIONS,
         ],
     )
-    pb_grpc.add_PipelineServiceServicer_to_server(PipelineServicer(lifecycle, api_keys), server)
+    pb_grpc.add_PipelineServiceServicer_to_server(
+        PipelineServicer(lifecycle, api_keys, authenticator), server
+    )
     # grpc_health exposes its asyncio servicer as `health.aio` (untyped).
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

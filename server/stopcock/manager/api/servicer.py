@@ -34,6 +34,7 @@ from grpc_status import rpc_status
 from stopcock.contract import error_codec
 from stopcock.manager.api import convert, events, ingress, rendering, stats
 from stopcock.manager.auth.api_keys import ApiKeys
+from stopcock.manager.auth.authenticator import Authenticator
 from stopcock.manager.control.health import ServiceHealth
 from stopcock.manager.control.lifecycle import Lifecycle
 from stopcock.manager.control.logs import read_log
@@ -163,9 +164,12 @@ def _api_key(record: ApiKeyRecord) -> pb.ApiKey:
 
 
 class PipelineServicer(pb_grpc.PipelineServiceServicer):
-    def __init__(self, lifecycle: Lifecycle, api_keys: ApiKeys) -> None:
+    def __init__(
+        self, lifecycle: Lifecycle, api_keys: ApiKeys, authenticator: Authenticator | None = None
+    ) -> None:
         self._lc = lifecycle
         self._keys = api_keys
+        self._auth = authenticator  # None: authentication is off
         self._json = rendering.PipelineJson()
 
     @_guard
@@ -406,6 +410,37 @@ class PipelineServicer(pb_grpc.PipelineServiceServicer):
             yield pb.WatchPipelineResponse(
                 pipeline=convert.to_proto(rec, full, rest), resumed=resumed
             )
+
+    async def WatchPipelines(
+        self, request: pb.WatchPipelinesRequest, context: Context
+    ) -> AsyncIterator[pb.WatchPipelinesResponse]:
+        try:
+            full = convert.check_selector(request.selector or "status")
+        except errors.ApiError as err:
+            await context.abort(*abort_args(err))
+        await context.send_initial_metadata(())  # headers at once: fetch() awaits them
+        rest = _rest(context)
+        async for event in self._lc.watch_all():
+            if event.record is not None:
+                yield pb.WatchPipelinesResponse(pipeline=convert.to_proto(event.record, full, rest))
+            elif event.deleted is not None:
+                pipeline_id, name = event.deleted
+                yield pb.WatchPipelinesResponse(
+                    deleted=pb.DeletedPipeline(id=pipeline_id, name=name)
+                )
+            else:
+                yield pb.WatchPipelinesResponse(synced=True)
+
+    @_guard
+    async def GetCaller(
+        self, request: pb.GetCallerRequest, context: Context
+    ) -> pb.GetCallerResponse:
+        if self._auth is None:
+            return pb.GetCallerResponse(role="write", authentication=False)
+        # The interceptor has checked the credential already: this cannot fail.
+        authorization = dict(context.invocation_metadata() or ()).get("authorization")
+        role = await self._auth.role_of(authorization)
+        return pb.GetCallerResponse(role=role, authentication=True)
 
     async def GetPipelineLogs(
         self, request: pb.GetPipelineLogsRequest, context: Context

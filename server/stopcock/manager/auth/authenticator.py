@@ -55,6 +55,9 @@ READ_METHODS = frozenset(
         # Role::Read in Feldera's rbac.rs (GET /v0/pipelines/{name}/events[/{event_id}]).
         "ListPipelineEvents",
         "GetPipelineEvent",
+        # Stopcock's own: the web console's list stream, and who the caller is.
+        "WatchPipelines",
+        "GetCaller",
     )
 )
 ROLES = ("read", "write")

@@ -19,6 +19,7 @@ from typing import Any
 
 from stopcock.contract.program import empty_program_error
 from stopcock.contract.statuses import Program
+from stopcock.manager.control.feed import FeedEvent
 from stopcock.manager.control.health import ClusterHealth, HealthHistory
 from stopcock.manager.control.links import RuntimeLinks
 from stopcock.manager.control.ownership import Ownership, SoleOwnership
@@ -158,6 +159,9 @@ class Lifecycle:
 
     def watch(self, name: str, after_version: int) -> AsyncIterator[tuple[PipelineRecord, bool]]:
         return self.records.watch(name, after_version)
+
+    def watch_all(self) -> AsyncIterator[FeedEvent]:
+        return self.records.watch_all()
 
     def log_path(self, rec: PipelineRecord) -> Path:
         return self._runner.run_dir(rec.id) / "runtime.log"

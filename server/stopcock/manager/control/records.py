@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
+from stopcock.manager.control.feed import ChangeFeed, FeedEvent
 from stopcock.manager.domain import errors, transitions
 from stopcock.manager.domain.model import PipelineRecord, evolve
 from stopcock.manager.observability import TRANSITIONS
@@ -53,6 +54,7 @@ class PipelineRecords(Protocol):
     def watch(
         self, name: str, after_version: int
     ) -> AsyncIterator[tuple[PipelineRecord, bool]]: ...
+    def watch_all(self) -> AsyncIterator[FeedEvent]: ...
     async def versions(self, name: str) -> Sequence[PipelineRecord]: ...
 
 
@@ -84,6 +86,7 @@ class Records:
         self.names_lock = asyncio.Lock()
         self._history: dict[str, deque[PipelineRecord]] = {}
         self._changed = asyncio.Condition()
+        self._feed = ChangeFeed()
 
     async def load(self) -> list[PipelineRecord]:
         for rec in await self._store.load_all():
@@ -184,6 +187,7 @@ class Records:
             history[-1] = new  # a metadata edit (model.annotate): the same version
         else:
             history.append(new)
+        self._feed.touch(new.id)
         async with self._changed:
             self._changed.notify_all()
 
@@ -198,6 +202,7 @@ class Records:
                 del self._by_id[rec.id]
                 del self._id_by_name[rec.name]
                 self._history.pop(rec.id, None)
+                self._feed.touch(rec.id)
                 async with self._changed:
                     self._changed.notify_all()  # watchers of it end
             self._locks.pop(rec.id, None)
@@ -215,6 +220,10 @@ class Records:
         if not kept or kept[-1].refresh_version != current.refresh_version:
             kept.append(current)
         return kept
+
+    def watch_all(self) -> AsyncIterator[FeedEvent]:
+        """Every pipeline, then each change and deletion (control/feed.py)."""
+        return self._feed.follow(self.list, self.find)
 
     async def watch(
         self, name: str, after_version: int

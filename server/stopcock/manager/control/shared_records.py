@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from stopcock.manager.control.feed import ChangeFeed, FeedEvent
 from stopcock.manager.control.records import Key, checked, count_transition
 from stopcock.manager.domain import errors
 from stopcock.manager.domain.model import PipelineRecord, evolve
@@ -34,6 +35,7 @@ class SharedRecords:
         self._statuses: dict[str, str] = {}
         self._latest: dict[str, int] = {}  # newest version notified, per pipeline
         self._changed = asyncio.Condition()
+        self._feed = ChangeFeed()
 
     # -- reads ---------------------------------------------------------
 
@@ -125,13 +127,19 @@ class SharedRecords:
             self._latest[pipeline_id] = DELETED
         elif self._latest.get(pipeline_id, 0) != DELETED:
             self._latest[pipeline_id] = max(version, self._latest.get(pipeline_id, 0))
+        self._feed.touch(pipeline_id)
         async with self._changed:
             self._changed.notify_all()
 
     async def resync(self) -> None:
         """Wakes every watcher to look at the database (notifications may have been lost)."""
+        self._feed.touch_all()
         async with self._changed:
             self._changed.notify_all()
+
+    def watch_all(self) -> AsyncIterator[FeedEvent]:
+        """As `Records.watch_all`, each change read from the database."""
+        return self._feed.follow(self.list, self.find)
 
     async def versions(self, name: str) -> Sequence[PipelineRecord]:
         """As `Records.versions`, from the shared history (pipeline_history)."""

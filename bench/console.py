@@ -1,0 +1,315 @@
+"""The web console in a real browser (section 9 of `python -m bench`).
+
+With `pipelines` (100) pipelines listed, headless Chromium (Debian's, driven
+by selenium) shows the console's list while pipelines are started and force
+stopped in batches. Measured:
+
+* state change -> display: for each status a list row shows, the time from
+  the change's commit (the record's `deployment_status_since`, written in
+  the same transaction) to the row's `data-status` attribute changing in the
+  page (a MutationObserver, `performance.timeOrigin + now()`: the same
+  clock as the manager's on this host), and to the next animation frame
+  after it (when the browser can paint it);
+* beside it, the same changes as a plain HTTP client receives them from the
+  same stream (`GET /v0/watch`, httpx in a thread): the ratio is what the
+  browser and the console's code add;
+* page load: from navigation to every pipeline's row shown, the navigation
+  timing's DOMContentLoaded and load, and the bytes transferred (the page
+  and each of its files, from Resource Timing), over `loads` fresh loads.
+
+Each displayed status is matched to the commit of that status of that
+pipeline, the latest one before it was displayed. The list stream coalesces
+changes, so a status held for less time than the browser takes to look may
+never be displayed: those are counted as skipped, not measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from stopcock.console_assets import CONSOLE_DIR, console_assets
+
+from bench.force_stop import Latency
+from bench.load import BenchError
+from bench.stats import median, ratio
+from tests.support import Stack
+
+TARGET_P99_MS = 100.0
+PAGE_BUDGET_BYTES = 300 * 1024
+PREFIX = "bench-console-"
+# Records (name, status, display time in epoch ms, next frame time) for every
+# status a list row takes: the console sets `data-status` on the row
+# (the hooks the console keeps for this: tr[data-pipeline][data-status] in #pipelines).
+OBSERVER = """
+window.__marks = [];
+const mark = (row, t) => {
+  const name = row.dataset.pipeline, status = row.dataset.status;
+  const entry = [name, status, t, 0];
+  window.__marks.push(entry);
+  requestAnimationFrame(() => { entry[3] = performance.timeOrigin + performance.now(); });
+};
+new MutationObserver((records) => {
+  const t = performance.timeOrigin + performance.now();
+  for (const r of records) {
+    if (r.type === 'attributes' && r.target.matches('tr[data-pipeline]')) mark(r.target, t);
+    for (const n of r.addedNodes || []) {
+      if (n.nodeType === 1 && n.matches('tr[data-pipeline]')) mark(n, t);
+    }
+  }
+}).observe(document.getElementById('pipelines'),
+  {attributes: true, attributeFilter: ['data-status'], childList: true, subtree: true});
+"""
+LOAD_FIGURES = """
+const nav = performance.getEntriesByType('navigation')[0];
+const files = performance.getEntriesByType('resource')
+  .filter((e) => e.name.includes('/console/'));
+return {
+  dcl: nav.domContentLoadedEventEnd, load: nav.loadEventEnd,
+  transferred: nav.transferSize + files.reduce((s, e) => s + e.transferSize, 0),
+  files: files.length,
+};
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadRun:
+    rows_ms: float  # navigation -> every row shown
+    dcl_ms: float
+    load_ms: float
+    transferred: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleResult:
+    pipelines: int
+    batches: int
+    batch: int
+    displayed: int  # statuses displayed and matched to their commit
+    skipped: int  # commits of a status the list never showed (coalesced)
+    display: Latency  # commit -> row attribute, ms
+    frame: Latency  # commit -> next animation frame after it, ms
+    stream: Latency  # commit -> line read by a plain HTTP client, ms
+    loads: list[LoadRun]
+    files_bytes: int  # console/ files, uncompressed
+
+    def target_met(self) -> bool:
+        return self.display.p99 <= TARGET_P99_MS
+
+
+def _epoch_ms(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000
+
+
+def _chromium() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.add_argument("--window-size=1280,900")
+    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+
+
+class _Follower:
+    """A plain client of GET /v0/watch: every (name, status, since) with its arrival."""
+
+    def __init__(self, base: str) -> None:
+        self.commits: list[tuple[str, str, float, float]] = []
+        self._stop = threading.Event()
+        self._synced = threading.Event()
+        self._base = base
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self) -> _Follower:
+        self._thread.start()
+        if not self._synced.wait(30):
+            raise BenchError("GET /v0/watch sent no snapshot")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _follow(self) -> None:
+        with (
+            httpx.Client(base_url=self._base, timeout=httpx.Timeout(5, read=1)) as client,
+            contextlib.suppress(httpx.ReadTimeout),
+            client.stream("GET", "/v0/watch") as r,
+        ):
+            for line in r.iter_lines():
+                arrived = time.time() * 1000
+                event = json.loads(line)
+                if event.get("synced"):
+                    self._synced.set()
+                p = event.get("pipeline")
+                if p is not None and p["name"].startswith(PREFIX):
+                    since = _epoch_ms(p["deployment_status_since"])
+                    self.commits.append((p["name"], p["deployment_status"], since, arrived))
+                if self._stop.is_set():
+                    return
+
+
+def _load(driver: Any, base: str, pipelines: int, wait: Callable[..., Any]) -> LoadRun:
+    started = time.perf_counter()
+    driver.get(base + "/")
+    wait(
+        lambda d: len(d.find_elements("css selector", "#pipelines tr[data-pipeline]")) >= pipelines
+    )
+    rows_ms = (time.perf_counter() - started) * 1000
+    figures = driver.execute_script(LOAD_FIGURES)
+    return LoadRun(rows_ms, figures["dcl"], figures["load"], int(figures["transferred"]))
+
+
+def _cycle(stack: Stack, names: list[str]) -> None:
+    """Starts `names` together, waits for Running, force-stops them together."""
+    for name in names:
+        r = stack.post(name, "start")
+        if r.status_code != 202:
+            raise BenchError(f"start {name}: {r.status_code} {r.text}")
+    for name in names:
+        stack.wait_status(name, "Running", 60)
+    for name in names:
+        r = stack.post(name, "stop", force="true")
+        if r.status_code != 202:
+            raise BenchError(f"stop {name}: {r.status_code} {r.text}")
+    for name in names:
+        stack.wait_status(name, "Stopped", 60)
+
+
+def _match(
+    marks: list[list[Any]], commits: list[tuple[str, str, float, float]]
+) -> tuple[list[float], list[float], int]:
+    """(display ms, frame ms, commits never displayed) for the marks after the snapshot."""
+    by_key: dict[tuple[str, str], list[float]] = {}
+    for name, status, since, _ in commits:
+        by_key.setdefault((name, status), []).append(since)
+    display: list[float] = []
+    frame: list[float] = []
+    shown: set[tuple[str, str, float]] = set()
+    for name, status, t, painted in marks:
+        earlier = [s for s in by_key.get((name, status), []) if s <= t]
+        if not earlier:
+            continue
+        since = max(earlier)
+        if (name, status, since) in shown:
+            continue  # the same commit again (a reconnect's snapshot, a duplicate)
+        shown.add((name, status, since))
+        display.append(t - since)
+        if painted:
+            frame.append(painted - since)
+    commits_seen = {(n, s, since) for n, s, since, _ in commits}
+    return display, frame, len(commits_seen - shown)
+
+
+@contextlib.contextmanager
+def _browser() -> Iterator[Any]:
+    driver = _chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def run(
+    stack: Stack,
+    *,
+    pipelines: int,
+    batches: int,
+    batch: int,
+    loads: int,
+    progress: Callable[[str], None],
+) -> ConsoleResult:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assets = console_assets(CONSOLE_DIR)
+    if not assets:
+        raise BenchError(f"no console files in {CONSOLE_DIR}")
+    names = [f"{PREFIX}{i:03d}" for i in range(pipelines)]
+    progress(f"console: creating {pipelines} pipelines")
+    for name in names:
+        stack.create(name)
+    base = f"http://127.0.0.1:{stack.rest_port}"
+    with _browser() as driver:
+        wait = WebDriverWait(driver, 60).until
+        progress(f"console: {loads} page loads")
+        runs = [_load(driver, base, pipelines, wait) for _ in range(loads)]
+        driver.execute_script(OBSERVER)
+        with _Follower(base) as follower:
+            for b in range(batches):
+                progress(f"console: batch {b + 1}/{batches} ({batch} started, then force stopped)")
+                start = (b * batch) % pipelines
+                _cycle(stack, names[start : start + batch])
+            # The last Stopped reaches the page through the same stream: wait for it to show.
+            last = names[((batches - 1) * batch) % pipelines]
+            wait(
+                lambda d: (
+                    d.find_element("css selector", f'tr[data-pipeline="{last}"]').get_attribute(
+                        "data-status"
+                    )
+                    == "Stopped"
+                )
+            )
+            marks: list[list[Any]] = driver.execute_script("return window.__marks")
+            commits = list(follower.commits)
+    display, frame, skipped = _match(marks, commits)
+    if not display:
+        raise BenchError("the console displayed no status change")
+    stream = [arrived - since for _, _, since, arrived in commits]
+    return ConsoleResult(
+        pipelines=pipelines,
+        batches=batches,
+        batch=batch,
+        displayed=len(display),
+        skipped=skipped,
+        display=Latency.of(display),
+        frame=Latency.of(frame or [float("nan")]),
+        stream=Latency.of(stream),
+        loads=runs,
+        files_bytes=sum(a.file.stat().st_size for a in assets if a.url != "/"),
+    )
+
+
+def section(r: ConsoleResult) -> list[str]:
+    def cells(lat: Latency) -> str:
+        return f"{lat.p50:>8.1f} {lat.p99:>8.1f} {lat.max:>8.1f}"
+
+    transferred = median([float(x.transferred) for x in r.loads])
+    return [
+        f"Web console (headless Chromium): {r.pipelines} pipelines listed; {r.batches} batches "
+        f"of {r.batch} started then force stopped; {r.displayed} status changes displayed "
+        f"({r.skipped} coalesced away)",
+        f"  {'commit -> ... (ms)':<44} {'p50':>8} {'p99':>8} {'max':>8}",
+        f"  {'line read by a plain client (GET /v0/watch)':<44} {cells(r.stream)}",
+        f"  {'row shown in the console (DOM)':<44} {cells(r.display)}",
+        f"  {'next frame after it':<44} {cells(r.frame)}",
+        f"  console / plain client, p99: {ratio(r.display.p99, r.stream.p99):.2f}x",
+        f"  target: commit -> display p99 <= {TARGET_P99_MS:.0f} ms: {r.display.p99:.1f} ms, "
+        f"{'met' if r.target_met() else 'NOT met'}",
+        f"  page load (median of {len(r.loads)}): every row shown "
+        f"{median([x.rows_ms for x in r.loads]):.0f} ms, DOMContentLoaded "
+        f"{median([x.dcl_ms for x in r.loads]):.0f} ms, load "
+        f"{median([x.load_ms for x in r.loads]):.0f} ms",
+        f"  page size: {transferred / 1024:.1f} KiB transferred ({r.files_bytes / 1024:.1f} KiB "
+        f"of files), budget {PAGE_BUDGET_BYTES // 1024} KiB: "
+        f"{'met' if transferred <= PAGE_BUDGET_BYTES else 'NOT met'}",
+    ]
+
+
+def as_json(r: ConsoleResult) -> tuple[dict[str, Any], dict[str, bool]]:
+    doc = asdict(r)
+    targets = {
+        "console_display_p99_le_100_ms": r.target_met(),
+        "console_page_le_300_kib": median([float(x.transferred) for x in r.loads])
+        <= PAGE_BUDGET_BYTES,
+    }
+    return doc, targets
