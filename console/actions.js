@@ -105,8 +105,8 @@ export async function runAction(name, key, notice) {
   }
 }
 
-/** A row of action buttons; `keys` picks which. */
-export function actionButtons(name, keys, notice) {
+/** A row of action buttons; `keys` picks which; `done(key)` after an accepted action. */
+export function actionButtons(name, keys, notice, done = () => {}) {
   return h('div', { class: 'actions', role: 'group', 'aria-label': `Actions for ${name}` },
     keys.map((key) => {
       const a = ACTIONS[key];
@@ -117,7 +117,9 @@ export function actionButtons(name, keys, notice) {
         'data-mutating': true,
         title: a.title,
         'aria-label': `${a.label} ${name}`,
-        onclick: () => runAction(name, key, notice),
+        onclick: async () => {
+          if (await runAction(name, key, notice)) done(key);
+        },
       }, a.label);
     }));
 }

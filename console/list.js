@@ -53,11 +53,13 @@ export function listPage(main) {
   }
 
   function refilter() {
+    for (const row of rows.values()) row.tr.hidden = !matches(row);
+    showEmpty();
+  }
+
+  function showEmpty() {
     let shown = 0;
-    for (const row of rows.values()) {
-      row.tr.hidden = !matches(row);
-      if (!row.tr.hidden) shown += 1;
-    }
+    for (const row of rows.values()) if (!row.tr.hidden) shown += 1;
     empty.hidden = !synced || shown > 0;
     empty.textContent = rows.size ? 'No pipelines match the filter.' : 'No pipelines yet.';
   }
@@ -143,7 +145,7 @@ export function listPage(main) {
         refilter();
         return;
       }
-      if (synced) refilter();
+      if (synced) showEmpty();
     },
     onRefused(error) {
       loading.hidden = true;

@@ -50,6 +50,8 @@ async function signIn() {
       session.role = 'write';
       session.authentication = false;
     } else {
+      // A refused key is not sent again; a 403 (a key without a role) is kept and shown.
+      if (exc.status === 401) forgetKey();
       leave?.();
       leave = null;
       put(main, h('p', {}, 'Enter an API key to see the pipelines.'));
@@ -83,8 +85,8 @@ window.addEventListener('hashchange', () => {
   if (authError.hidden) route();
 });
 let wasDown = false;
-onConnectivity((down) => {
-  conn.textContent = down ? 'Reconnecting…' : 'Live';
+onConnectivity((down, up) => {
+  conn.textContent = down ? 'Reconnecting…' : (up ? 'Live' : '');
   conn.className = down ? 'conn down' : 'conn';
   // data-outages counts lost connections: the indicator may say "Reconnecting…" only briefly.
   if (down && !wasDown) conn.dataset.outages = String(Number(conn.dataset.outages ?? 0) + 1);

@@ -48,7 +48,9 @@ export function pipelinePage(main, name, section) {
         h('span', {}, 'Status ', status), h('span', {}, 'desired ', desired),
         h('span', {}, 'since ', statusSince), h('span', {}, 'storage ', storage),
         h('span', {}, 'program ', program))),
-    actionButtons(name, Object.keys(ACTIONS), notice),
+    actionButtons(name, Object.keys(ACTIONS), notice, (key) => {
+      if (key === 'delete') location.hash = '#/';
+    }),
     notice,
     h('section', { id: 'error', tabindex: '-1', 'aria-labelledby': 'error-h' },
       h('h2', { id: 'error-h' }, 'Deployment error'), errorBody),

@@ -8,19 +8,27 @@ const MIN_BACKOFF = 250;
 const MAX_BACKOFF = 5000;
 
 const reconnecting = new Set();
+const connected = new Set();
 const listeners = new Set();
 
-/** `fn(count)` is called whenever the number of streams waiting to reconnect changes. */
+/**
+ * `fn(down, up)` is called whenever the number of streams waiting to reconnect (`down`) or
+ * connected (`up`) changes.
+ */
 export function onConnectivity(fn) {
   listeners.add(fn);
-  fn(reconnecting.size);
+  fn(reconnecting.size, connected.size);
 }
 
-function mark(stream, down) {
-  const before = reconnecting.size;
+function mark(stream, down, up = false) {
+  const before = `${reconnecting.size}/${connected.size}`;
   if (down) reconnecting.add(stream);
   else reconnecting.delete(stream);
-  if (before !== reconnecting.size) for (const fn of listeners) fn(reconnecting.size);
+  if (up) connected.add(stream);
+  else connected.delete(stream);
+  if (before !== `${reconnecting.size}/${connected.size}`) {
+    for (const fn of listeners) fn(reconnecting.size, connected.size);
+  }
 }
 
 function delay(ms, signal) {
@@ -55,7 +63,7 @@ export function follow(path, { onLine, onOpen, onEnd, onRefused }) {
       }
       throw error;
     }
-    mark(stream, false);
+    mark(stream, false, true);
     backoff = MIN_BACKOFF;
     onOpen?.();
     const reader = response.body.getReader();

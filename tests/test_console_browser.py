@@ -164,6 +164,29 @@ def test_a_refused_action_shows_the_message_and_error_code(
 
 
 @e2e
+def test_a_deployment_error_in_full_from_its_badge_then_dismissed(
+    page: Browser, stack: Stack, name: str
+) -> None:
+    stack.create(name, runtime_config={"storage": None})  # nowhere to checkpoint: suspend fails
+    stack.start(name)
+    assert stack.post(name, "stop", force="false").status_code == 202
+    error = stack.wait_status(name, "Stopped")["deployment_error"]
+    assert error is not None
+
+    page.open("#/")
+    page.css(f'{row(page, name)} a.badge.bad[href="#/pipelines/{name}/error"]').click()
+    section = page.css("#error .error-body .notice.error")
+    assert section.find_element(By.CSS_SELECTOR, ".message").text == error["message"]
+    assert section.find_element(By.CSS_SELECTOR, ".error-code").text == error["error_code"]
+    assert page.script("return document.activeElement.id") == "error"
+    page.screenshot("deployment-error")
+
+    page.css('button[data-action="dismiss-error"]').click()
+    page.wait(lambda d: page.css("#error").text.endswith("None."), "the error to go")
+    assert stack.get(name, "status")["deployment_error"] is None
+
+
+@e2e
 def test_compile_errors_are_shown_at_their_line(page: Browser, stack: Stack, name: str) -> None:
     bad = "CREATE TABLE t (x INT);\nCREATE VIEW v AS SELEC x FROM t;"
     r = stack.rest.post("/v0/pipelines", json={"name": name, "program_code": bad})
