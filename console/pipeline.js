@@ -91,9 +91,10 @@ export function pipelinePage(main, name, section) {
       announce(`${p.name} is ${p.deployment_status}`);
     }
     events.add(p);
-    renderError(p.deployment_error);
-    renderRuntime(p.deployment_runtime_status_details);
-    renderCheckpoints(p.storage_status_details?.checkpoints ?? []);
+    // Sections are rebuilt only when their data changed: no churn for readers and selections.
+    changed('error', p.deployment_error, renderError);
+    changed('runtime', p.deployment_runtime_status_details, renderRuntime);
+    changed('checkpoints', p.storage_status_details?.checkpoints ?? [], renderCheckpoints);
     if (!loaded || (!editor.textarea.matches('.dirty') && before?.program_code !== p.program_code)) {
       editor.value = p.program_code ?? '';
       description.value = p.description ?? '';
@@ -104,6 +105,14 @@ export function pipelinePage(main, name, section) {
       loaded = true;
       if (section) focusSection(section);
     }
+  }
+
+  const shown = {};
+  function changed(key, value, render) {
+    const json = JSON.stringify(value ?? null);
+    if (shown[key] === json) return;
+    shown[key] = json;
+    render(value);
   }
 
   function focusSection(which) {

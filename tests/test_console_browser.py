@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.select import Select
 
 from tests.browser import DOCS, Browser, browser
 from tests.support import PROGRAM, Stack, running_stack
@@ -86,6 +87,7 @@ def test_create_start_query_checkpoint_and_suspend(page: Browser, stack: Stack, 
     page.css(f'{row(page, name + "-paused")}[data-status="Paused"]')
     page.css(f"{row(page, name + '-draft')} a.badge.bad")
     page.screenshot("list", also=DOCS / "console-list.png")
+    check_filters(page, name)
 
     # The pipeline page: rows in and out through the query box, then a checkpoint.
     page.css(f'{row(page, name)} a[href="#/pipelines/{name}"]').click()
@@ -111,6 +113,30 @@ def test_create_start_query_checkpoint_and_suspend(page: Browser, stack: Stack, 
     page.script("window.scrollTo(0, 0)")
     page.screenshot("pipeline", also=DOCS / "console-pipeline.png")
     assert page.page_errors() == []
+
+
+def check_filters(page: Browser, name: str) -> None:
+    """The list's filters, on `name` and its two neighbours (paused, draft)."""
+    Select(page.css("#filter-status")).select_by_value("Paused")
+    assert shown(page, name) == [f"{name}-paused"]
+    Select(page.css("#filter-status")).select_by_value("error")
+    assert shown(page, name) == [f"{name}-draft"]
+    Select(page.css("#filter-status")).select_by_value("")
+    page.css("#filter-name").send_keys("-dra")
+    assert shown(page, name) == [f"{name}-draft"]
+    page.css("#filter-name").clear()
+    page.css("#filter-name").send_keys(Keys.SPACE, Keys.BACKSPACE)  # an input event after clear
+    assert len(shown(page, name)) == 3
+
+
+def shown(page: Browser, prefix: str) -> list[str]:
+    """The names of the list's visible rows that start with `prefix` (the shared stack has more)."""
+    names = [
+        r.get_attribute("data-pipeline") or ""
+        for r in page.all("#pipelines tbody tr")
+        if r.is_displayed()
+    ]
+    return sorted(n for n in names if n.startswith(prefix))
 
 
 def run_query(page: Browser, sql: str) -> None:
@@ -205,6 +231,16 @@ def test_compile_errors_are_shown_at_their_line(page: Browser, stack: Stack, nam
     assert len(position[1]) == 2  # the cursor is on line 2
     page.screenshot("compile-error")
 
+    # Retype that line in the editor (the cursor is on it) and save: it compiles.
+    editor = page.css("#program")
+    editor.send_keys(Keys.HOME, Keys.SHIFT, Keys.END, Keys.NULL)
+    editor.send_keys("CREATE VIEW v AS SELECT x FROM t;")
+    page.css("#program-section button[type=submit]").click()
+    page.wait(lambda d: "Success" in page.css(".statusline").text, "the fixed program to compile")
+    assert stack.get(name)["program_code"] == bad.replace("SELEC x", "SELECT x")
+    assert page.all("#program-section .gutter .line.err") == []
+    assert page.all("#program-diagnostics li") == []
+
 
 @e2e
 def test_the_list_reconnects_by_itself_when_the_manager_restarts(
@@ -228,6 +264,35 @@ def test_the_list_reconnects_by_itself_when_the_manager_restarts(
         page.wait(lambda d: conn.text == "Live", "the indicator to say Live again")
         assert page.css(row(page, name)).get_attribute("data-status") == "Stopped"
         assert same_page(page)
+
+
+@e2e
+def test_a_retrying_suspend_shows_its_attempts_and_last_error(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    obstacle = tmp_path / "obstacle"  # while it exists, storage refuses the final checkpoint
+    env = {"STOPCOCK_RUNTIME_TEST_FAULTS": f"checkpoint_obstacle_file={obstacle}"}
+    with (
+        running_stack(tmp_path / "stack", env) as stack,
+        browser(f"http://127.0.0.1:{stack.rest_port}", request.node.name) as page,
+    ):
+        stack.create("p")
+        stack.start("p")
+        page.open("#/pipelines/p")
+        page.css('#timeline li[data-status="Running"]')
+        obstacle.touch()
+        page.css('button[data-action="stop"]').click()
+        suspend: str = page.wait(
+            lambda d: text if "attempt" in (text := page.css("#suspend").text) else "",
+            "the suspend's retries",
+        )
+        assert "Last error" in suspend and "busy" in suspend
+        page.screenshot("suspend-retrying")
+        obstacle.unlink()
+        page.wait(
+            lambda d: in_order(statuses(page), ["Suspended", "Stopping", "Stopped"]), "Stopped"
+        )
+        assert page.all("#suspend") == []
 
 
 # -- authentication ------------------------------------------------------------
