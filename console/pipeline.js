@@ -44,7 +44,7 @@ export function pipelinePage(main, name, section) {
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, '← Pipelines')),
     h('div', { class: 'page-head' },
       h('h1', { tabindex: '-1' }, name),
-      h('div', { class: 'statusline', 'aria-live': 'polite' },
+      h('div', { class: 'statusline' },
         h('span', {}, 'Status ', status), h('span', {}, 'desired ', desired),
         h('span', {}, 'since ', statusSince), h('span', {}, 'storage ', storage),
         h('span', {}, 'program ', program))),
@@ -145,6 +145,8 @@ export function pipelinePage(main, name, section) {
         h('strong', {}, `Suspend ${suspend.phase ?? 'in progress'}`),
         suspend.attempts !== undefined ? `, attempt ${suspend.attempts}` : '',
         suspend.waiting_for?.length ? ` — waiting for ${suspend.waiting_for.join(', ')}` : '',
+        typeof suspend.retrying_in_secs === 'number'
+          ? `; next attempt in ${suspend.retrying_in_secs.toFixed(1)} s` : '',
         suspend.last_error ? h('p', {}, 'Last error: ', h('code', {}, suspend.last_error)) : null) : null,
       h('pre', { class: 'details' }, JSON.stringify(details, null, 2)));
   }
@@ -191,7 +193,7 @@ export function pipelinePage(main, name, section) {
     onRefused(error) {
       report(notice, error);
       if (error.status === 404) {
-        setBadge(status, 'Deleted');
+        setBadge(status, loaded ? 'Deleted' : 'Not found');
         events.gone();
       }
       return false;

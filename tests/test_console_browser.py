@@ -387,3 +387,29 @@ def test_console_is_small_and_self_contained() -> None:
             assert (CONSOLE / target[2:]).is_file(), (module.name, target)
         # No markup from strings (API text is never parsed as HTML), and nothing logged.
         assert "innerHTML" not in source and "console.log" not in source, module.name
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: str, b: str) -> float:
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_status_colours_have_enough_contrast_in_both_schemes() -> None:
+    """WCAG AA (4.5:1) for every badge, notice and text colour pair, light and dark."""
+    css = (CONSOLE / "console.css").read_text()
+    schemes = re.findall(r":root \{([^}]*)\}", css)
+    assert len(schemes) == 2  # light, then the prefers-color-scheme: dark override
+    for scheme in schemes:
+        colours = dict(re.findall(r"--([\w-]+): (#[0-9a-f]{6})", scheme))
+        pairs = [(f"{k}-fg", f"{k}-bg") for k in ("ok", "bad", "moving", "paused", "idle")]
+        pairs += [("fg", "bg"), ("muted", "bg"), ("muted", "panel"), ("link", "bg")]
+        pairs += [("danger", "bg"), ("danger", "panel"), ("on-accent", "focus")]
+        for fg, bg in pairs:
+            ratio = contrast(colours[fg], colours[bg])
+            assert ratio >= 4.5, (fg, bg, round(ratio, 2))
