@@ -319,6 +319,7 @@ def test_cli_renders_replicas_from_repeated_upstreams(tmp_path: Path) -> None:
         upstreams=REPLICAS,
         descriptor_path=out.parent / "stopcock_descriptor.pb",
         lua_path=out.parent / "stopcock.lua",
+        console_dir=out.parent / "console",  # the CLI copies the console's files beside it
     )
     sidecar.validate(out)
     with pytest.raises(SystemExit):  # both ways at once
