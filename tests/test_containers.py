@@ -270,7 +270,9 @@ def test_the_compose_render_command_makes_a_config_envoy_accepts(tmp_path: Path)
         upstreams=upstreams,
         descriptor_path=descriptor,
         lua_path=lua,
+        console_dir=shared / "console",  # the console's files, copied beside the config too
     )
+    assert (shared / "console" / "index.html").is_file()
     (cluster,) = yaml.safe_load(rendered)["static_resources"]["clusters"]
     (check,) = cluster["health_checks"]
     assert check["grpc_health_check"] == {"service_name": ""}
