@@ -34,9 +34,10 @@ export function clear(el) {
   return el;
 }
 
-/** "0.4 s", "12 s", "3 min 4 s", "2 h 5 min", "3 d 4 h". */
+/** "21 ms", "4.2 s", "12 s", "3 min 4 s", "2 h 5 min", "3 d 4 h". */
 export function duration(ms) {
-  if (ms < 9950) return `${(Math.max(0, ms) / 1000).toFixed(1)} s`;
+  if (ms < 999.5) return `${Math.max(0, Math.round(ms))} ms`;
+  if (ms < 9950) return `${(ms / 1000).toFixed(1)} s`;
   const s = Math.round(ms / 1000);
   if (s < 60) return `${s} s`;
   const m = Math.floor(s / 60);

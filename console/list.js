@@ -105,6 +105,8 @@ export function listPage(main) {
     if (before && before.name !== p.name) {
       cells.name.firstChild.textContent = p.name;
       cells.name.firstChild.href = `#/pipelines/${encodeURIComponent(p.name)}`;
+      put(cells.actions, actionButtons(p.name, ROW_ACTIONS, notice)); // they act by name
+      applyRole(cells.actions);
       insertSorted(tr, p.name);
     }
     setBadge(cells.status.firstChild, p.deployment_status);
