@@ -46,6 +46,20 @@ def row(b: Browser, name: str) -> str:
     return f'#pipelines tr[data-pipeline="{name}"]'
 
 
+UNLABELLED = """
+return [...document.querySelectorAll('input, select, textarea, button')]
+  .filter((e) => e.offsetParent !== null || e.closest('header'))
+  .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+    && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+  .map((e) => e.outerHTML.slice(0, 80));
+"""
+
+
+def assert_labelled(b: Browser) -> None:
+    """Every visible control has a name a screen reader can say."""
+    assert b.script(UNLABELLED) == []
+
+
 def mark_page(b: Browser) -> None:
     """Marks the loaded document: `same_page` then proves no reload happened in between."""
     b.script("window.consoleTestMark = true")
@@ -59,6 +73,7 @@ def same_page(b: Browser) -> bool:
 def test_create_start_query_checkpoint_and_suspend(page: Browser, stack: Stack, name: str) -> None:
     page.open("#/new")
     page.css("#new-name").send_keys(name)
+    assert_labelled(page)
     page.css("#new-description").send_keys("made in the browser test")
     program = page.css("#new-program")
     program.clear()
@@ -87,6 +102,7 @@ def test_create_start_query_checkpoint_and_suspend(page: Browser, stack: Stack, 
     page.css(f'{row(page, name + "-paused")}[data-status="Paused"]')
     page.css(f"{row(page, name + '-draft')} a.badge.bad")
     page.screenshot("list", also=DOCS / "console-list.png")
+    assert_labelled(page)
     check_filters(page, name)
 
     # The pipeline page: rows in and out through the query box, then a checkpoint.
@@ -110,6 +126,7 @@ def test_create_start_query_checkpoint_and_suspend(page: Browser, stack: Stack, 
     assert stack.get(name, "status")["deployment_status"] == "Stopped"
     assert "lasted" in page.all("#timeline li")[-2].text
     assert same_page(page)
+    assert_labelled(page)
     page.script("window.scrollTo(0, 0)")
     page.screenshot("pipeline", also=DOCS / "console-pipeline.png")
     assert page.page_errors() == []
@@ -168,8 +185,13 @@ def test_force_stop_asks_first_and_names_the_loss(page: Browser, stack: Stack, n
     page.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, "dialog#confirm[open]"), "no dialog")
     assert stack.get(name, "status")["deployment_desired_status"] == "Running"
 
-    page.css('button[data-action="force-stop"]').click()
-    page.css("dialog#confirm[open] #confirm-ok").click()
+    # The keyboard alone: Enter on the button, Tab from Cancel to the confirmation, Enter.
+    page.script("document.querySelector('button[data-action=\"force-stop\"]').focus()")
+    page.driver.switch_to.active_element.send_keys(Keys.ENTER)
+    page.css("dialog#confirm[open]")
+    page.driver.switch_to.active_element.send_keys(Keys.TAB)
+    assert page.script("return document.activeElement.id") == "confirm-ok"
+    page.driver.switch_to.active_element.send_keys(Keys.ENTER)
     page.wait(lambda d: in_order(statuses(page), ["Running", "Stopping", "Stopped"]), "Stopped")
     assert "Suspended" not in statuses(page)
 
