@@ -50,22 +50,30 @@ PREFIX = "bench-console-"
 # (the hooks the console keeps for this: tr[data-pipeline][data-status] in #pipelines).
 OBSERVER = """
 window.__marks = [];
-const mark = (row, t) => {
-  const name = row.dataset.pipeline, status = row.dataset.status;
+const mark = (name, status, t) => {
   const entry = [name, status, t, 0];
   window.__marks.push(entry);
   requestAnimationFrame(() => { entry[3] = performance.timeOrigin + performance.now(); });
 };
 new MutationObserver((records) => {
   const t = performance.timeOrigin + performance.now();
-  for (const r of records) {
-    if (r.type === 'attributes' && r.target.matches('tr[data-pipeline]')) mark(r.target, t);
-    for (const n of r.addedNodes || []) {
-      if (n.nodeType === 1 && n.matches('tr[data-pipeline]')) mark(n, t);
+  records.forEach((r, i) => {
+    if (r.type === 'attributes' && r.target.matches('tr[data-pipeline]')) {
+      // The value this mutation set: the next mutation's old value, or the current one.
+      const next = records.slice(i + 1)
+        .find((o) => o.type === 'attributes' && o.target === r.target);
+      const value = next ? next.oldValue : r.target.dataset.status;
+      if (value !== r.oldValue) mark(r.target.dataset.pipeline, value, t);  // not a re-render
     }
-  }
+    for (const n of r.addedNodes || []) {
+      if (n.nodeType === 1 && n.matches('tr[data-pipeline]')) {
+        mark(n.dataset.pipeline, n.dataset.status, t);
+      }
+    }
+  });
 }).observe(document.getElementById('pipelines'),
-  {attributes: true, attributeFilter: ['data-status'], childList: true, subtree: true});
+  {attributes: true, attributeFilter: ['data-status'], attributeOldValue: true,
+   childList: true, subtree: true});
 """
 LOAD_FIGURES = """
 const nav = performance.getEntriesByType('navigation')[0];
@@ -125,6 +133,7 @@ class _Follower:
 
     def __init__(self, base: str) -> None:
         self.commits: list[tuple[str, str, float, float]] = []
+        self._status: dict[str, str] = {}  # each pipeline's last status seen
         self._stop = threading.Event()
         self._synced = threading.Event()
         self._base = base
@@ -137,26 +146,34 @@ class _Follower:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # The thread ends at its next line or when the stack's Envoy goes
+        # (a daemon: it cannot keep the benchmark alive).
         self._stop.set()
-        self._thread.join(10)
 
     def _follow(self) -> None:
         with (
-            httpx.Client(base_url=self._base, timeout=httpx.Timeout(5, read=1)) as client,
-            contextlib.suppress(httpx.ReadTimeout),
+            httpx.Client(base_url=self._base, timeout=httpx.Timeout(5, read=None)) as client,
+            contextlib.suppress(httpx.HTTPError),
             client.stream("GET", "/v0/watch") as r,
         ):
             for line in r.iter_lines():
                 arrived = time.time() * 1000
+                if self._stop.is_set():
+                    return
                 event = json.loads(line)
                 if event.get("synced"):
                     self._synced.set()
                 p = event.get("pipeline")
-                if p is not None and p["name"].startswith(PREFIX):
+                if p is None or not p["name"].startswith(PREFIX):
+                    continue
+                name, status = p["name"], p["deployment_status"]
+                # Status changes only: the snapshot's and those of other writes
+                # (storage, runtime details) were committed before.
+                changed = self._synced.is_set() and self._status.get(name) != status
+                self._status[name] = status
+                if changed:
                     since = _epoch_ms(p["deployment_status_since"])
-                    self.commits.append((p["name"], p["deployment_status"], since, arrived))
-                if self._stop.is_set():
-                    return
+                    self.commits.append((name, status, since, arrived))
 
 
 def _load(driver: Any, base: str, pipelines: int, wait: Callable[..., Any]) -> LoadRun:
