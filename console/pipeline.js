@@ -76,7 +76,7 @@ export function pipelinePage(main, name, section) {
   );
   applyRole(main);
 
-  function apply(p) {
+  function apply(p, gap) {
     const before = current;
     current = p;
     refreshVersion = p.refresh_version;
@@ -90,7 +90,7 @@ export function pipelinePage(main, name, section) {
     if (before && before.deployment_status !== p.deployment_status) {
       announce(`${p.name} is ${p.deployment_status}`);
     }
-    events.add(p);
+    events.add(p, gap);
     // Sections are rebuilt only when their data changed: no churn for readers and selections.
     changed('error', p.deployment_error, renderError);
     changed('runtime', p.deployment_runtime_status_details, renderRuntime);
@@ -188,7 +188,8 @@ export function pipelinePage(main, name, section) {
 
   const watch = follow(() => url(`${base}/watch`, { after_refresh_version: refreshVersion }), {
     onLine(line) {
-      apply(JSON.parse(line).pipeline);
+      const msg = JSON.parse(line);
+      apply(msg.pipeline, current !== null && msg.resumed === false);
     },
     onRefused(error) {
       report(notice, error);

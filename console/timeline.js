@@ -8,14 +8,16 @@ export function timeline() {
   const element = h('ol', { id: 'timeline', class: 'timeline' });
   let last = null; // {status, desired, at, li, lasted}
 
-  function add(p) {
+  /** `gap`: versions may have been missed before `p` (a reconnect that could not resume). */
+  function add(p, gap = false) {
     const status = p.deployment_status;
     const desired = p.deployment_desired_status;
     if (last && last.status === status && last.desired === desired) return;
     const at = last && last.status === status
       ? p.deployment_desired_status_since : p.deployment_status_since;
     const lasted = h('span', { class: 'lasted' });
-    const li = h('li', { 'data-status': status, 'data-desired': desired },
+    const li = h('li', { 'data-status': status, 'data-desired': desired, class: gap ? 'after-gap' : null },
+      gap ? h('span', { class: 'hint' }, '(transitions may be missing before this: the stream reconnected) ') : null,
       badge(status), ' → ', badge(desired, 'desired'), ' ', since(at), ' ', lasted);
     if (last) {
       const ms = Date.parse(at) - Date.parse(last.at);

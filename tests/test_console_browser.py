@@ -287,6 +287,22 @@ def test_the_list_reconnects_by_itself_when_the_manager_restarts(
         assert page.css(row(page, name)).get_attribute("data-status") == "Stopped"
         assert same_page(page)
 
+        # A pipeline page resumes its own watch (and log) the same way.
+        page.go(f"#/pipelines/{name}")
+        page.css('#timeline li[data-status="Stopped"]')
+        own_stack.kill_manager()
+        page.wait(lambda d: conn.get_attribute("data-outages") == "2", "the page's streams lost")
+        own_stack.start_manager()
+        page.wait(lambda d: conn.text == "Live", "the page's streams back")
+        assert own_stack.post(name, "start").status_code == 202
+        page.wait(lambda d: statuses(page)[-1:] == ["Running"], "Running after the restart")
+        pairs = [
+            (li.get_attribute("data-status"), li.get_attribute("data-desired"))
+            for li in page.all("#timeline li")
+        ]
+        assert pairs[:2] == [("Stopped", "Stopped"), ("Stopped", "Running")]  # none twice
+        assert same_page(page)
+
 
 @e2e
 def test_a_retrying_suspend_shows_its_attempts_and_last_error(
