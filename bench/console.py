@@ -40,6 +40,7 @@ from stopcock.console_assets import CONSOLE_DIR, console_assets
 from bench.force_stop import Latency
 from bench.load import BenchError
 from bench.stats import median, ratio
+from tests.browser import chromium
 from tests.support import Stack
 
 TARGET_P99_MS = 100.0
@@ -114,18 +115,6 @@ class ConsoleResult:
 
 def _epoch_ms(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000
-
-
-def _chromium() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    options.add_argument("--window-size=1280,900")
-    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
 
 
 class _Follower:
@@ -230,7 +219,7 @@ def _match(
 
 @contextlib.contextmanager
 def _browser() -> Iterator[Any]:
-    driver = _chromium()
+    driver = chromium()
     try:
         yield driver
     finally:

@@ -68,7 +68,8 @@ export function listPage(main) {
 
   function newRow(p) {
     const cells = {
-      name: h('td', {}, h('a', { href: `#/pipelines/${encodeURIComponent(p.name)}` }, p.name)),
+      // A long name is cut to its column (fixed layout): the title shows it whole.
+      name: h('td', {}, h('a', { href: `#/pipelines/${encodeURIComponent(p.name)}`, title: p.name }, p.name)),
       status: h('td', {}, badge(p.deployment_status)),
       desired: h('td', {}, badge(p.deployment_desired_status)),
       since: h('td'),
@@ -104,6 +105,7 @@ export function listPage(main) {
     tr.dataset.desired = p.deployment_desired_status;
     if (before && before.name !== p.name) {
       cells.name.firstChild.textContent = p.name;
+      cells.name.firstChild.title = p.name;
       cells.name.firstChild.href = `#/pipelines/${encodeURIComponent(p.name)}`;
       put(cells.actions, actionButtons(p.name, ROW_ACTIONS, notice)); // they act by name
       applyRole(cells.actions);

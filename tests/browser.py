@@ -7,6 +7,7 @@ test fails, so a CI failure can be looked at rather than guessed at.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+# The README's pictures are refreshed on request only, so that a test run
+# leaves the checkout as it found it: STOPCOCK_DOCS_SCREENSHOTS=1.
+REFRESH_DOCS = os.environ.get("STOPCOCK_DOCS_SCREENSHOTS") == "1"
 WAIT = 30.0
 
 T = TypeVar("T")
@@ -79,7 +83,7 @@ class Browser:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{self.test}-{step}.png"
         self.driver.save_screenshot(str(path))
-        if also is not None:
+        if also is not None and REFRESH_DOCS:
             also.write_bytes(path.read_bytes())
         return path
 
