@@ -37,9 +37,10 @@ measures in one run:
    kill -9 + restart of the manager until every runtime is re-adopted in
    place; a force stop of all N together until no runtime is left.
 9. Console (bench.console), on a stack of its own: headless Chromium shows
-   the web console's list of `--console-pipelines` (100) while batches of
-   them start and force stop; commit -> display p50/p99 beside the same
-   changes read by a plain HTTP client, page load time and bytes.
+   the web console's list of `--console-pipelines` (100) while pipelines
+   start and force stop, one at a time (`--console-singles`, 30), then ten
+   together (`--console-bursts`, 5); commit -> display p50/p99 beside the
+   same changes read by a plain HTTP client; page load time and bytes.
 
 `--skip SECTION` leaves a section out (get, force-stop, suspend, ingress,
 bodies, store, failover, scale, console). Sections 1-5 share one stack
@@ -171,7 +172,8 @@ class Options:
     scale_defined: int
     scale_idle_secs: float
     console_pipelines: int
-    console_batches: int
+    console_singles: int
+    console_bursts: int
 
 
 def _measure(stack: Stack, opts: Options, wrk: str) -> Figures:
@@ -293,8 +295,9 @@ def _own_stacks(root: Path, opts: Options, wrk: str, measured: Figures) -> Figur
             result = console.run(
                 stack,
                 pipelines=opts.console_pipelines,
-                batches=opts.console_batches,
-                batch=min(10, opts.console_pipelines),
+                singles=opts.console_singles,
+                bursts=opts.console_bursts,
+                burst=min(10, opts.console_pipelines),
                 loads=5,
                 progress=_progress,
             )
@@ -471,17 +474,23 @@ def _parse(argv: list[str] | None) -> Options:
         help="console section: pipelines listed (100)",
     )
     parser.add_argument(
-        "--console-batches",
+        "--console-singles",
         type=int,
-        default=8,
-        help="console section: batches of 10 pipelines started then force stopped (8)",
+        default=30,
+        help="console section: pipelines started then force stopped one at a time (30)",
+    )
+    parser.add_argument(
+        "--console-bursts",
+        type=int,
+        default=5,
+        help="console section: bursts of 10 pipelines started then force stopped together (5)",
     )
     args = parser.parse_args(argv)
     counts = [args.duration, args.rounds, args.warmup, args.connections, args.cycles]
     counts += [args.ingress_batches, args.ingress_batch_rows, args.ingress_rounds]
     counts += [args.store_pipelines, args.store_clients, args.failover_kills]
     counts += [args.scale_pipelines, args.scale_defined, args.scale_idle_secs]
-    counts += [args.console_pipelines, args.console_batches]
+    counts += [args.console_pipelines, args.console_singles, args.console_bursts]
     if min(counts) < 1:
         parser.error("every count and duration must be at least 1")
     try:
@@ -520,7 +529,8 @@ def _parse(argv: list[str] | None) -> Options:
         scale_defined=args.scale_defined,
         scale_idle_secs=args.scale_idle_secs,
         console_pipelines=args.console_pipelines,
-        console_batches=args.console_batches,
+        console_singles=args.console_singles,
+        console_bursts=args.console_bursts,
     )
 
 

@@ -2,7 +2,7 @@
 
 With `pipelines` (100) pipelines listed, headless Chromium (Debian's, driven
 by selenium) shows the console's list while pipelines are started and force
-stopped in batches. Measured:
+stopped, one at a time and then in bursts. Measured:
 
 * state change -> display: for each status a list row shows, the time from
   the change's commit (the record's `deployment_status_since`, written in
@@ -97,8 +97,9 @@ class LoadRun:
 
 
 @dataclass(frozen=True, slots=True)
-class ConsoleResult:
-    pipelines: int
+class Phase:
+    """Status changes of `batches` x `batch` pipelines started together, then force stopped."""
+
     batches: int
     batch: int
     displayed: int  # statuses displayed and matched to their commit
@@ -106,11 +107,17 @@ class ConsoleResult:
     display: Latency  # commit -> row attribute, ms
     frame: Latency  # commit -> next animation frame after it, ms
     stream: Latency  # commit -> line read by a plain HTTP client, ms
-    loads: list[LoadRun]
-    files_bytes: int  # console/ files, uncompressed
 
     def target_met(self) -> bool:
         return self.display.p99 <= TARGET_P99_MS
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleResult:
+    pipelines: int
+    phases: list[Phase]  # one pipeline at a time, then bursts
+    loads: list[LoadRun]
+    files_bytes: int  # console/ files, uncompressed
 
 
 def _epoch_ms(rfc3339: str) -> float:
@@ -123,6 +130,7 @@ class _Follower:
     def __init__(self, base: str) -> None:
         self.commits: list[tuple[str, str, float, float]] = []
         self._status: dict[str, str] = {}  # each pipeline's last status seen
+        self._changed = threading.Condition()
         self._stop = threading.Event()
         self._synced = threading.Event()
         self._base = base
@@ -159,10 +167,21 @@ class _Follower:
                 # Status changes only: the snapshot's and those of other writes
                 # (storage, runtime details) were committed before.
                 changed = self._synced.is_set() and self._status.get(name) != status
-                self._status[name] = status
+                with self._changed:
+                    self._status[name] = status
+                    self._changed.notify_all()
                 if changed:
                     since = _epoch_ms(p["deployment_status_since"])
                     self.commits.append((name, status, since, arrived))
+
+    def wait_all(self, names: list[str], status: str, timeout: float = 60) -> None:
+        """Until every one of `names` is in `status`, as the stream says: no polling,
+        which would load the manager with GETs while its latency is measured."""
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: all(self._status.get(n) == status for n in names), timeout
+            ):
+                raise BenchError(f"{names} did not all reach {status} in {timeout} s")
 
 
 def _load(driver: Any, base: str, pipelines: int, wait: Callable[..., Any]) -> LoadRun:
@@ -176,20 +195,18 @@ def _load(driver: Any, base: str, pipelines: int, wait: Callable[..., Any]) -> L
     return LoadRun(rows_ms, figures["dcl"], figures["load"], int(figures["transferred"]))
 
 
-def _cycle(stack: Stack, names: list[str]) -> None:
+def _cycle(stack: Stack, follower: _Follower, names: list[str]) -> None:
     """Starts `names` together, waits for Running, force-stops them together."""
     for name in names:
         r = stack.post(name, "start")
         if r.status_code != 202:
             raise BenchError(f"start {name}: {r.status_code} {r.text}")
-    for name in names:
-        stack.wait_status(name, "Running", 60)
+    follower.wait_all(names, "Running")
     for name in names:
         r = stack.post(name, "stop", force="true")
         if r.status_code != 202:
             raise BenchError(f"stop {name}: {r.status_code} {r.text}")
-    for name in names:
-        stack.wait_status(name, "Stopped", 60)
+    follower.wait_all(names, "Stopped")
 
 
 def _match(
@@ -226,15 +243,54 @@ def _browser() -> Iterator[Any]:
         driver.quit()
 
 
+def _phase(
+    driver: Any,
+    wait: Callable[..., Any],
+    stack: Stack,
+    follower: _Follower,
+    names: list[str],
+    *,
+    batches: int,
+    batch: int,
+    progress: Callable[[str], None],
+) -> Phase:
+    driver.execute_script("window.__marks.length = 0")
+    first = len(follower.commits)
+    for b in range(batches):
+        progress(f"console: {batch} started then force stopped ({b + 1}/{batches})")
+        start = (b * batch) % len(names)
+        _cycle(stack, follower, names[start : start + batch])
+    # The last Stopped reaches the page through the same stream: wait for it to show.
+    last = names[((batches - 1) * batch) % len(names)]
+    row = f'tr[data-pipeline="{last}"]'
+    wait(lambda d: d.find_element("css selector", row).get_attribute("data-status") == "Stopped")
+    marks: list[list[Any]] = driver.execute_script("return window.__marks")
+    commits = follower.commits[first:]
+    display, frame, skipped = _match(marks, commits)
+    if not display:
+        raise BenchError("the console displayed no status change")
+    return Phase(
+        batches=batches,
+        batch=batch,
+        displayed=len(display),
+        skipped=skipped,
+        display=Latency.of(display),
+        frame=Latency.of(frame or [float("nan")]),
+        stream=Latency.of([arrived - since for _, _, since, arrived in commits]),
+    )
+
+
 def run(
     stack: Stack,
     *,
     pipelines: int,
-    batches: int,
-    batch: int,
+    singles: int,
+    bursts: int,
+    burst: int,
     loads: int,
     progress: Callable[[str], None],
 ) -> ConsoleResult:
+    """`singles` pipelines started then stopped one at a time, then `bursts` x `burst` together."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     assets = console_assets(CONSOLE_DIR)
@@ -251,35 +307,31 @@ def run(
         runs = [_load(driver, base, pipelines, wait) for _ in range(loads)]
         driver.execute_script(OBSERVER)
         with _Follower(base) as follower:
-            for b in range(batches):
-                progress(f"console: batch {b + 1}/{batches} ({batch} started, then force stopped)")
-                start = (b * batch) % pipelines
-                _cycle(stack, names[start : start + batch])
-            # The last Stopped reaches the page through the same stream: wait for it to show.
-            last = names[((batches - 1) * batch) % pipelines]
-            wait(
-                lambda d: (
-                    d.find_element("css selector", f'tr[data-pipeline="{last}"]').get_attribute(
-                        "data-status"
-                    )
-                    == "Stopped"
-                )
-            )
-            marks: list[list[Any]] = driver.execute_script("return window.__marks")
-            commits = list(follower.commits)
-    display, frame, skipped = _match(marks, commits)
-    if not display:
-        raise BenchError("the console displayed no status change")
-    stream = [arrived - since for _, _, since, arrived in commits]
+            phases = [
+                _phase(
+                    driver,
+                    wait,
+                    stack,
+                    follower,
+                    names,
+                    batches=singles,
+                    batch=1,
+                    progress=progress,
+                ),
+                _phase(
+                    driver,
+                    wait,
+                    stack,
+                    follower,
+                    names,
+                    batches=bursts,
+                    batch=burst,
+                    progress=progress,
+                ),
+            ]
     return ConsoleResult(
         pipelines=pipelines,
-        batches=batches,
-        batch=batch,
-        displayed=len(display),
-        skipped=skipped,
-        display=Latency.of(display),
-        frame=Latency.of(frame or [float("nan")]),
-        stream=Latency.of(stream),
+        phases=phases,
         loads=runs,
         files_bytes=sum(a.file.stat().st_size for a in assets if a.url != "/"),
     )
@@ -290,17 +342,22 @@ def section(r: ConsoleResult) -> list[str]:
         return f"{lat.p50:>8.1f} {lat.p99:>8.1f} {lat.max:>8.1f}"
 
     transferred = median([float(x.transferred) for x in r.loads])
+    lines = [f"Web console (headless Chromium), {r.pipelines} pipelines listed"]
+    for ph in r.phases:
+        together = "one at a time" if ph.batch == 1 else f"{ph.batch} together"
+        lines += [
+            f"  {ph.batches * ph.batch} pipelines started then force stopped, {together}: "
+            f"{ph.displayed} status changes displayed ({ph.skipped} coalesced away)",
+            f"  {'  commit -> ... (ms)':<46} {'p50':>8} {'p99':>8} {'max':>8}",
+            f"  {'  line read by a plain client (GET /v0/watch)':<46} {cells(ph.stream)}",
+            f"  {'  row shown in the console (DOM)':<46} {cells(ph.display)}",
+            f"  {'  next frame after it':<46} {cells(ph.frame)}",
+            f"    console / plain client, p99: {ratio(ph.display.p99, ph.stream.p99):.2f}x; "
+            f"target p99 <= {TARGET_P99_MS:.0f} ms: {ph.display.p99:.1f} ms, "
+            f"{'met' if ph.target_met() else 'NOT met'}",
+        ]
     return [
-        f"Web console (headless Chromium): {r.pipelines} pipelines listed; {r.batches} batches "
-        f"of {r.batch} started then force stopped; {r.displayed} status changes displayed "
-        f"({r.skipped} coalesced away)",
-        f"  {'commit -> ... (ms)':<44} {'p50':>8} {'p99':>8} {'max':>8}",
-        f"  {'line read by a plain client (GET /v0/watch)':<44} {cells(r.stream)}",
-        f"  {'row shown in the console (DOM)':<44} {cells(r.display)}",
-        f"  {'next frame after it':<44} {cells(r.frame)}",
-        f"  console / plain client, p99: {ratio(r.display.p99, r.stream.p99):.2f}x",
-        f"  target: commit -> display p99 <= {TARGET_P99_MS:.0f} ms: {r.display.p99:.1f} ms, "
-        f"{'met' if r.target_met() else 'NOT met'}",
+        *lines,
         f"  page load (median of {len(r.loads)}): every row shown "
         f"{median([x.rows_ms for x in r.loads]):.0f} ms, DOMContentLoaded "
         f"{median([x.dcl_ms for x in r.loads]):.0f} ms, load "
@@ -314,8 +371,9 @@ def section(r: ConsoleResult) -> list[str]:
 def as_json(r: ConsoleResult) -> tuple[dict[str, Any], dict[str, bool]]:
     doc = asdict(r)
     targets = {
-        "console_display_p99_le_100_ms": r.target_met(),
-        "console_page_le_300_kib": median([float(x.transferred) for x in r.loads])
-        <= PAGE_BUDGET_BYTES,
+        f"console_display_p99_le_100_ms_{ph.batch}_together": ph.target_met() for ph in r.phases
     }
+    targets["console_page_le_300_kib"] = (
+        median([float(x.transferred) for x in r.loads]) <= PAGE_BUDGET_BYTES
+    )
     return doc, targets
