@@ -38,13 +38,24 @@ function showAuthError(error) {
     error.status ? ` (HTTP ${error.status})` : '');
 }
 
+let retry = 250;
+
 async function signIn() {
   try {
     const who = await call('GET', '/v0/whoami');
     session.role = who.role;
     session.authentication = who.authentication;
+    retry = 250;
   } catch (exc) {
-    if (!(exc instanceof ApiError)) throw exc;
+    if (!(exc instanceof ApiError) || exc.status === 0 || exc.status >= 500) {
+      // Stopcock unreachable (Envoy's 503 while the manager restarts, or no answer at all):
+      // not a sign-in problem. Say so and try again, as the streams do.
+      put(main, h('p', { role: 'status' },
+        `Stopcock is not answering (${exc.message}); trying again…`));
+      setTimeout(signIn, retry);
+      retry = Math.min(retry * 2, 5000);
+      return;
+    }
     if (exc.status === 404) {
       // A Stopcock without /v0/whoami: authentication off, everything allowed.
       session.role = 'write';

@@ -305,6 +305,22 @@ def test_the_list_reconnects_by_itself_when_the_manager_restarts(
 
 
 @e2e
+def test_a_page_opened_while_the_manager_is_down_waits_for_it(
+    own_stack: Stack, name: str, request: pytest.FixtureRequest
+) -> None:
+    own_stack.create(name)
+    own_stack.kill_manager()
+    with browser(f"http://127.0.0.1:{own_stack.rest_port}", request.node.name) as page:
+        page.open("#/")
+        # Envoy answers 503 ManagerUnavailable: not a reason to ask for an API key.
+        page.wait(lambda d: "not answering" in page.css("#main").text, "the outage to be said")
+        assert page.css("#auth").get_attribute("hidden") is not None
+        own_stack.start_manager()
+        page.css(row(page, name))
+        assert page.css("#auth").get_attribute("hidden") is not None
+
+
+@e2e
 def test_a_retrying_suspend_shows_its_attempts_and_last_error(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
