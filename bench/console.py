@@ -308,26 +308,8 @@ def run(
         driver.execute_script(OBSERVER)
         with _Follower(base) as follower:
             phases = [
-                _phase(
-                    driver,
-                    wait,
-                    stack,
-                    follower,
-                    names,
-                    batches=singles,
-                    batch=1,
-                    progress=progress,
-                ),
-                _phase(
-                    driver,
-                    wait,
-                    stack,
-                    follower,
-                    names,
-                    batches=bursts,
-                    batch=burst,
-                    progress=progress,
-                ),
+                _phase(driver, wait, stack, follower, names, batches=n, batch=k, progress=progress)
+                for n, k in ((singles, 1), (bursts, burst))
             ]
     return ConsoleResult(
         pipelines=pipelines,
