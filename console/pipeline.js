@@ -57,7 +57,8 @@ export function pipelinePage(main, name, section) {
     h('div', { class: 'columns' },
       h('section', { 'aria-labelledby': 'timeline-h' },
         h('h2', { id: 'timeline-h' }, 'Timeline'),
-        h('p', { class: 'hint' }, 'Transitions seen since this page opened, oldest first.'),
+        h('p', { class: 'hint' },
+          'Oldest first: the recent past from the pipeline\'s events, then each transition live.'),
         events.element),
       h('section', { 'aria-labelledby': 'runtime-h' },
         h('h2', { id: 'runtime-h' }, 'Runtime status details'), runtimeBody)),
@@ -186,7 +187,22 @@ export function pipelinePage(main, name, section) {
     }
   }
 
-  const watch = follow(() => url(`${base}/watch`, { after_refresh_version: refreshVersion }), {
+  // The recent past first (the versions the manager keeps, as the pipeline's events), then
+  // the stream's present: the stream starts once the past is shown, so the order holds.
+  let closed = false;
+  let watch = null;
+  (async () => {
+    try {
+      const past = await call('GET', `${base}/events`, { query: { selector: 'status' } });
+      if (!closed) for (const e of [...past].reverse()) events.add(fromEvent(e));
+    } catch (exc) {
+      if (!(exc instanceof ApiError)) throw exc; // a refusal: the stream reports it too
+    } finally {
+      if (!closed) watch = followWatch();
+    }
+  })();
+
+  const followWatch = () => follow(() => url(`${base}/watch`, { after_refresh_version: refreshVersion }), {
     onLine(line) {
       const msg = JSON.parse(line);
       apply(msg.pipeline, current !== null && msg.resumed === false);
@@ -202,7 +218,21 @@ export function pipelinePage(main, name, section) {
   });
 
   return () => {
-    watch.close();
+    closed = true;
+    watch?.close();
     logs.close();
+  };
+}
+
+/** An event (Feldera's shape: resources and runtime statuses) as the timeline reads a pipeline. */
+function fromEvent(e) {
+  const deployed = e.deployment_resources_status === 'Provisioned';
+  return {
+    deployment_status: deployed
+      ? (e.deployment_runtime_status ?? 'Unavailable') : e.deployment_resources_status,
+    deployment_desired_status: e.deployment_resources_desired_status === 'Stopped'
+      ? 'Stopped' : (e.deployment_runtime_desired_status ?? 'Running'),
+    deployment_status_since: e.recorded_at,
+    deployment_desired_status_since: e.recorded_at,
   };
 }

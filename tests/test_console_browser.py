@@ -36,6 +36,14 @@ def statuses(b: Browser) -> list[str]:
     return [li.get_attribute("data-status") or "" for li in b.all("#timeline li")]
 
 
+def pairs(b: Browser) -> list[tuple[str, str]]:
+    """The timeline's (status, desired status) entries, oldest first."""
+    return [
+        (li.get_attribute("data-status") or "", li.get_attribute("data-desired") or "")
+        for li in b.all("#timeline li")
+    ]
+
+
 def in_order(seen: list[str], wanted: list[str]) -> bool:
     """`wanted` appears in `seen` as a subsequence (other transitions may come between)."""
     rest = iter(seen)
@@ -171,6 +179,30 @@ def run_query(page: Browser, sql: str) -> None:
 
 
 @e2e
+def test_a_pipeline_page_opens_on_its_recent_past(page: Browser, stack: Stack, name: str) -> None:
+    stack.create(name)
+    stack.start(name)
+    stack.force_stop(name)
+    page.open(f"#/pipelines/{name}")
+    past = [
+        ("Stopped", "Stopped"),
+        ("Stopped", "Running"),
+        ("Provisioning", "Running"),
+        ("Initializing", "Running"),
+        ("Running", "Running"),
+        ("Running", "Stopped"),
+        ("Stopping", "Stopped"),
+        ("Stopped", "Stopped"),
+    ]
+    page.wait(lambda d: pairs(page) == past, "the transitions from before the page opened")
+    assert "lasted" in page.all("#timeline li")[-2].text
+    # Then live, after the past.
+    assert stack.post(name, "start").status_code == 202
+    page.wait(lambda d: statuses(page)[len(past) :][-1:] == ["Running"], "Running, live")
+    stack.force_stop(name)
+
+
+@e2e
 def test_force_stop_asks_first_and_names_the_loss(page: Browser, stack: Stack, name: str) -> None:
     stack.create(name)
     stack.start(name)
@@ -296,11 +328,7 @@ def test_the_list_reconnects_by_itself_when_the_manager_restarts(
         page.wait(lambda d: conn.text == "Live", "the page's streams back")
         assert own_stack.post(name, "start").status_code == 202
         page.wait(lambda d: statuses(page)[-1:] == ["Running"], "Running after the restart")
-        pairs = [
-            (li.get_attribute("data-status"), li.get_attribute("data-desired"))
-            for li in page.all("#timeline li")
-        ]
-        assert pairs[:2] == [("Stopped", "Stopped"), ("Stopped", "Running")]  # none twice
+        assert pairs(page)[:2] == [("Stopped", "Stopped"), ("Stopped", "Running")]  # none twice
         assert same_page(page)
 
 
@@ -461,9 +489,9 @@ def test_status_colours_have_enough_contrast_in_both_schemes() -> None:
     assert len(schemes) == 2  # light, then the prefers-color-scheme: dark override
     for scheme in schemes:
         colours = dict(re.findall(r"--([\w-]+): (#[0-9a-f]{6})", scheme))
-        pairs = [(f"{k}-fg", f"{k}-bg") for k in ("ok", "bad", "moving", "paused", "idle")]
-        pairs += [("fg", "bg"), ("muted", "bg"), ("muted", "panel"), ("link", "bg")]
-        pairs += [("danger", "bg"), ("danger", "panel"), ("on-accent", "focus")]
-        for fg, bg in pairs:
+        checked = [(f"{k}-fg", f"{k}-bg") for k in ("ok", "bad", "moving", "paused", "idle")]
+        checked += [("fg", "bg"), ("muted", "bg"), ("muted", "panel"), ("link", "bg")]
+        checked += [("danger", "bg"), ("danger", "panel"), ("on-accent", "focus")]
+        for fg, bg in checked:
             ratio = contrast(colours[fg], colours[bg])
             assert ratio >= 4.5, (fg, bg, round(ratio, 2))
