@@ -116,9 +116,15 @@ export function listPage(main) {
     if (!before || before.deployment_status_since !== p.deployment_status_since) {
       setSince(cells.since, p.deployment_status_since);
     }
-    put(cells.storage, badge(p.storage_status));
-    put(cells.program, badge(p.program_status));
-    put(cells.error, errorBadge(p));
+    // Cells are rebuilt only when what they show changed: each rebuild costs the row a
+    // restyle and repaint, and most writes of a pipeline change one or two statuses.
+    if (before?.storage_status !== p.storage_status || !before) {
+      put(cells.storage, badge(p.storage_status));
+    }
+    if (before?.program_status !== p.program_status || !before) {
+      put(cells.program, badge(p.program_status));
+    }
+    if (!before || errorKey(before) !== errorKey(p)) put(cells.error, errorBadge(p));
     tr.hidden = !matches(row);
     if (before && before.deployment_status !== p.deployment_status) {
       announce(`${p.name}: ${p.deployment_status}`);
@@ -161,6 +167,11 @@ export function listPage(main) {
     },
   });
   return () => stream.close();
+}
+
+/** What the error cell depends on. */
+function errorKey(p) {
+  return JSON.stringify([p.name, p.deployment_error, p.program_status]);
 }
 
 function errorBadge(p) {
