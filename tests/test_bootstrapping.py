@@ -24,28 +24,13 @@ from feldera import FelderaClient, Pipeline
 from feldera.enums import BootstrapPolicy, PipelineStatus
 
 from tests.support import Stack, running_stack, wait_until
+from tests.test_bootstrap_engine import EXPECTED_DIFF, NEW, OLD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 WAIT_S = 30.0  # the bound of every SDK wait (timeout_s)
-OLD = """CREATE TABLE t1 (x INTEGER) WITH ('materialized' = 'true');
-CREATE TABLE t2 (y INTEGER) WITH ('materialized' = 'true');
-CREATE MATERIALIZED VIEW v1 AS SELECT COUNT(*) AS c FROM t1;
-"""
+# The programs and the diff between them are the engine tests' (tests/test_bootstrap_engine.py):
 # t2 changes (it restarts empty), v2 is new; t1 and v1 are as they were.
-NEW = """CREATE TABLE t1 (x INTEGER) WITH ('materialized' = 'true');
-CREATE TABLE t2 (y INTEGER, z TEXT) WITH ('materialized' = 'true');
-CREATE MATERIALIZED VIEW v1 AS SELECT COUNT(*) AS c FROM t1;
-CREATE MATERIALIZED VIEW v2 AS SELECT SUM(x) AS s FROM t1;
-"""
-PROGRAM_DIFF = {
-    "added_tables": [],
-    "removed_tables": [],
-    "modified_tables": ["t2"],
-    "added_views": ["v2"],
-    "removed_views": [],
-    "modified_views": [],
-}
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +172,7 @@ def test_reject_stops_with_bootstrap_rejected_and_keeps_the_checkpoint(
     stopped = stack.wait_status(name, "Stopped")
     error = stopped["deployment_error"]
     assert error["error_code"] == "BootstrapRejected"
-    assert error["details"]["approval_diff"]["program_diff"] == PROGRAM_DIFF
+    assert error["details"]["approval_diff"]["program_diff"] == EXPECTED_DIFF
     assert stopped["storage_status"] == "InUse"
     # The checkpoint is intact: an allowed start bootstraps from it.
     pipeline.start(bootstrap_policy=BootstrapPolicy.ALLOW, dismiss_error=True, timeout_s=WAIT_S)
@@ -204,7 +189,7 @@ def test_await_approval_shows_the_diff_until_approved(
     assert pipeline.status() == PipelineStatus.AWAITINGAPPROVAL
     details = pipeline.deployment_runtime_status_details()
     assert details is not None
-    assert details["approval_diff"]["program_diff"] == PROGRAM_DIFF
+    assert details["approval_diff"]["program_diff"] == EXPECTED_DIFF
     # Input waits for the bootstrap, as in Feldera.
     assert stack.ingest(name, [{"x": 9}], table="t1").status_code == 503
     pipeline.approve()
@@ -262,7 +247,7 @@ def test_diff_predicts_what_a_start_bootstraps(env: tuple[Stack, FelderaClient],
     stack.create(name, OLD)
     pipeline = Pipeline.get(name, client)
     predicted = pipeline.diff(program_code=NEW)
-    assert predicted["program_diff"] == PROGRAM_DIFF
+    assert predicted["program_diff"] == EXPECTED_DIFF
     assert predicted["program_diff_error"] is None
     assert predicted["added_input_connectors"] == []
     unchanged = stack.rest.post(f"/v0/pipelines/{name}/diff", json={})
